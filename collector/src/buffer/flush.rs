@@ -1,0 +1,156 @@
+//! Flushing the buffer to Parquet, following the WAL's invariant 2: rotate,
+//! write files, checkpoint, publish, delete sealed segments.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::{Mutex, Notify};
+
+use crate::ingest::{Ingest, IngestError};
+use crate::storage::parquet as pq;
+use crate::telemetry::CollectorMetrics;
+use crate::wal::WalDir;
+
+/// Errors of a flush; the rows stay in the buffer and the WAL and are
+/// retried by the next flush.
+#[derive(Debug, thiserror::Error)]
+pub enum FlushError {
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Storage(#[from] pq::Error),
+    #[error(transparent)]
+    Wal(#[from] crate::wal::Error),
+    #[error("flush task failed: {0}")]
+    Join(#[from] tokio::task::JoinError),
+}
+
+/// What one flush did.
+#[derive(Debug, Clone, Default)]
+pub struct FlushReport {
+    pub rows: usize,
+    pub files: usize,
+    pub bytes: u64,
+}
+
+/// Runs flushes, one at a time.
+#[derive(Debug, Clone)]
+pub struct Flusher {
+    ingest: Ingest,
+    wal: WalDir,
+    data_dir: PathBuf,
+    metrics: Arc<CollectorMetrics>,
+    lock: Arc<Mutex<()>>,
+    wake: Arc<Notify>,
+}
+
+impl Flusher {
+    pub fn new(
+        ingest: Ingest,
+        wal: WalDir,
+        data_dir: PathBuf,
+        metrics: Arc<CollectorMetrics>,
+    ) -> Self {
+        Flusher {
+            ingest,
+            wal,
+            data_dir,
+            metrics,
+            lock: Arc::new(Mutex::new(())),
+            wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Asks the background loop to flush now (used under memory pressure).
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Flushes everything buffered so far.
+    pub async fn flush(&self) -> Result<FlushReport, FlushError> {
+        let _guard = self.lock.lock().await;
+        let old_segments = self.wal.segments()?.len();
+        if self.ingest.buffer().usage().0 == 0 && old_segments <= 1 {
+            return Ok(FlushReport::default());
+        }
+        let started = Instant::now();
+        let rotation = self.ingest.rotate().await?;
+        let sealed = rotation.sealed_segment;
+        let data_dir = self.data_dir.clone();
+        let written = tokio::task::spawn_blocking(move || {
+            let mut files = Vec::new();
+            for (table, batches) in &rotation.tables {
+                match pq::write_table(&data_dir, *table, sealed, batches) {
+                    Ok(metas) => files.extend(metas.into_iter().map(|m| (*table, m))),
+                    Err(e) => {
+                        let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
+                        pq::remove_files(&metas);
+                        return Err(e);
+                    }
+                }
+            }
+            let rows = rotation
+                .tables
+                .iter()
+                .flat_map(|(_, b)| b)
+                .map(|b| b.num_rows())
+                .sum::<usize>();
+            Ok((files, rows))
+        })
+        .await?;
+        let (files, rows) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                self.metrics.flush_failures.add(1);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = self.wal.write_checkpoint(sealed) {
+            self.metrics.flush_failures.add(1);
+            let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
+            pq::remove_files(&metas);
+            return Err(e.into());
+        }
+        let report = FlushReport {
+            rows,
+            files: files.len(),
+            bytes: files.iter().map(|(_, m)| m.size).sum(),
+        };
+        self.ingest.buffer().commit_flush(files);
+        for id in self.wal.segments()? {
+            if id <= sealed {
+                self.wal.remove_segment(id)?;
+            }
+        }
+        self.ingest.set_wal_bytes(self.wal.size_bytes()?);
+        let (brows, bbytes) = self.ingest.buffer().usage();
+        self.metrics.buffer_rows.set(brows as u64);
+        self.metrics.buffer_bytes.set(bbytes as u64);
+        self.metrics.flushed_rows.add(rows as u64);
+        self.metrics.flush.observe(started.elapsed());
+        tracing::debug!(
+            rows,
+            files = report.files,
+            bytes = report.bytes,
+            segment = sealed,
+            "flushed"
+        );
+        Ok(report)
+    }
+
+    /// Flushes every `interval`, or sooner when woken, until `stop` resolves.
+    pub async fn run(self, interval: Duration, stop: impl std::future::Future<Output = ()>) {
+        tokio::pin!(stop);
+        loop {
+            tokio::select! {
+                _ = &mut stop => return,
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.wake.notified() => {}
+            }
+            if let Err(e) = self.flush().await {
+                tracing::error!(error = %e, "flush failed; rows stay buffered and will be retried");
+            }
+        }
+    }
+}

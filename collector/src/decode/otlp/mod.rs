@@ -1,0 +1,147 @@
+//! OTLP requests (protobuf or OTLP/JSON) → normalized rows, and the export
+//! responses in the request's encoding.
+
+pub mod logs;
+pub mod metrics;
+pub mod spans;
+
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::metrics::v1::{
+    ExportMetricsPartialSuccess, ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+
+use crate::model::Normalized;
+use crate::wal::RecordKind;
+
+/// The three OTLP signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Signal {
+    Traces,
+    Logs,
+    Metrics,
+}
+
+impl Signal {
+    pub fn name(self) -> &'static str {
+        match self {
+            Signal::Traces => "traces",
+            Signal::Logs => "logs",
+            Signal::Metrics => "metrics",
+        }
+    }
+}
+
+/// Body encodings of OTLP/HTTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Encoding {
+    Protobuf,
+    Json,
+}
+
+/// Why a body could not be decoded (the whole request is refused with 400).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("invalid protobuf: {0}")]
+    Protobuf(#[from] prost::DecodeError),
+    #[error("invalid OTLP/JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("could not build rows: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+}
+
+pub fn record_kind(signal: Signal, encoding: Encoding) -> RecordKind {
+    match (signal, encoding) {
+        (Signal::Traces, Encoding::Protobuf) => RecordKind::TracesProto,
+        (Signal::Traces, Encoding::Json) => RecordKind::TracesJson,
+        (Signal::Logs, Encoding::Protobuf) => RecordKind::LogsProto,
+        (Signal::Logs, Encoding::Json) => RecordKind::LogsJson,
+        (Signal::Metrics, Encoding::Protobuf) => RecordKind::MetricsProto,
+        (Signal::Metrics, Encoding::Json) => RecordKind::MetricsJson,
+    }
+}
+
+pub fn signal_of(kind: RecordKind) -> (Signal, Encoding) {
+    match kind {
+        RecordKind::TracesProto => (Signal::Traces, Encoding::Protobuf),
+        RecordKind::TracesJson => (Signal::Traces, Encoding::Json),
+        RecordKind::LogsProto => (Signal::Logs, Encoding::Protobuf),
+        RecordKind::LogsJson => (Signal::Logs, Encoding::Json),
+        RecordKind::MetricsProto => (Signal::Metrics, Encoding::Protobuf),
+        RecordKind::MetricsJson => (Signal::Metrics, Encoding::Json),
+    }
+}
+
+fn parse<T: Message + Default + serde::de::DeserializeOwned>(
+    encoding: Encoding,
+    body: &[u8],
+) -> Result<T, DecodeError> {
+    Ok(match encoding {
+        Encoding::Protobuf => T::decode(body)?,
+        Encoding::Json => serde_json::from_slice(body)?,
+    })
+}
+
+/// Decodes and normalizes one request body. `now_micros` is the receive time
+/// (used where a record carries no time of its own).
+pub fn decode(
+    signal: Signal,
+    encoding: Encoding,
+    body: &[u8],
+    now_micros: i64,
+) -> Result<Normalized, DecodeError> {
+    Ok(match signal {
+        Signal::Traces => spans::normalize(&parse::<ExportTraceServiceRequest>(encoding, body)?)?,
+        Signal::Logs => logs::normalize(
+            &parse::<ExportLogsServiceRequest>(encoding, body)?,
+            now_micros,
+        )?,
+        Signal::Metrics => {
+            metrics::normalize(&parse::<ExportMetricsServiceRequest>(encoding, body)?)?
+        }
+    })
+}
+
+/// The export response for `signal`, with partial success when items were
+/// rejected, encoded like the request.
+pub fn response_body(signal: Signal, encoding: Encoding, n: &Normalized) -> Vec<u8> {
+    let rejected = i64::try_from(n.rejected).unwrap_or(i64::MAX);
+    let message = n.reject_reason.clone().unwrap_or_default();
+    let partial = n.rejected > 0;
+    macro_rules! encode {
+        ($resp:expr) => {
+            match encoding {
+                Encoding::Protobuf => $resp.encode_to_vec(),
+                Encoding::Json => serde_json::to_vec(&$resp).unwrap_or_else(|_| b"{}".to_vec()),
+            }
+        };
+    }
+    match signal {
+        Signal::Traces => encode!(ExportTraceServiceResponse {
+            partial_success: partial.then(|| ExportTracePartialSuccess {
+                rejected_spans: rejected,
+                error_message: message,
+            }),
+        }),
+        Signal::Logs => encode!(ExportLogsServiceResponse {
+            partial_success: partial.then(|| ExportLogsPartialSuccess {
+                rejected_log_records: rejected,
+                error_message: message,
+            }),
+        }),
+        Signal::Metrics => encode!(ExportMetricsServiceResponse {
+            partial_success: partial.then(|| ExportMetricsPartialSuccess {
+                rejected_data_points: rejected,
+                error_message: message,
+            }),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests;

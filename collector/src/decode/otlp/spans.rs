@@ -1,0 +1,224 @@
+//! `ExportTraceServiceRequest` → rows of the `spans` table.
+
+use std::sync::Arc;
+
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder,
+};
+use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
+
+use crate::decode::attrs::{self, ResourceFacts};
+use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
+use crate::model::ids::{SpanId, TraceId};
+use crate::model::{Normalized, Table, TableBatch};
+
+#[derive(Debug)]
+struct SpanColumns {
+    time: TimestampMicrosecondBuilder,
+    end_time: TimestampMicrosecondBuilder,
+    duration_ms: Float64Builder,
+    trace_id: StringBuilder,
+    span_id: StringBuilder,
+    parent_span_id: StringBuilder,
+    name: StringBuilder,
+    kind: StringBuilder,
+    status_code: StringBuilder,
+    status_message: StringBuilder,
+    service_name: StringBuilder,
+    function_name: StringBuilder,
+    request_id: StringBuilder,
+    cold_start: BooleanBuilder,
+    attributes: AttrMapBuilder,
+    resource_attributes: AttrMapBuilder,
+    events: StringBuilder,
+    links: StringBuilder,
+    scope_name: StringBuilder,
+}
+
+impl SpanColumns {
+    fn new() -> Self {
+        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        SpanColumns {
+            time: ts(),
+            end_time: ts(),
+            duration_ms: Float64Builder::new(),
+            trace_id: StringBuilder::new(),
+            span_id: StringBuilder::new(),
+            parent_span_id: StringBuilder::new(),
+            name: StringBuilder::new(),
+            kind: StringBuilder::new(),
+            status_code: StringBuilder::new(),
+            status_message: StringBuilder::new(),
+            service_name: StringBuilder::new(),
+            function_name: StringBuilder::new(),
+            request_id: StringBuilder::new(),
+            cold_start: BooleanBuilder::new(),
+            attributes: AttrMapBuilder::new(),
+            resource_attributes: AttrMapBuilder::new(),
+            events: StringBuilder::new(),
+            links: StringBuilder::new(),
+            scope_name: StringBuilder::new(),
+        }
+    }
+
+    fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(self.time.finish()),
+            Arc::new(self.end_time.finish()),
+            Arc::new(self.duration_ms.finish()),
+            Arc::new(self.trace_id.finish()),
+            Arc::new(self.span_id.finish()),
+            Arc::new(self.parent_span_id.finish()),
+            Arc::new(self.name.finish()),
+            Arc::new(self.kind.finish()),
+            Arc::new(self.status_code.finish()),
+            Arc::new(self.status_message.finish()),
+            Arc::new(self.service_name.finish()),
+            Arc::new(self.function_name.finish()),
+            Arc::new(self.request_id.finish()),
+            Arc::new(self.cold_start.finish()),
+            self.attributes.finish(),
+            self.resource_attributes.finish(),
+            Arc::new(self.events.finish()),
+            Arc::new(self.links.finish()),
+            Arc::new(self.scope_name.finish()),
+        ];
+        RecordBatch::try_new(Table::Spans.schema(), columns)
+    }
+}
+
+pub fn kind_name(kind: i32) -> &'static str {
+    match SpanKind::try_from(kind) {
+        Ok(SpanKind::Internal) => "internal",
+        Ok(SpanKind::Server) => "server",
+        Ok(SpanKind::Client) => "client",
+        Ok(SpanKind::Producer) => "producer",
+        Ok(SpanKind::Consumer) => "consumer",
+        Ok(SpanKind::Unspecified) | Err(_) => "unspecified",
+    }
+}
+
+pub fn status_name(code: i32) -> &'static str {
+    match StatusCode::try_from(code) {
+        Ok(StatusCode::Ok) => "ok",
+        Ok(StatusCode::Error) => "error",
+        Ok(StatusCode::Unset) | Err(_) => "unset",
+    }
+}
+
+/// Checks a span's ids; the error says why OTLP partial success refused it.
+fn validate(span: &Span) -> Result<(TraceId, SpanId, Option<SpanId>), String> {
+    let trace_id = TraceId::try_from(span.trace_id.as_slice()).map_err(|e| e.to_string())?;
+    let span_id = SpanId::try_from(span.span_id.as_slice()).map_err(|e| e.to_string())?;
+    let parent = if span.parent_span_id.is_empty() {
+        None
+    } else {
+        Some(SpanId::try_from(span.parent_span_id.as_slice()).map_err(|e| format!("parent {e}"))?)
+    };
+    Ok((trace_id, span_id, parent))
+}
+
+fn events_json(span: &Span) -> Option<String> {
+    if span.events.is_empty() {
+        return None;
+    }
+    let events: Vec<serde_json::Value> = span
+        .events
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "time_unix_nano": e.time_unix_nano,
+                "name": e.name,
+                "attributes": attrs::attributes_to_json(&e.attributes),
+            })
+        })
+        .collect();
+    Some(serde_json::Value::Array(events).to_string())
+}
+
+fn links_json(span: &Span) -> Option<String> {
+    if span.links.is_empty() {
+        return None;
+    }
+    let links: Vec<serde_json::Value> = span
+        .links
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "trace_id": hex::encode(&l.trace_id),
+                "span_id": hex::encode(&l.span_id),
+                "attributes": attrs::attributes_to_json(&l.attributes),
+            })
+        })
+        .collect();
+    Some(serde_json::Value::Array(links).to_string())
+}
+
+/// Normalizes every valid span of the request; invalid ones are counted in
+/// `rejected` with the first reason.
+pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::error::ArrowError> {
+    let mut out = Normalized::default();
+    let mut cols = SpanColumns::new();
+    for rs in &req.resource_spans {
+        let empty = Vec::new();
+        let res_attrs = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);
+        let facts = ResourceFacts::from_attributes(res_attrs);
+        for ss in &rs.scope_spans {
+            let scope = ss
+                .scope
+                .as_ref()
+                .map(|s| s.name.as_str())
+                .filter(|s| !s.is_empty());
+            for span in &ss.spans {
+                let (trace_id, span_id, parent) = match validate(span) {
+                    Ok(ids) => ids,
+                    Err(reason) => {
+                        out.reject(|| format!("span {:?}: {reason}", span.name));
+                        continue;
+                    }
+                };
+                let start = nanos_to_micros(span.start_time_unix_nano);
+                let end_nanos = span.end_time_unix_nano.max(span.start_time_unix_nano);
+                let duration_ms = (end_nanos - span.start_time_unix_nano) as f64 / 1_000_000.0;
+                cols.time.append_value(start);
+                cols.end_time.append_value(nanos_to_micros(end_nanos));
+                cols.duration_ms.append_value(duration_ms);
+                cols.trace_id.append_value(trace_id.to_hex());
+                cols.span_id.append_value(span_id.to_hex());
+                cols.parent_span_id
+                    .append_option(parent.map(|p| p.to_hex()));
+                cols.name.append_value(&span.name);
+                cols.kind.append_value(kind_name(span.kind));
+                let status = span.status.as_ref();
+                cols.status_code
+                    .append_value(status_name(status.map_or(0, |s| s.code)));
+                cols.status_message
+                    .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
+                cols.service_name
+                    .append_option(facts.service_name.as_deref());
+                let function = attrs::find_string(&span.attributes, "faas.name")
+                    .or_else(|| facts.function_name.clone());
+                cols.function_name.append_option(function);
+                cols.request_id
+                    .append_option(attrs::request_id(&span.attributes));
+                cols.cold_start
+                    .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
+                cols.attributes.append(&span.attributes);
+                cols.resource_attributes.append(res_attrs);
+                cols.events.append_option(events_json(span));
+                cols.links.append_option(links_json(span));
+                cols.scope_name.append_option(scope);
+                out.accepted += 1;
+            }
+        }
+    }
+    if out.accepted > 0 {
+        out.batches.push(TableBatch {
+            table: Table::Spans,
+            batch: cols.finish()?,
+        });
+    }
+    Ok(out)
+}

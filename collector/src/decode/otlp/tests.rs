@@ -1,0 +1,182 @@
+use arrow::array::{Array, AsArray};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+use super::*;
+use crate::model::schema;
+
+fn kv(key: &str, v: Value) -> KeyValue {
+    KeyValue {
+        key: key.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![
+                    kv("service.name", Value::StringValue("checkout".into())),
+                    kv("faas.name", Value::StringValue("checkout-fn".into())),
+                ],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+}
+
+fn span(trace: Vec<u8>) -> Span {
+    Span {
+        trace_id: trace,
+        span_id: vec![2; 8],
+        parent_span_id: vec![3; 8],
+        name: "GET /cart".into(),
+        kind: 2,
+        start_time_unix_nano: 1_700_000_000_000_000_000,
+        end_time_unix_nano: 1_700_000_000_250_000_000,
+        attributes: vec![
+            kv("faas.invocation_id", Value::StringValue("req-1".into())),
+            kv("faas.coldstart", Value::BoolValue(true)),
+            kv("http.route", Value::StringValue("/cart".into())),
+        ],
+        ..Default::default()
+    }
+}
+
+#[test]
+fn spans_normalize_with_promoted_columns_and_partial_success() {
+    let req = request(vec![span(vec![0xAB; 16]), span(vec![1; 15])]);
+    let body = req.encode_to_vec();
+    let n = decode(Signal::Traces, Encoding::Protobuf, &body, 0).expect("decodes");
+    assert_eq!((n.accepted, n.rejected), (1, 1));
+    assert!(
+        n.reject_reason
+            .as_deref()
+            .unwrap_or("")
+            .contains("16 bytes")
+    );
+    let b = &n.batches[0].batch;
+    let col = |name: &str| b.column(b.schema().index_of(name).expect("column")).clone();
+    assert_eq!(
+        col(schema::TRACE_ID).as_string::<i32>().value(0),
+        "ab".repeat(16)
+    );
+    assert_eq!(
+        col(schema::PARENT_SPAN_ID).as_string::<i32>().value(0),
+        "03".repeat(8)
+    );
+    assert_eq!(col(schema::KIND).as_string::<i32>().value(0), "server");
+    assert_eq!(
+        col(schema::FUNCTION_NAME).as_string::<i32>().value(0),
+        "checkout-fn"
+    );
+    assert_eq!(
+        col(schema::SERVICE_NAME).as_string::<i32>().value(0),
+        "checkout"
+    );
+    assert_eq!(col(schema::REQUEST_ID).as_string::<i32>().value(0), "req-1");
+    assert!(col(schema::COLD_START).as_boolean().value(0));
+    let d = col(schema::DURATION_MS);
+    assert_eq!(
+        d.as_primitive::<arrow::datatypes::Float64Type>().value(0),
+        250.0
+    );
+
+    let resp = response_body(Signal::Traces, Encoding::Protobuf, &n);
+    let resp = ExportTraceServiceResponse::decode(resp.as_slice()).expect("response decodes");
+    assert_eq!(resp.partial_success.map(|p| p.rejected_spans), Some(1));
+}
+
+#[test]
+fn json_with_upper_case_hex_is_normalized_to_lower_case() {
+    let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
+      "scopeSpans":[{"spans":[{"traceId":"5B8EFFF798038103D269B633813FC60C","spanId":"EEE19B7EC3C1B174",
+      "name":"op","kind":3,"startTimeUnixNano":"1544712660000000000","endTimeUnixNano":1544712661000000000,
+      "attributes":[{"key":"n","value":{"intValue":"42"}}]}]}]}]}"#;
+    let n = decode(Signal::Traces, Encoding::Json, body, 0).expect("decodes");
+    assert_eq!(n.accepted, 1);
+    let b = &n.batches[0].batch;
+    let trace = b
+        .column(b.schema().index_of("trace_id").expect("col"))
+        .as_string::<i32>()
+        .value(0)
+        .to_string();
+    assert_eq!(trace, "5b8efff798038103d269b633813fc60c");
+    let kind = b
+        .column(b.schema().index_of("kind").expect("col"))
+        .as_string::<i32>()
+        .value(0)
+        .to_string();
+    assert_eq!(kind, "client");
+    let parent = b.column(b.schema().index_of("parent_span_id").expect("col"));
+    assert!(parent.is_null(0));
+}
+
+#[test]
+fn garbage_and_truncated_bodies_are_decode_errors() {
+    assert!(
+        decode(
+            Signal::Traces,
+            Encoding::Protobuf,
+            &[0xff, 0xff, 0xff, 0x0f],
+            0
+        )
+        .is_err()
+    );
+    assert!(decode(Signal::Logs, Encoding::Json, br#"{"resourceLogs":[{"#, 0).is_err());
+}
+
+/// Wraps `inner` as length-delimited field `tag`.
+fn wrap(tag: u32, inner: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+    prost::encoding::encode_varint(inner.len() as u64, &mut out);
+    out.extend_from_slice(inner);
+    out
+}
+
+/// A hostile request: one span whose attribute nests arrays `depth` deep.
+/// Built as bytes, because building it as a value would itself recurse.
+pub(crate) fn deeply_nested_request(depth: usize) -> Vec<u8> {
+    let mut any = vec![0x18, 0x01]; // AnyValue { int_value: 1 }
+    for _ in 0..depth {
+        any = wrap(5, &wrap(1, &any)); // AnyValue { array_value: ArrayValue { values: [any] } }
+    }
+    let mut kv = wrap(1, b"deep");
+    kv.extend(wrap(2, &any));
+    let mut span_bytes = span(vec![1; 16]).encode_to_vec();
+    span_bytes.extend(wrap(9, &kv));
+    wrap(1, &wrap(2, &wrap(2, &span_bytes)))
+}
+
+#[test]
+fn deeply_nested_any_value_is_refused_without_overflowing() {
+    // Shallow nesting decodes: the builder above is right.
+    let n = decode(
+        Signal::Traces,
+        Encoding::Protobuf,
+        &deeply_nested_request(5),
+        0,
+    )
+    .expect("decodes");
+    assert_eq!(n.accepted, 1);
+    // 10,000 levels: prost stops at its recursion limit.
+    let body = deeply_nested_request(10_000);
+    assert!(decode(Signal::Traces, Encoding::Protobuf, &body, 0).is_err());
+    let json = format!(
+        "{}{}",
+        r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"01010101010101010101010101010101","spanId":"0202020202020202","attributes":[{"key":"d","value":"#,
+        "{\"arrayValue\":{\"values\":[".repeat(10_000)
+    );
+    assert!(decode(Signal::Traces, Encoding::Json, json.as_bytes(), 0).is_err());
+}

@@ -1,0 +1,227 @@
+//! faasight-collector: the ingest half of faasight.
+//!
+//! ```text
+//! receive (HTTP/gRPC) → decode (OTLP → rows) → ingest (WAL, group commit)
+//!   → buffer (queryable in memory) → buffer::flush → storage (Parquet, Hive layout)
+//! ```
+//!
+//! [`Collector::open`] recovers the data directory (see [`wal`] for the
+//! invariants) and returns the handles the server wires together.
+
+pub mod buffer;
+pub mod decode;
+pub mod ingest;
+pub mod model;
+pub mod receive;
+pub mod storage;
+pub mod telemetry;
+pub mod wal;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use buffer::{Buffer, Flusher};
+use decode::otlp;
+use ingest::{Ingest, IngestArgs, IngestError, Limits};
+use model::Table;
+use storage::parquet::ScanMode;
+use telemetry::CollectorMetrics;
+use wal::{RecordKind, ReplayOutcome, WalDir};
+
+/// Errors while opening the collector.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Wal(#[from] wal::Error),
+    #[error(transparent)]
+    Storage(#[from] storage::parquet::Error),
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+}
+
+/// Settings of [`Collector::open`].
+#[derive(Debug, Clone)]
+pub struct CollectorConfig {
+    pub data_dir: PathBuf,
+    pub limits: Limits,
+}
+
+impl CollectorConfig {
+    pub fn for_tests(data_dir: &Path) -> Self {
+        CollectorConfig {
+            data_dir: data_dir.to_path_buf(),
+            limits: Limits {
+                max_buffer_bytes: 256 << 20,
+                max_wal_bytes: 1 << 30,
+            },
+        }
+    }
+}
+
+/// What start-up recovery found.
+#[derive(Debug, Default, Clone)]
+pub struct RecoveryReport {
+    pub files: usize,
+    pub segments_replayed: usize,
+    pub records_replayed: usize,
+    pub rows_replayed: usize,
+    pub torn_tails: usize,
+    pub quarantined: Vec<PathBuf>,
+}
+
+/// The opened collector: handles for the receivers, the flush and queries.
+#[derive(Debug, Clone)]
+pub struct Collector {
+    pub ingest: Ingest,
+    pub buffer: Buffer,
+    pub flusher: Flusher,
+    pub metrics: Arc<CollectorMetrics>,
+    pub data_dir: PathBuf,
+}
+
+impl Collector {
+    /// Recovers `data_dir` and starts the WAL writer.
+    pub fn open(mut config: CollectorConfig) -> Result<(Self, RecoveryReport), Error> {
+        let wal = WalDir::open(config.data_dir.join("wal"))?;
+        // Query scans address files by absolute path.
+        config.data_dir = absolute(&config.data_dir)?;
+        let checkpoint = wal.checkpoint()?;
+        let buffer = Buffer::new();
+        let mut report = RecoveryReport::default();
+        for table in Table::ALL {
+            let files = storage::parquet::scan_table(
+                &config.data_dir,
+                table,
+                checkpoint,
+                ScanMode::Recover,
+            )?;
+            report.files += files.len();
+            buffer.add_files(table, files);
+        }
+        let segments = wal.segments()?;
+        for id in &segments {
+            if *id <= checkpoint {
+                wal.remove_segment(*id)?;
+            } else {
+                replay_segment(&wal, *id, &buffer, &mut report, ScanMode::Recover)?;
+            }
+        }
+        let last = segments.last().copied().unwrap_or(0).max(checkpoint);
+        let metrics = Arc::new(CollectorMetrics::default());
+        let ingest = Ingest::start(IngestArgs {
+            wal: wal.clone(),
+            first_segment: last + 1,
+            buffer: buffer.clone(),
+            metrics: Arc::clone(&metrics),
+            limits: config.limits,
+            initial_wal_bytes: wal.size_bytes()?,
+        })?;
+        let flusher = Flusher::new(
+            ingest.clone(),
+            wal,
+            config.data_dir.clone(),
+            Arc::clone(&metrics),
+        );
+        let (rows, bytes) = buffer.usage();
+        metrics.buffer_rows.set(rows as u64);
+        metrics.buffer_bytes.set(bytes as u64);
+        Ok((
+            Collector {
+                ingest,
+                buffer,
+                flusher,
+                metrics,
+                data_dir: config.data_dir,
+            },
+            report,
+        ))
+    }
+}
+
+/// Reads a data directory without changing it, as `faasight query` does
+/// beside a running server: committed files plus the rows still in the WAL.
+pub fn open_read_only(data_dir: &Path) -> Result<(Buffer, RecoveryReport), Error> {
+    let data_dir = &absolute(data_dir)?;
+    let buffer = Buffer::new();
+    let mut report = RecoveryReport::default();
+    let wal_path = data_dir.join("wal");
+    let wal = WalDir::open(&wal_path)?;
+    let checkpoint = wal.checkpoint()?;
+    for table in Table::ALL {
+        let files = storage::parquet::scan_table(data_dir, table, checkpoint, ScanMode::ReadOnly)?;
+        report.files += files.len();
+        buffer.add_files(table, files);
+    }
+    for id in wal.segments()? {
+        if id > checkpoint {
+            replay_segment(&wal, id, &buffer, &mut report, ScanMode::ReadOnly)?;
+        }
+    }
+    Ok((buffer, report))
+}
+
+fn absolute(path: &Path) -> Result<PathBuf, Error> {
+    std::fs::canonicalize(path).map_err(|source| {
+        Error::Wal(wal::Error::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+    })
+}
+
+fn replay_segment(
+    wal: &WalDir,
+    id: u64,
+    buffer: &Buffer,
+    report: &mut RecoveryReport,
+    mode: ScanMode,
+) -> Result<(), Error> {
+    let replay = wal::read_segment(&wal.segment_path(id))?;
+    match &replay.outcome {
+        ReplayOutcome::Clean => {}
+        ReplayOutcome::TornTail { offset } => {
+            report.torn_tails += 1;
+            tracing::warn!(
+                segment = id,
+                offset,
+                "wal segment ends in a torn record; dropping it (never acknowledged)"
+            );
+        }
+        ReplayOutcome::Corrupt { offset, reason } if mode == ScanMode::ReadOnly => {
+            tracing::warn!(
+                segment = id,
+                offset,
+                reason,
+                "wal segment is corrupt; reading its valid prefix"
+            );
+        }
+        ReplayOutcome::Corrupt { offset, reason } => {
+            let copy = wal.quarantine(id)?;
+            tracing::error!(segment = id, offset, reason, quarantine = %copy.display(), "wal segment is corrupt; recovered its valid prefix and quarantined a copy");
+            report.quarantined.push(copy);
+        }
+    }
+    report.segments_replayed += 1;
+    for record in replay.records {
+        let Some(kind) = RecordKind::from_u8(record.kind) else {
+            tracing::error!(
+                segment = id,
+                kind = record.kind,
+                "unknown wal record kind; skipped"
+            );
+            continue;
+        };
+        let (signal, encoding) = otlp::signal_of(kind);
+        match otlp::decode(signal, encoding, &record.body, record.received_at_micros) {
+            Ok(n) => {
+                report.records_replayed += 1;
+                report.rows_replayed += n.rows();
+                buffer.append(n.batches);
+            }
+            Err(e) => {
+                tracing::error!(segment = id, error = %e, "wal record no longer decodes; skipped")
+            }
+        }
+    }
+    Ok(())
+}

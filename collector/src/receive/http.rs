@@ -1,0 +1,137 @@
+//! OTLP/HTTP: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or
+//! JSON bodies, gzip or zstd, answered in the request's encoding.
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use prost::Message;
+
+use super::decompress::{DecompressError, decompress};
+use super::{AcceptError, Receiver};
+use crate::decode::otlp::{self, Encoding, Signal};
+use crate::ingest::IngestError;
+
+/// `google.rpc.Status`, the error body OTLP/HTTP specifies. Not part of
+/// `opentelemetry-proto`, and two fields are all OTLP clients read.
+#[derive(Clone, PartialEq, prost::Message, serde::Serialize)]
+struct RpcStatus {
+    #[prost(int32, tag = "1")]
+    code: i32,
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
+/// Seconds a client should wait before retrying under back-pressure.
+const RETRY_AFTER_SECS: &str = "1";
+
+pub fn router(receiver: Receiver) -> Router {
+    let limit = receiver.config.max_body_size;
+    Router::new()
+        .route(
+            "/v1/traces",
+            post(|s, h, b| export(s, h, b, Signal::Traces)),
+        )
+        .route("/v1/logs", post(|s, h, b| export(s, h, b, Signal::Logs)))
+        .route(
+            "/v1/metrics",
+            post(|s, h, b| export(s, h, b, Signal::Metrics)),
+        )
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(receiver)
+}
+
+fn encoding_of(headers: &HeaderMap) -> Option<Encoding> {
+    let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    let essence = ct.split(';').next()?.trim().to_ascii_lowercase();
+    match essence.as_str() {
+        "application/x-protobuf" | "application/protobuf" => Some(Encoding::Protobuf),
+        "application/json" => Some(Encoding::Json),
+        _ => None,
+    }
+}
+
+fn error(status: StatusCode, encoding: Encoding, message: String) -> Response {
+    let body = RpcStatus {
+        code: i32::from(status.as_u16()),
+        message,
+    };
+    let (ct, bytes) = match encoding {
+        Encoding::Protobuf => ("application/x-protobuf", body.encode_to_vec()),
+        Encoding::Json => (
+            "application/json",
+            serde_json::to_vec(&body).unwrap_or_default(),
+        ),
+    };
+    let mut resp = (status, [(header::CONTENT_TYPE, ct)], bytes).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE || status == StatusCode::TOO_MANY_REQUESTS {
+        resp.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    resp
+}
+
+async fn export(
+    State(rx): State<Receiver>,
+    headers: HeaderMap,
+    body: Bytes,
+    signal: Signal,
+) -> Response {
+    let Some(encoding) = encoding_of(&headers) else {
+        rx.metrics.signal(signal).refused_requests.add(1);
+        let msg =
+            "unsupported content type: use application/x-protobuf or application/json".to_string();
+        return (StatusCode::UNSUPPORTED_MEDIA_TYPE, msg).into_response();
+    };
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    if !rx.authorized(auth) {
+        return error(
+            StatusCode::UNAUTHORIZED,
+            encoding,
+            "missing or invalid ingest token".into(),
+        );
+    }
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let body = match decompress(content_encoding, &body, rx.config.max_body_size) {
+        Ok(b) => b,
+        Err(e) => {
+            rx.metrics.signal(signal).refused_requests.add(1);
+            let status = match e {
+                DecompressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                DecompressError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                DecompressError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            };
+            return error(status, encoding, e.to_string());
+        }
+    };
+    match rx.accept(signal, encoding, &body).await {
+        Ok(n) => {
+            let ct = match encoding {
+                Encoding::Protobuf => "application/x-protobuf",
+                Encoding::Json => "application/json",
+            };
+            let bytes = otlp::response_body(signal, encoding, &n);
+            (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
+        }
+        Err(AcceptError::Decode(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
+        Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
+            error(StatusCode::SERVICE_UNAVAILABLE, encoding, why.to_string())
+        }
+        Err(AcceptError::Ingest(e)) => {
+            tracing::error!(error = %e, "could not make a request durable");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                encoding,
+                "storage unavailable, retry later".into(),
+            )
+        }
+    }
+}

@@ -1,0 +1,4 @@
+//! Parquet storage: the Hive layout and the atomic writer.
+
+pub mod layout;
+pub mod parquet;

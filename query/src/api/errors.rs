@@ -1,0 +1,36 @@
+//! The one place where query errors become HTTP statuses.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+use crate::engine::QueryError;
+
+/// Errors of the HTTP query API.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error(transparent)]
+    Query(#[from] QueryError),
+    #[error("invalid request: {0}")]
+    BadRequest(String),
+    #[error("could not encode the result: {0}")]
+    Encode(#[from] arrow::error::ArrowError),
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            ApiError::Query(QueryError::Sql(_)) | ApiError::BadRequest(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            ApiError::Query(QueryError::TooManyRows(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Query(QueryError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        (
+            status,
+            Json(serde_json::json!({ "error": self.to_string() })),
+        )
+            .into_response()
+    }
+}

@@ -1,0 +1,4 @@
+//! Query APIs.
+
+pub mod errors;
+pub mod http;

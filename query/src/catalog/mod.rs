@@ -1,0 +1,4 @@
+//! The SQL catalog: faasight's tables over the buffer and Parquet files.
+
+pub mod prune;
+pub mod tables;

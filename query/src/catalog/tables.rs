@@ -1,0 +1,131 @@
+//! A DataFusion table over one faasight table: the Parquet files committed
+//! so far plus the rows still in the buffer, read from one snapshot so a row
+//! is seen exactly once.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::DFSchema;
+use datafusion::datasource::TableProvider;
+use datafusion::datasource::TableType;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
+use datafusion::datasource::source::DataSourceExec;
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+use datafusion::physical_plan::union::UnionExec;
+use faasight_collector::buffer::{Buffer, FileMeta};
+use faasight_collector::model::Table;
+
+use super::prune::TimeRange;
+
+/// One faasight table as DataFusion sees it.
+#[derive(Debug)]
+pub struct FaasightTable {
+    table: Table,
+    buffer: Buffer,
+}
+
+impl FaasightTable {
+    pub fn new(table: Table, buffer: Buffer) -> Self {
+        FaasightTable { table, buffer }
+    }
+}
+
+/// Splits files into `n` groups of similar total size so that scans run in
+/// parallel.
+fn file_groups(files: &[&FileMeta], n: usize) -> Vec<FileGroup> {
+    let n = n.max(1).min(files.len().max(1));
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
+    let mut sorted: Vec<&&FileMeta> = files.iter().collect();
+    sorted.sort_by(|a, b| b.size.cmp(&a.size));
+    for f in sorted {
+        let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) else {
+            break;
+        };
+        smallest.0 += f.size;
+        let location = f.path.to_string_lossy().trim_start_matches('/').to_string();
+        smallest.1.push(PartitionedFile::new(location, f.size));
+    }
+    groups
+        .into_iter()
+        .filter(|g| !g.1.is_empty())
+        .map(|g| FileGroup::new(g.1))
+        .collect()
+}
+
+#[async_trait]
+impl TableProvider for FaasightTable {
+    fn schema(&self) -> SchemaRef {
+        self.table.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters prune files and row groups but are re-checked above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let schema = self.table.schema();
+        let snapshot = self.buffer.snapshot(self.table);
+        let range = TimeRange::from_filters(filters);
+        let files: Vec<&FileMeta> = snapshot
+            .files
+            .iter()
+            .filter(|f| range.overlaps_hour(f.hour_start_micros))
+            .collect();
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        if !files.is_empty() {
+            let mut source =
+                ParquetSource::new(Arc::clone(&schema)).with_bloom_filter_on_read(true);
+            if let Some(predicate) = conjunction(filters.iter().cloned()) {
+                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
+                let physical = state.create_physical_expr(predicate, &df_schema)?;
+                source = source.with_predicate(physical);
+            }
+            let groups = file_groups(&files, state.config().target_partitions());
+            let config =
+                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+                    .with_file_groups(groups)
+                    .with_projection_indices(projection.cloned())?
+                    .with_limit(limit)
+                    .build();
+            plans.push(DataSourceExec::from_data_source(config));
+        }
+        if !snapshot.batches.is_empty() {
+            plans.push(MemorySourceConfig::try_new_exec(
+                &[snapshot.batches],
+                Arc::clone(&schema),
+                projection.cloned(),
+            )?);
+        }
+        if plans.is_empty() {
+            let projected = match projection {
+                Some(p) => Arc::new(schema.project(p)?),
+                None => schema,
+            };
+            return Ok(Arc::new(EmptyExec::new(projected)));
+        }
+        UnionExec::try_new(plans)
+    }
+}

@@ -1,0 +1,13 @@
+//! faasight-query: the read half of faasight.
+//!
+//! ```text
+//! catalog (tables over buffer + Parquet) → engine (DataFusion, read-only,
+//!   limits) → format (json/csv/ndjson/arrow) → api (HTTP)
+//! ```
+
+pub mod api;
+pub mod catalog;
+pub mod engine;
+pub mod format;
+
+pub use engine::{QueryConfig, QueryEngine, QueryError};

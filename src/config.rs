@@ -1,0 +1,338 @@
+//! Settings of `faasight serve`: flags, `FAASIGHT_*` variables, an optional
+//! `faasight.toml`, and built-in defaults, in that order of precedence.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Args;
+use serde::Deserialize;
+
+/// Errors in the configuration.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum ConfigError {
+    #[error("could not read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        #[source]
+        source: Box<toml::de::Error>,
+    },
+    #[error("invalid {what} {value:?}: {reason}")]
+    Value {
+        what: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Flags of `faasight serve`. Every flag is optional here so that a value
+/// from the config file is used when the flag and its variable are absent.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct ServeArgs {
+    /// TOML config file (every key also has a flag or FAASIGHT_* variable)
+    #[arg(long, env = "FAASIGHT_CONFIG")]
+    pub(crate) config: Option<PathBuf>,
+    /// Where WAL and Parquet files live [default: ./data]
+    #[arg(long, env = "FAASIGHT_DATA_DIR")]
+    pub(crate) data_dir: Option<PathBuf>,
+    /// OTLP/gRPC listen address; port 0 picks a free port [default: 127.0.0.1:4317]
+    #[arg(long, env = "FAASIGHT_OTLP_GRPC_ADDR")]
+    pub(crate) otlp_grpc_addr: Option<SocketAddr>,
+    /// OTLP/HTTP and other ingest endpoints [default: 127.0.0.1:4318]
+    #[arg(long, env = "FAASIGHT_OTLP_HTTP_ADDR")]
+    pub(crate) otlp_http_addr: Option<SocketAddr>,
+    /// Query API, health and metrics [default: 127.0.0.1:8080]
+    #[arg(long, env = "FAASIGHT_API_ADDR")]
+    pub(crate) api_addr: Option<SocketAddr>,
+    /// Postgres wire protocol [default: 127.0.0.1:5433] (not served yet: see README)
+    #[arg(long, env = "FAASIGHT_PG_ADDR")]
+    pub(crate) pg_addr: Option<SocketAddr>,
+    /// Directory of rule files [default: ./rules]
+    #[arg(long, env = "FAASIGHT_RULES_DIR")]
+    pub(crate) rules_dir: Option<PathBuf>,
+    /// How often the buffer is written to Parquet, e.g. 1s, 5m [default: 10s]
+    #[arg(long, env = "FAASIGHT_FLUSH_INTERVAL")]
+    pub(crate) flush_interval: Option<String>,
+    /// Largest request body, compressed or decompressed, e.g. 16MiB [default: 16MiB]
+    #[arg(long, env = "FAASIGHT_MAX_BODY_SIZE")]
+    pub(crate) max_body_size: Option<String>,
+    /// Longest a query may run, e.g. 30s [default: 30s]
+    #[arg(long, env = "FAASIGHT_QUERY_TIMEOUT")]
+    pub(crate) query_timeout: Option<String>,
+    /// Most rows a query may return [default: 1000000]
+    #[arg(long, env = "FAASIGHT_QUERY_MAX_ROWS")]
+    pub(crate) query_max_rows: Option<usize>,
+    /// Memory all queries may hold together, e.g. 2GiB [default: 2GiB]
+    #[arg(long, env = "FAASIGHT_QUERY_MEMORY_LIMIT")]
+    pub(crate) query_memory_limit: Option<String>,
+    /// Memory the ingest buffer may hold before ingest answers 503 [default: 512MiB]
+    #[arg(long, env = "FAASIGHT_MAX_BUFFER_SIZE")]
+    pub(crate) max_buffer_size: Option<String>,
+    /// Bytes of unflushed WAL before ingest answers 503 [default: 2GiB]
+    #[arg(long, env = "FAASIGHT_MAX_WAL_SIZE")]
+    pub(crate) max_wal_size: Option<String>,
+    /// Price catalog override (used by the cost layer; not read yet)
+    #[arg(long, env = "FAASIGHT_PRICING")]
+    pub(crate) pricing: Option<PathBuf>,
+    /// Bearer token accepted on ingest; repeat or comma-separate for several
+    #[arg(
+        long = "ingest-token",
+        env = "FAASIGHT_INGEST_TOKENS",
+        value_delimiter = ','
+    )]
+    pub(crate) ingest_tokens: Vec<String>,
+}
+
+/// The `faasight.toml` keys.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    data_dir: Option<PathBuf>,
+    otlp_grpc_addr: Option<SocketAddr>,
+    otlp_http_addr: Option<SocketAddr>,
+    api_addr: Option<SocketAddr>,
+    pg_addr: Option<SocketAddr>,
+    rules_dir: Option<PathBuf>,
+    flush_interval: Option<String>,
+    max_body_size: Option<String>,
+    query_timeout: Option<String>,
+    query_max_rows: Option<usize>,
+    query_memory_limit: Option<String>,
+    max_buffer_size: Option<String>,
+    max_wal_size: Option<String>,
+    pricing: Option<PathBuf>,
+    #[serde(default)]
+    ingest_tokens: Vec<String>,
+    /// Sections of later features, accepted so a shared file loads.
+    cloudwatch: Option<toml::Value>,
+    notifiers: Option<toml::Value>,
+}
+
+/// The resolved settings.
+#[derive(Debug, Clone)]
+pub(crate) struct ServeConfig {
+    pub(crate) data_dir: PathBuf,
+    pub(crate) otlp_grpc_addr: SocketAddr,
+    pub(crate) otlp_http_addr: SocketAddr,
+    pub(crate) api_addr: SocketAddr,
+    pub(crate) pg_addr: SocketAddr,
+    pub(crate) rules_dir: PathBuf,
+    pub(crate) flush_interval: Duration,
+    pub(crate) max_body_size: usize,
+    pub(crate) query_timeout: Duration,
+    pub(crate) query_max_rows: usize,
+    pub(crate) query_memory_limit: usize,
+    pub(crate) max_buffer_size: usize,
+    pub(crate) max_wal_size: u64,
+    pub(crate) pricing: Option<PathBuf>,
+    pub(crate) ingest_tokens: Vec<String>,
+    /// Config sections present but not acted on by this version.
+    pub(crate) unsupported_sections: Vec<&'static str>,
+}
+
+fn addr(s: &str) -> SocketAddr {
+    // The literals below are valid addresses.
+    s.parse().unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+pub(crate) fn parse_duration(what: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    humantime::parse_duration(s.trim()).map_err(|e| ConfigError::Value {
+        what,
+        value: s.into(),
+        reason: e.to_string(),
+    })
+}
+
+/// Sizes like `16MiB`, `512KB`, `1GiB` or plain bytes.
+pub(crate) fn parse_size(what: &'static str, s: &str) -> Result<u64, ConfigError> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let err = |reason: &str| ConfigError::Value {
+        what,
+        value: s.into(),
+        reason: reason.into(),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| err("expected a number like 16MiB"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" => 1_000,
+        "kib" => 1 << 10,
+        "m" | "mb" => 1_000_000,
+        "mib" => 1 << 20,
+        "g" | "gb" => 1_000_000_000,
+        "gib" => 1 << 30,
+        _ => return Err(err("unknown unit (use B, KB, KiB, MB, MiB, GB, GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| err("too large"))
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.into(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::Parse {
+        path: path.into(),
+        source: Box::new(source),
+    })
+}
+
+fn to_usize(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+impl ServeConfig {
+    pub(crate) fn resolve(args: ServeArgs) -> Result<Self, ConfigError> {
+        let file = match &args.config {
+            Some(p) => read_file(p)?,
+            None => FileConfig::default(),
+        };
+        let mut unsupported = Vec::new();
+        if file.cloudwatch.is_some() {
+            unsupported.push("cloudwatch");
+        }
+        if file.notifiers.is_some() {
+            unsupported.push("notifiers");
+        }
+        let flush = args
+            .flush_interval
+            .or(file.flush_interval)
+            .unwrap_or_else(|| "10s".into());
+        let body = args
+            .max_body_size
+            .or(file.max_body_size)
+            .unwrap_or_else(|| "16MiB".into());
+        let timeout = args
+            .query_timeout
+            .or(file.query_timeout)
+            .unwrap_or_else(|| "30s".into());
+        let qmem = args
+            .query_memory_limit
+            .or(file.query_memory_limit)
+            .unwrap_or_else(|| "2GiB".into());
+        let buf = args
+            .max_buffer_size
+            .or(file.max_buffer_size)
+            .unwrap_or_else(|| "512MiB".into());
+        let wal = args
+            .max_wal_size
+            .or(file.max_wal_size)
+            .unwrap_or_else(|| "2GiB".into());
+        let flush_interval = parse_duration("flush interval", &flush)?;
+        if flush_interval.is_zero() {
+            return Err(ConfigError::Value {
+                what: "flush interval",
+                value: flush,
+                reason: "must be above zero".into(),
+            });
+        }
+        let mut ingest_tokens = args.ingest_tokens;
+        if ingest_tokens.is_empty() {
+            ingest_tokens = file.ingest_tokens;
+        }
+        ingest_tokens.retain(|t| !t.trim().is_empty());
+        Ok(ServeConfig {
+            data_dir: args
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| "./data".into()),
+            otlp_grpc_addr: args
+                .otlp_grpc_addr
+                .or(file.otlp_grpc_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:4317")),
+            otlp_http_addr: args
+                .otlp_http_addr
+                .or(file.otlp_http_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:4318")),
+            api_addr: args
+                .api_addr
+                .or(file.api_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:8080")),
+            pg_addr: args
+                .pg_addr
+                .or(file.pg_addr)
+                .unwrap_or_else(|| addr("127.0.0.1:5433")),
+            rules_dir: args
+                .rules_dir
+                .or(file.rules_dir)
+                .unwrap_or_else(|| "./rules".into()),
+            flush_interval,
+            max_body_size: to_usize(parse_size("max body size", &body)?),
+            query_timeout: parse_duration("query timeout", &timeout)?,
+            query_max_rows: args
+                .query_max_rows
+                .or(file.query_max_rows)
+                .unwrap_or(1_000_000),
+            query_memory_limit: to_usize(parse_size("query memory limit", &qmem)?),
+            max_buffer_size: to_usize(parse_size("max buffer size", &buf)?),
+            max_wal_size: parse_size("max wal size", &wal)?,
+            pricing: args.pricing.or(file.pricing),
+            ingest_tokens,
+            unsupported_sections: unsupported,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() {
+        assert_eq!(parse_size("x", "16MiB").expect("size"), 16 << 20);
+        assert_eq!(parse_size("x", "512 KB").expect("size"), 512_000);
+        assert_eq!(parse_size("x", "42").expect("size"), 42);
+        assert!(parse_size("x", "12 parsecs").is_err());
+        assert!(parse_size("x", "MiB").is_err());
+        assert_eq!(
+            parse_duration("x", "5m").expect("duration"),
+            Duration::from_secs(300)
+        );
+        assert!(parse_duration("x", "soon").is_err());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("faasight.toml");
+        std::fs::write(&path, "flush_interval = \"2s\"\napi_addr = \"127.0.0.1:9999\"\n[cloudwatch]\nregion = \"us-east-1\"\n").expect("write");
+        let args = ServeArgs {
+            config: Some(path),
+            flush_interval: Some("3s".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::resolve(args).expect("resolves");
+        assert_eq!(c.flush_interval, Duration::from_secs(3));
+        assert_eq!(c.api_addr, addr("127.0.0.1:9999"));
+        assert_eq!(c.otlp_http_addr, addr("127.0.0.1:4318"));
+        assert_eq!(c.unsupported_sections, vec!["cloudwatch"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "flush_intervall = \"2s\"\n").expect("write");
+        let err = ServeConfig::resolve(ServeArgs {
+            config: Some(path),
+            ..Default::default()
+        })
+        .expect_err("unknown key");
+        assert!(err.to_string().contains("flush_intervall"), "{err}");
+        let err = ServeConfig::resolve(ServeArgs {
+            flush_interval: Some("0s".into()),
+            ..Default::default()
+        })
+        .expect_err("zero");
+        assert!(err.to_string().contains("flush interval"));
+    }
+}

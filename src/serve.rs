@@ -1,0 +1,205 @@
+//! `faasight serve`: recovers the data directory, binds every listener,
+//! runs receivers, API and flush, and owns shutdown: on SIGTERM/SIGINT stop
+//! accepting, let in-flight requests finish, flush the buffer, exit 0.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use faasight_collector::ingest::Limits;
+use faasight_collector::receive::{self, Receiver, ReceiverConfig};
+use faasight_collector::{Collector, CollectorConfig};
+use faasight_query::api::http::{self as api, ApiState};
+use faasight_query::{QueryConfig, QueryEngine};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::ServeConfig;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|e| format!("could not bind {name} on {addr}: {e}").into())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "could not listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+}
+
+fn warn_if_exposed(config: &ServeConfig) {
+    let exposed: Vec<String> = [
+        ("otlp-grpc", config.otlp_grpc_addr),
+        ("otlp-http", config.otlp_http_addr),
+        ("api", config.api_addr),
+    ]
+    .iter()
+    .filter(|(_, a)| !a.ip().is_loopback())
+    .map(|(n, a)| format!("{n}={a}"))
+    .collect();
+    if !exposed.is_empty() && config.ingest_tokens.is_empty() {
+        tracing::warn!(
+            listeners = exposed.join(" "),
+            "listening beyond loopback without ingest tokens: anyone who can reach these ports can send data; set --ingest-token"
+        );
+    }
+}
+
+pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
+    for section in &config.unsupported_sections {
+        tracing::warn!(
+            section,
+            "config section is not acted on by this version of faasight"
+        );
+    }
+    warn_if_exposed(&config);
+    // Parts of the contract that later issues build; say so instead of
+    // pretending they run.
+    tracing::info!(pg_addr = %config.pg_addr, "the postgres wire protocol is not served by this version");
+    if let Some(p) = &config.pricing {
+        tracing::warn!(pricing = %p.display(), "--pricing is not used yet: this version computes no cost");
+    }
+    if config.rules_dir.is_dir() {
+        tracing::warn!(rules_dir = %config.rules_dir.display(), "rules are not evaluated by this version");
+    }
+    let (collector, recovery) = Collector::open(CollectorConfig {
+        data_dir: config.data_dir.clone(),
+        limits: Limits {
+            max_buffer_bytes: config.max_buffer_size,
+            max_wal_bytes: config.max_wal_size,
+        },
+    })?;
+    tracing::info!(
+        data_dir = %config.data_dir.display(),
+        files = recovery.files,
+        segments_replayed = recovery.segments_replayed,
+        rows_replayed = recovery.rows_replayed,
+        torn_tails = recovery.torn_tails,
+        quarantined = recovery.quarantined.len(),
+        "data directory recovered"
+    );
+    let engine = QueryEngine::new(
+        collector.buffer.clone(),
+        QueryConfig {
+            timeout: config.query_timeout,
+            max_rows: config.query_max_rows,
+            memory_limit: config.query_memory_limit,
+            ..QueryConfig::default()
+        },
+    )?;
+    let receiver = Receiver {
+        ingest: collector.ingest.clone(),
+        metrics: Arc::clone(&collector.metrics),
+        config: Arc::new(ReceiverConfig {
+            max_body_size: config.max_body_size,
+            ingest_tokens: config.ingest_tokens.clone(),
+        }),
+    };
+
+    let grpc_listener = bind("otlp-grpc", config.otlp_grpc_addr).await?;
+    let http_listener = bind("otlp-http", config.otlp_http_addr).await?;
+    let api_listener = bind("api", config.api_addr).await?;
+    let grpc_addr = grpc_listener.local_addr()?;
+    let http_addr = http_listener.local_addr()?;
+    let api_addr = api_listener.local_addr()?;
+
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+
+    let (traces, logs, metrics) = receive::grpc::services(receiver.clone());
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(traces)
+            .add_service(logs)
+            .add_service(metrics)
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                stopped(),
+            ),
+    );
+    let http = tokio::spawn(
+        axum::serve(http_listener, receive::http::router(receiver))
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let ready = Arc::new(AtomicBool::new(false));
+    let api_state = ApiState {
+        engine,
+        collector_metrics: Arc::clone(&collector.metrics),
+        ready: Arc::clone(&ready),
+    };
+    let api = tokio::spawn(
+        axum::serve(api_listener, api::router(api_state))
+            .with_graceful_shutdown(stopped())
+            .into_future(),
+    );
+    let flusher = tokio::spawn(
+        collector
+            .flusher
+            .clone()
+            .run(config.flush_interval, stopped()),
+    );
+
+    ready.store(true, Ordering::Relaxed);
+    // The one line a script reads to learn the chosen ports.
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "faasight listening otlp_grpc={grpc_addr} otlp_http={http_addr} api={api_addr}"
+    )?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(%grpc_addr, %http_addr, %api_addr, "faasight is serving");
+
+    shutdown_signal().await;
+    tracing::info!("shutting down: finishing in-flight requests");
+    ready.store(false, Ordering::Relaxed);
+    let _ = stop_tx.send(true);
+    if let Ok(Err(e)) = grpc.await {
+        tracing::error!(error = %e, "otlp grpc server ended with an error");
+    }
+    if let Ok(Err(e)) = http.await {
+        tracing::error!(error = %e, "otlp http server ended with an error");
+    }
+    if let Ok(Err(e)) = api.await {
+        tracing::error!(error = %e, "api server ended with an error");
+    }
+    let _ = flusher.await;
+    let report = collector.flusher.flush().await?;
+    tracing::info!(
+        rows = report.rows,
+        files = report.files,
+        "final flush done; bye"
+    );
+    Ok(())
+}
