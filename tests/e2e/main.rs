@@ -1,1 +1,7 @@
-fn main() {}
+//! End-to-end tests: the real `faasight` binary driven by real clients.
+//! One test binary, one module per area (each extra binary costs a long link).
+
+mod bad_input;
+mod durability;
+mod otlp_clients;
+mod support;

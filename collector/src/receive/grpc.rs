@@ -1,32 +1,65 @@
-//! OTLP/gRPC: the Trace, Logs and Metrics services (gzip and zstd). tonic
-//! caps the decompressed message at `max_body_size`.
+//! OTLP/gRPC: the Trace, Logs and Metrics `Export` methods (gzip and zstd).
+//!
+//! The services take the message as raw bytes through [`RawCodec`] instead
+//! of tonic's prost codec, for two reasons: the bytes go to the WAL as they
+//! arrived (no re-encoding), and an undecodable message is answered with
+//! `INVALID_ARGUMENT` as OTLP asks, where the prost codec says `INTERNAL`.
+//! tonic caps the decompressed message at `max_body_size` (`OUT_OF_RANGE`).
 
-use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
-    LogsService, LogsServiceServer,
+use std::convert::Infallible;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, BufMut, Bytes};
+use tonic::body::Body;
+use tonic::codec::{
+    Codec, CompressionEncoding, DecodeBuf, Decoder, EnabledCompressionEncodings, EncodeBuf, Encoder,
 };
-use opentelemetry_proto::tonic::collector::logs::v1::{
-    ExportLogsServiceRequest, ExportLogsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
-use prost::Message;
-use tonic::codec::CompressionEncoding;
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-use super::{AcceptError, Receiver, now_micros};
+use super::{AcceptError, Receiver};
 use crate::decode::otlp::{self, Encoding, Signal};
 use crate::ingest::IngestError;
-use crate::model::Normalized;
+
+/// Passes message bytes through untouched in both directions.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RawCodec;
+
+impl Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Bytes;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = Status;
+
+    fn encode(&mut self, item: Vec<u8>, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawCodec {
+    type Item = Bytes;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        let n = src.remaining();
+        Ok(Some(src.copy_to_bytes(n)))
+    }
+}
 
 fn status_of(e: AcceptError) -> Status {
     match e {
@@ -39,136 +72,132 @@ fn status_of(e: AcceptError) -> Status {
     }
 }
 
-impl Receiver {
-    fn check_grpc<T>(&self, req: &Request<T>, signal: Signal) -> Result<(), Status> {
-        let auth = req
-            .metadata()
-            .get("authorization")
-            .and_then(|v| v.to_str().ok());
-        if !self.authorized(auth) {
-            return Err(Status::unauthenticated("missing or invalid ingest token"));
-        }
-        if let Err(e) = self.ingest.check_capacity() {
-            self.metrics.signal(signal).refused_requests.add(1);
-            return Err(status_of(e.into()));
-        }
-        Ok(())
-    }
-
-    async fn store_grpc<M: Message>(
-        &self,
-        signal: Signal,
-        msg: &M,
-        normalize: impl FnOnce(&M, i64) -> Result<Normalized, arrow::error::ArrowError>,
-    ) -> Result<Normalized, Status> {
-        let now = now_micros();
-        let normalized = normalize(msg, now).map_err(|e| Status::internal(e.to_string()))?;
-        // The WAL keeps the request in protobuf, as the HTTP path does.
-        let body = msg.encode_to_vec();
-        self.store(signal, Encoding::Protobuf, &body, now, normalized)
-            .await
-            .map_err(status_of)
-    }
-}
-
-fn partial(n: &Normalized) -> (i64, String) {
-    (
-        i64::try_from(n.rejected).unwrap_or(i64::MAX),
-        n.reject_reason.clone().unwrap_or_default(),
-    )
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        req: Request<ExportTraceServiceRequest>,
-    ) -> Result<Response<ExportTraceServiceResponse>, Status> {
-        self.check_grpc(&req, Signal::Traces)?;
-        let n = self
-            .store_grpc(Signal::Traces, req.get_ref(), |m, _| {
-                otlp::spans::normalize(m)
-            })
-            .await?;
-        let (rejected_spans, error_message) = partial(&n);
-        Ok(Response::new(ExportTraceServiceResponse {
-            partial_success: (n.rejected > 0).then_some(
-                opentelemetry_proto::tonic::collector::trace::v1::ExportTracePartialSuccess {
-                    rejected_spans,
-                    error_message,
-                },
-            ),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl LogsService for Receiver {
-    async fn export(
-        &self,
-        req: Request<ExportLogsServiceRequest>,
-    ) -> Result<Response<ExportLogsServiceResponse>, Status> {
-        self.check_grpc(&req, Signal::Logs)?;
-        let n = self
-            .store_grpc(Signal::Logs, req.get_ref(), otlp::logs::normalize)
-            .await?;
-        let (rejected_log_records, error_message) = partial(&n);
-        Ok(Response::new(ExportLogsServiceResponse {
-            partial_success: (n.rejected > 0).then_some(
-                opentelemetry_proto::tonic::collector::logs::v1::ExportLogsPartialSuccess {
-                    rejected_log_records,
-                    error_message,
-                },
-            ),
-        }))
-    }
-}
-
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        req: Request<ExportMetricsServiceRequest>,
-    ) -> Result<Response<ExportMetricsServiceResponse>, Status> {
-        self.check_grpc(&req, Signal::Metrics)?;
-        let n = self
-            .store_grpc(Signal::Metrics, req.get_ref(), |m, _| {
-                otlp::metrics::normalize(m)
-            })
-            .await?;
-        let (rejected_data_points, error_message) = partial(&n);
-        Ok(Response::new(ExportMetricsServiceResponse {
-            partial_success: (n.rejected > 0).then_some(
-                opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsPartialSuccess {
-                    rejected_data_points,
-                    error_message,
-                },
-            ),
-        }))
-    }
-}
-
-/// The three services, configured with compression and the size cap.
-pub fn services(
+/// One `Export` method bound to its signal.
+#[derive(Debug, Clone)]
+struct ExportMethod {
     receiver: Receiver,
-) -> (
-    TraceServiceServer<Receiver>,
-    LogsServiceServer<Receiver>,
-    MetricsServiceServer<Receiver>,
-) {
-    let limit = receiver.config.max_body_size;
-    macro_rules! configure {
-        ($server:ident) => {
-            $server::new(receiver.clone())
-                .accept_compressed(CompressionEncoding::Gzip)
-                .accept_compressed(CompressionEncoding::Zstd)
-                .send_compressed(CompressionEncoding::Gzip)
-                .max_decoding_message_size(limit)
-        };
+    signal: Signal,
+}
+
+impl UnaryService<Bytes> for ExportMethod {
+    type Response = Vec<u8>;
+    type Future = BoxFuture<Response<Vec<u8>>, Status>;
+
+    fn call(&mut self, req: Request<Bytes>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let auth = req
+                .metadata()
+                .get("authorization")
+                .and_then(|v| v.to_str().ok());
+            if !this.receiver.authorized(auth) {
+                return Err(Status::unauthenticated("missing or invalid ingest token"));
+            }
+            let body = req.into_inner();
+            let n = this
+                .receiver
+                .accept(this.signal, Encoding::Protobuf, &body)
+                .await
+                .map_err(status_of)?;
+            Ok(Response::new(otlp::response_body(
+                this.signal,
+                Encoding::Protobuf,
+                &n,
+            )))
+        })
     }
+}
+
+/// Serves `Export` of one OTLP service; everything else is UNIMPLEMENTED.
+fn serve<B>(
+    method: ExportMethod,
+    max_size: usize,
+    req: http::Request<B>,
+) -> BoxFuture<http::Response<Body>, Infallible>
+where
+    B: http_body::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    Box::pin(async move {
+        if !req.uri().path().ends_with("/Export") {
+            return Ok(Status::unimplemented("only Export is served").into_http());
+        }
+        let mut accept = EnabledCompressionEncodings::default();
+        accept.enable(CompressionEncoding::Gzip);
+        accept.enable(CompressionEncoding::Zstd);
+        let mut send = EnabledCompressionEncodings::default();
+        send.enable(CompressionEncoding::Gzip);
+        let mut grpc = Grpc::new(RawCodec)
+            .apply_compression_config(accept, send)
+            .apply_max_message_size_config(Some(max_size), None);
+        Ok(grpc.unary(method, req).await)
+    })
+}
+
+macro_rules! otlp_service {
+    ($name:ident, $signal:expr, $path:literal) => {
+        /// The OTLP gRPC service of one signal.
+        #[derive(Debug, Clone)]
+        pub struct $name(ExportMethod, usize);
+
+        impl NamedService for $name {
+            const NAME: &'static str = $path;
+        }
+
+        impl<B> Service<http::Request<B>> for $name
+        where
+            B: http_body::Body + Send + 'static,
+            B::Error: Into<StdError> + Send + 'static,
+        {
+            type Response = http::Response<Body>;
+            type Error = Infallible;
+            type Future = BoxFuture<Self::Response, Self::Error>;
+
+            fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+                Poll::Ready(Ok(()))
+            }
+
+            fn call(&mut self, req: http::Request<B>) -> Self::Future {
+                serve(self.0.clone(), self.1, req)
+            }
+        }
+
+        impl $name {
+            pub fn new(receiver: Receiver) -> Self {
+                let max = receiver.config.max_body_size;
+                $name(
+                    ExportMethod {
+                        receiver,
+                        signal: $signal,
+                    },
+                    max,
+                )
+            }
+        }
+    };
+}
+
+otlp_service!(
+    TraceService,
+    Signal::Traces,
+    "opentelemetry.proto.collector.trace.v1.TraceService"
+);
+otlp_service!(
+    LogsService,
+    Signal::Logs,
+    "opentelemetry.proto.collector.logs.v1.LogsService"
+);
+otlp_service!(
+    MetricsService,
+    Signal::Metrics,
+    "opentelemetry.proto.collector.metrics.v1.MetricsService"
+);
+
+/// The three services.
+pub fn services(receiver: Receiver) -> (TraceService, LogsService, MetricsService) {
     (
-        configure!(TraceServiceServer),
-        configure!(LogsServiceServer),
-        configure!(MetricsServiceServer),
+        TraceService::new(receiver.clone()),
+        LogsService::new(receiver.clone()),
+        MetricsService::new(receiver),
     )
 }

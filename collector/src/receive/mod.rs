@@ -81,9 +81,8 @@ impl Receiver {
         self.store(signal, encoding, body, now, normalized).await
     }
 
-    /// Makes an already decoded request durable (the gRPC path, where tonic
-    /// decoded the message and `body` is its protobuf encoding).
-    pub async fn store(
+    /// Makes a decoded request durable; `body` is what the WAL keeps.
+    async fn store(
         &self,
         signal: Signal,
         encoding: Encoding,

@@ -1,0 +1,309 @@
+//! Hostile and malformed input over HTTP and gRPC: each gets the right
+//! status, the server keeps serving, and nothing stored is lost.
+
+use std::io::Write;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+use prost::Message;
+
+use crate::support::{TestServer, client_script, python, run_json};
+
+fn span(trace_id: Vec<u8>, name: &str, attr: &str) -> Span {
+    Span {
+        trace_id,
+        span_id: vec![7; 8],
+        name: name.into(),
+        kind: 2,
+        start_time_unix_nano: 1_764_331_200_000_000_000,
+        end_time_unix_nano: 1_764_331_200_100_000_000,
+        attributes: vec![KeyValue {
+            key: "payload".into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(attr.into())),
+            }),
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+fn request(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "service.name".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("hostile".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(data).expect("gzip");
+    e.finish().expect("gzip")
+}
+
+struct Post<'a> {
+    server: &'a TestServer,
+}
+
+impl Post<'_> {
+    fn send(
+        &self,
+        content_type: &str,
+        encoding: Option<&str>,
+        body: Vec<u8>,
+    ) -> (u16, Vec<u8>, Option<String>) {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}/v1/traces", self.server.http_url()))
+            .header("content-type", content_type)
+            .body(body);
+        if let Some(e) = encoding {
+            req = req.header("content-encoding", e);
+        }
+        let resp = req.send().expect("send");
+        let status = resp.status().as_u16();
+        let retry = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .map(String::from);
+        (status, resp.bytes().expect("body").to_vec(), retry)
+    }
+}
+
+const PB: &str = "application/x-protobuf";
+const JSON: &str = "application/json";
+
+#[test]
+fn http_bad_input_matrix() {
+    let server = TestServer::builder()
+        .arg("--max-body-size")
+        .arg("4MiB")
+        .start();
+    let post = Post { server: &server };
+    // A good request first: it must survive everything below.
+    let (status, body, _) = post.send(PB, None, request(vec![span(vec![1; 16], "good", "x")]));
+    assert_eq!(status, 200);
+    assert!(
+        ExportTraceServiceResponse::decode(body.as_slice())
+            .expect("response")
+            .partial_success
+            .is_none()
+    );
+
+    // Invalid ids: partial success, the valid span is stored.
+    let (status, body, _) = post.send(
+        PB,
+        None,
+        request(vec![
+            span(vec![2; 16], "valid", "x"),
+            span(vec![3; 15], "short-id", "x"),
+            span(vec![0; 16], "zero-id", "x"),
+        ]),
+    );
+    assert_eq!(status, 200);
+    let resp = ExportTraceServiceResponse::decode(body.as_slice()).expect("response");
+    let partial = resp.partial_success.expect("partial success");
+    assert_eq!(partial.rejected_spans, 2);
+    assert!(
+        partial.error_message.contains("16 bytes"),
+        "{}",
+        partial.error_message
+    );
+    // The same in JSON: the response is JSON too.
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A0A","spanId":"0B0B0B0B0B0B0B0B","name":"json-ok"},{"traceId":"0a0a","spanId":"0b0b0b0b0b0b0b0b","name":"json-bad"}]}]}]}"#;
+    let (status, body, _) = post.send(JSON, None, json.as_bytes().to_vec());
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json response");
+    assert_eq!(
+        v["partialSuccess"]["rejectedSpans"].as_i64().or_else(|| {
+            v["partialSuccess"]["rejectedSpans"]
+                .as_str()
+                .and_then(|s| s.parse().ok())
+        }),
+        Some(1)
+    );
+
+    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+        (
+            "garbage protobuf",
+            PB,
+            None,
+            vec![0xff, 0xff, 0xff, 0x0f, 0x00, 0x01],
+            400,
+        ),
+        (
+            "truncated JSON",
+            JSON,
+            None,
+            br#"{"resourceSpans":[{"scopeSpans":[{"#.to_vec(),
+            400,
+        ),
+        (
+            "wrong content type",
+            "text/plain",
+            None,
+            b"hello".to_vec(),
+            415,
+        ),
+        ("no content type", "", None, b"hello".to_vec(), 415),
+        (
+            "bad gzip stream",
+            PB,
+            Some("gzip"),
+            b"\x1f\x8b\x08\x00garbage".to_vec(),
+            400,
+        ),
+        ("unsupported encoding", PB, Some("br"), b"x".to_vec(), 415),
+        ("oversized body", PB, None, vec![0u8; 5 << 20], 413),
+        (
+            "oversized after gzip",
+            PB,
+            Some("gzip"),
+            gzip(&request(vec![span(
+                vec![4; 16],
+                "big",
+                &"y".repeat(5 << 20),
+            )])),
+            413,
+        ),
+        (
+            "deeply nested AnyValue",
+            PB,
+            None,
+            crate_deep_request(10_000),
+            400,
+        ),
+    ];
+    for (what, ct, enc, body, expected) in cases {
+        let (status, _, _) = post.send(ct, enc, body);
+        assert_eq!(status, expected, "{what}");
+    }
+
+    // A 300 MiB gzip bomb is refused quickly, without inflating it.
+    let bomb = gzip(&vec![0u8; 300 << 20]);
+    assert!(bomb.len() < 1 << 20);
+    let started = Instant::now();
+    let (status, _, _) = post.send(PB, Some("gzip"), bomb);
+    assert_eq!(status, 413);
+    let elapsed = started.elapsed();
+    // Not a timing assertion on speed: a generous ceiling that only an
+    // inflate-everything implementation would cross.
+    assert!(elapsed < Duration::from_secs(10), "bomb took {elapsed:?}");
+
+    // A huge (but allowed) attribute value is stored whole.
+    let huge = "z".repeat(3 << 20);
+    let (status, _, _) = post.send(
+        PB,
+        Some("gzip"),
+        gzip(&request(vec![span(vec![5; 16], "huge", &huge)])),
+    );
+    assert_eq!(status, 200);
+    let n =
+        server.count("SELECT length(attributes['payload']) AS n FROM spans WHERE name = 'huge'");
+    assert_eq!(n, 3 << 20);
+
+    // Still serving, nothing lost or half-stored.
+    let rows = server.sql("SELECT name FROM spans ORDER BY name");
+    let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
+    assert_eq!(names, vec!["good", "huge", "json-ok", "valid"]);
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("faasight_ingest_items_rejected_total{signal=\"traces\"} 3"),
+        "{metrics}"
+    );
+}
+
+/// The same hostile bytes the decoder unit test builds: arrays nested
+/// `depth` deep inside one attribute.
+fn crate_deep_request(depth: usize) -> Vec<u8> {
+    fn field(tag: u32, inner: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        prost::encoding::encode_key(tag, prost::encoding::WireType::LengthDelimited, &mut out);
+        prost::encoding::encode_varint(inner.len() as u64, &mut out);
+        out.extend_from_slice(inner);
+        out
+    }
+    let mut any = vec![0x18, 0x01];
+    for _ in 0..depth {
+        any = field(5, &field(1, &any));
+    }
+    let mut kv = field(1, b"deep");
+    kv.extend(field(2, &any));
+    let mut s = span(vec![6; 16], "deep", "x").encode_to_vec();
+    s.extend(field(9, &kv));
+    field(1, &field(2, &field(2, &s)))
+}
+
+#[test]
+fn grpc_bad_input_is_refused_and_server_keeps_serving() {
+    let server = TestServer::builder()
+        .arg("--max-body-size")
+        .arg("4MiB")
+        .start();
+    let out = run_json(
+        Command::new(python())
+            .arg(client_script("grpc_raw.py"))
+            .arg(&server.grpc),
+    );
+    assert_eq!(out["garbage"], "INVALID_ARGUMENT", "{out}");
+    assert_eq!(out["deep"], "INVALID_ARGUMENT", "{out}");
+    // tonic's size cap: OUT_OF_RANGE for a large frame, RESOURCE_EXHAUSTED
+    // when decompression reaches the cap (it inflates into a bounded buffer).
+    assert_eq!(out["oversized"], "OUT_OF_RANGE", "{out}");
+    assert_eq!(out["gzip_bomb"], "RESOURCE_EXHAUSTED", "{out}");
+    // An empty request is a valid (empty) export.
+    assert_eq!(out["empty"], "OK", "{out}");
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 0);
+}
+
+#[test]
+fn back_pressure_answers_503_with_retry_after_and_grpc_unavailable() {
+    // A tiny buffer and no flush: the second request finds the buffer full.
+    let server = TestServer::builder()
+        .args(&["--max-buffer-size", "1KiB", "--flush-interval", "1h"])
+        .start();
+    let post = Post { server: &server };
+    let (status, _, _) = post.send(
+        PB,
+        None,
+        request(vec![span(vec![1; 16], "first", &"p".repeat(4096))]),
+    );
+    assert_eq!(status, 200);
+    let (status, _, retry) = post.send(PB, None, request(vec![span(vec![2; 16], "second", "x")]));
+    assert_eq!(status, 503);
+    assert_eq!(retry.as_deref(), Some("1"));
+    let out = run_json(
+        Command::new(python())
+            .arg(client_script("grpc_raw.py"))
+            .arg(&server.grpc)
+            .arg("valid-only"),
+    );
+    assert_eq!(out["valid"], "UNAVAILABLE", "{out}");
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 1);
+}

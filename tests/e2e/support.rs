@@ -1,0 +1,272 @@
+//! `TestServer`: starts the real `faasight` binary on free ports in a temp
+//! data directory, and helpers to drive it with real clients.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub(crate) const BIN: &str = env!("CARGO_BIN_EXE_faasight");
+
+pub(crate) fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The venv's python, set up by the README test command.
+pub(crate) fn python() -> PathBuf {
+    std::env::var_os("FAASIGHT_TEST_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".venv/bin/python"))
+}
+
+pub(crate) fn client_script(name: &str) -> PathBuf {
+    repo_root().join("tests/e2e/clients").join(name)
+}
+
+/// Runs a client to completion and parses the JSON it prints last.
+pub(crate) fn run_json(cmd: &mut Command) -> Value {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON from {cmd:?}: {e}: {stdout}"))
+}
+
+/// Builder of a test server.
+#[derive(Debug)]
+pub(crate) struct TestServerBuilder {
+    args: Vec<String>,
+    data_dir: Option<PathBuf>,
+}
+
+impl TestServerBuilder {
+    pub(crate) fn arg(mut self, a: &str) -> Self {
+        self.args.push(a.to_string());
+        self
+    }
+
+    pub(crate) fn args(mut self, a: &[&str]) -> Self {
+        self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub(crate) fn data_dir(mut self, dir: &Path) -> Self {
+        self.data_dir = Some(dir.to_path_buf());
+        self
+    }
+
+    pub(crate) fn start(self) -> TestServer {
+        let (tmp, data_dir) = match self.data_dir {
+            Some(d) => (None, d),
+            None => {
+                let t = tempfile::tempdir().expect("tempdir");
+                let d = t.path().join("data");
+                (Some(t), d)
+            }
+        };
+        let mut cmd = Command::new(BIN);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--api-addr",
+                "127.0.0.1:0",
+            ])
+            .args(&self.args)
+            .env("FAASIGHT_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("start faasight");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read listening line");
+        assert!(
+            line.starts_with("faasight listening"),
+            "unexpected first line {line:?}"
+        );
+        let field = |k: &str| -> String {
+            line.split_whitespace()
+                .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+                .unwrap_or_else(|| panic!("no {k} in {line:?}"))
+                .to_string()
+        };
+        let stderr = child.stderr.take().expect("stderr");
+        let log = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if let Ok(mut s) = sink.lock() {
+                    s.push_str(&l);
+                    s.push('\n');
+                }
+            }
+        });
+        TestServer {
+            child: Some(child),
+            grpc: field("otlp_grpc"),
+            http: field("otlp_http"),
+            api: field("api"),
+            data_dir,
+            args: self.args,
+            log,
+            _tmp: tmp,
+        }
+    }
+}
+
+/// A running `faasight serve`.
+#[derive(Debug)]
+pub(crate) struct TestServer {
+    child: Option<Child>,
+    pub(crate) grpc: String,
+    pub(crate) http: String,
+    pub(crate) api: String,
+    pub(crate) data_dir: PathBuf,
+    args: Vec<String>,
+    log: std::sync::Arc<std::sync::Mutex<String>>,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl TestServer {
+    pub(crate) fn builder() -> TestServerBuilder {
+        TestServerBuilder {
+            args: Vec::new(),
+            data_dir: None,
+        }
+    }
+
+    pub(crate) fn start() -> TestServer {
+        Self::builder().start()
+    }
+
+    pub(crate) fn http_url(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub(crate) fn grpc_url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    pub(crate) fn log(&self) -> String {
+        self.log.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+
+    /// The server's log once it holds `needle` (stderr is read by a thread,
+    /// so a line printed before the listening line may arrive a bit later).
+    pub(crate) fn wait_for_log(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let log = self.log();
+            if log.contains(needle) || Instant::now() > deadline {
+                return log;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Runs SQL through `POST /api/v1/query`; panics on error.
+    pub(crate) fn sql(&self, sql: &str) -> Vec<Value> {
+        let (status, body) = self.query_raw(sql, "json");
+        assert_eq!(status, 200, "query {sql:?} failed: {body}");
+        serde_json::from_str::<Vec<Value>>(&body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
+    }
+
+    pub(crate) fn query_raw(&self, sql: &str, format: &str) -> (u16, String) {
+        let client = reqwest::blocking::Client::new();
+        let resp = client
+            .post(format!("http://{}/api/v1/query", self.api))
+            .json(&serde_json::json!({ "sql": sql, "format": format }))
+            .send()
+            .expect("query request");
+        let status = resp.status().as_u16();
+        (status, resp.text().expect("query body"))
+    }
+
+    /// A single count from SQL.
+    pub(crate) fn count(&self, sql: &str) -> i64 {
+        let rows = self.sql(sql);
+        rows[0]
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_i64)
+            .unwrap_or_else(|| panic!("no count in {rows:?}"))
+    }
+
+    pub(crate) fn get(&self, path: &str) -> (u16, String) {
+        let resp = reqwest::blocking::Client::new()
+            .get(format!("http://{}{path}", self.api))
+            .send()
+            .expect("get");
+        (resp.status().as_u16(), resp.text().expect("body"))
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.as_ref().map(|c| c.id() as i32).expect("running")
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub(crate) fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit (code 0).
+    pub(crate) fn terminate(&mut self) {
+        let pid = self.pid();
+        let status = Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        let mut child = self.child.take().expect("running");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                assert!(
+                    st.success(),
+                    "faasight exited with {st:?}; log:\n{}",
+                    self.log()
+                );
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "faasight did not exit after SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Starts a new server on the same data directory (new ports).
+    pub(crate) fn restart(mut self) -> TestServer {
+        self.kill9();
+        let mut b = TestServer::builder().data_dir(&self.data_dir);
+        b.args = self.args.clone();
+        let mut next = b.start();
+        next._tmp = self._tmp.take();
+        next
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
