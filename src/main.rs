@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the collector, the query API and the flush, with embedded defaults
-    Serve(config::ServeArgs),
+    Serve(Box<config::ServeArgs>),
     /// Run SQL on a data directory without a server
     Query {
         /// Data directory to read [default: ./data]
@@ -114,7 +114,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(config::ServeConfig::resolve(args)?).await,
+            Command::Serve(args) => serve::run(config::ServeConfig::resolve(*args)?).await,
             Command::Query {
                 data_dir,
                 format,

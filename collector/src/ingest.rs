@@ -178,6 +178,9 @@ impl Ingest {
     }
 }
 
+/// A written record waiting for the group's sync: its rows and its reply.
+type Pending = (Vec<TableBatch>, oneshot::Sender<Result<(), IngestError>>);
+
 struct Writer {
     wal: WalDir,
     segment: SegmentWriter,
@@ -210,7 +213,7 @@ impl Writer {
     }
 
     fn process(&mut self, group: Vec<Command>) {
-        let mut pending = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         for cmd in group {
             match cmd {
                 Command::Append {
@@ -239,10 +242,7 @@ impl Writer {
         self.commit(pending);
     }
 
-    fn commit(
-        &mut self,
-        pending: Vec<(Vec<TableBatch>, oneshot::Sender<Result<(), IngestError>>)>,
-    ) {
+    fn commit(&mut self, pending: Vec<Pending>) {
         if pending.is_empty() {
             return;
         }

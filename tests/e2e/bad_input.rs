@@ -145,7 +145,9 @@ fn http_bad_input_matrix() {
         Some(1)
     );
 
-    let cases: Vec<(&str, &str, Option<&str>, Vec<u8>, u16)> = vec![
+    // (what, content type, content encoding, body, expected status)
+    type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
+    let cases: Vec<Case> = vec![
         (
             "garbage protobuf",
             PB,

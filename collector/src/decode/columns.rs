@@ -11,6 +11,12 @@ use super::attrs::value_to_string;
 #[derive(Debug)]
 pub struct AttrMapBuilder(MapBuilder<StringBuilder, StringBuilder>);
 
+impl Default for AttrMapBuilder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl AttrMapBuilder {
     pub fn new() -> Self {
         let names = MapFieldNames {

@@ -45,7 +45,7 @@ fn file_groups(files: &[&FileMeta], n: usize) -> Vec<FileGroup> {
     let n = n.max(1).min(files.len().max(1));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
     let mut sorted: Vec<&&FileMeta> = files.iter().collect();
-    sorted.sort_by(|a, b| b.size.cmp(&a.size));
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
     for f in sorted {
         let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) else {
             break;

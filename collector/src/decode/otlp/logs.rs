@@ -48,6 +48,12 @@ pub struct LogRow<'a> {
     pub scope_name: Option<&'a str>,
 }
 
+impl Default for LogColumns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LogColumns {
     pub fn new() -> Self {
         let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");

@@ -123,19 +123,19 @@ pub fn response_body(signal: Signal, encoding: Encoding, n: &Normalized) -> Vec<
     }
     match signal {
         Signal::Traces => encode!(ExportTraceServiceResponse {
-            partial_success: partial.then(|| ExportTracePartialSuccess {
+            partial_success: partial.then_some(ExportTracePartialSuccess {
                 rejected_spans: rejected,
                 error_message: message,
             }),
         }),
         Signal::Logs => encode!(ExportLogsServiceResponse {
-            partial_success: partial.then(|| ExportLogsPartialSuccess {
+            partial_success: partial.then_some(ExportLogsPartialSuccess {
                 rejected_log_records: rejected,
                 error_message: message,
             }),
         }),
         Signal::Metrics => encode!(ExportMetricsServiceResponse {
-            partial_success: partial.then(|| ExportMetricsPartialSuccess {
+            partial_success: partial.then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: rejected,
                 error_message: message,
             }),

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs every check and test of faasight on a fresh machine: installs what
+# the tests need (a Python venv with the OpenTelemetry SDK, DuckDB and
+# pyarrow; the JS SDK from npm), then fmt, clippy and all Rust tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Builds are shared between runs and clones; DataFusion takes minutes.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/faasight-target}"
+
+echo "== python clients (.venv)"
+if [ ! -x .venv/bin/python ]; then
+  python3 -m venv .venv
+fi
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+
+echo "== js clients (tests/e2e/js)"
+(cd tests/e2e/js && npm ci --no-audit --no-fund --loglevel=error)
+
+echo "== cargo fmt"
+cargo fmt --all --check
+
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== cargo test"
+cargo test --workspace --locked
