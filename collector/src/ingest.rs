@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 use crate::buffer::Buffer;
 use crate::model::{Table, TableBatch};
@@ -65,6 +65,7 @@ pub struct Ingest {
     metrics: Arc<CollectorMetrics>,
     limits: Limits,
     wal_bytes: Arc<AtomicU64>,
+    flush_wake: Arc<Notify>,
 }
 
 impl std::fmt::Debug for Command {
@@ -96,7 +97,10 @@ impl Ingest {
         )?;
         let (tx, rx) = mpsc::channel();
         let wal_bytes = Arc::new(AtomicU64::new(args.initial_wal_bytes + segment.len()));
+        let flush_wake = Arc::new(Notify::new());
         let writer = Writer {
+            limits: args.limits,
+            flush_wake: Arc::clone(&flush_wake),
             wal: args.wal,
             segment,
             buffer: args.buffer.clone(),
@@ -118,6 +122,7 @@ impl Ingest {
             metrics: args.metrics,
             limits: args.limits,
             wal_bytes,
+            flush_wake,
         })
     }
 
@@ -176,12 +181,20 @@ impl Ingest {
     pub fn buffer(&self) -> &Buffer {
         &self.buffer
     }
+
+    /// Notified when the buffer or WAL passes half its limit, so the flush
+    /// runs before ingest has to refuse work.
+    pub fn flush_wake(&self) -> Arc<Notify> {
+        Arc::clone(&self.flush_wake)
+    }
 }
 
 /// A written record waiting for the group's sync: its rows and its reply.
 type Pending = (Vec<TableBatch>, oneshot::Sender<Result<(), IngestError>>);
 
 struct Writer {
+    limits: Limits,
+    flush_wake: Arc<Notify>,
     wal: WalDir,
     segment: SegmentWriter,
     buffer: Buffer,
@@ -262,6 +275,10 @@ impl Writer {
                 let (rows, bytes) = self.buffer.usage();
                 self.metrics.buffer_rows.set(rows as u64);
                 self.metrics.buffer_bytes.set(bytes as u64);
+                let wal = self.wal_bytes.load(Ordering::Relaxed);
+                if bytes > self.limits.max_buffer_bytes / 2 || wal > self.limits.max_wal_bytes / 2 {
+                    self.flush_wake.notify_one();
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, "wal sync failed; refusing the group and starting a new segment");

@@ -21,7 +21,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use buffer::{Buffer, Flusher};
-use decode::otlp;
 use ingest::{Ingest, IngestArgs, IngestError, Limits};
 use model::Table;
 use storage::parquet::ScanMode;
@@ -211,8 +210,7 @@ fn replay_segment(
             );
             continue;
         };
-        let (signal, encoding) = otlp::signal_of(kind);
-        match otlp::decode(signal, encoding, &record.body, record.received_at_micros) {
+        match decode::decode_record(kind, &record.body, record.received_at_micros) {
             Ok(n) => {
                 report.records_replayed += 1;
                 report.rows_replayed += n.rows();
@@ -225,3 +223,6 @@ fn replay_segment(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests;

@@ -116,6 +116,8 @@ pub struct CollectorMetrics {
     pub traces: SignalCounters,
     pub logs: SignalCounters,
     pub metrics: SignalCounters,
+    /// Rows of `POST /v1/invocations`.
+    pub invocations: SignalCounters,
     pub wal_bytes_written: Counter,
     pub wal_fsync: Histogram,
     pub wal_group_requests: Counter,

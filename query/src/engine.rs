@@ -128,8 +128,8 @@ impl QueryEngine {
         })
     }
 
-    /// A fresh session with every table registered.
-    pub fn session(&self) -> Result<SessionContext, QueryError> {
+    /// A fresh session with every table and view registered.
+    pub async fn session(&self) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions)
@@ -165,7 +165,7 @@ impl QueryEngine {
     }
 
     async fn run(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        let ctx = self.session()?;
+        let ctx = self.session().await?;
         let df = ctx.sql_with_options(sql, safe_options()).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;

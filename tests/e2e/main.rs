@@ -3,5 +3,7 @@
 
 mod bad_input;
 mod durability;
+mod invocations;
 mod otlp_clients;
+mod query_api;
 mod support;

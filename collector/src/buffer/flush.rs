@@ -53,18 +53,13 @@ impl Flusher {
         metrics: Arc<CollectorMetrics>,
     ) -> Self {
         Flusher {
+            wake: ingest.flush_wake(),
             ingest,
             wal,
             data_dir,
             metrics,
             lock: Arc::new(Mutex::new(())),
-            wake: Arc::new(Notify::new()),
         }
-    }
-
-    /// Asks the background loop to flush now (used under memory pressure).
-    pub fn wake(&self) {
-        self.wake.notify_one();
     }
 
     /// Flushes everything buffered so far.

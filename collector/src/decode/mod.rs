@@ -2,4 +2,27 @@
 
 pub mod attrs;
 pub mod columns;
+pub mod invocations;
+pub mod invocations_api;
+pub mod lambda_report;
 pub mod otlp;
+
+use crate::model::Normalized;
+use crate::wal::RecordKind;
+
+/// Why a WAL record could not be decoded again.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplayError {
+    #[error(transparent)]
+    Otlp(#[from] otlp::DecodeError),
+    #[error(transparent)]
+    Invocations(#[from] invocations_api::BodyError),
+}
+
+/// Decodes a WAL record's body the way the live path did.
+pub fn decode_record(kind: RecordKind, body: &[u8], received_at_micros: i64) -> Result<Normalized, ReplayError> {
+    match otlp::signal_of(kind) {
+        Some((signal, encoding)) => Ok(otlp::decode(signal, encoding, body, received_at_micros)?),
+        None => Ok(invocations_api::decode(body)?.0),
+    }
+}

@@ -47,6 +47,20 @@ pub const BOUNDS: &str = "bounds";
 pub const BUCKET_COUNTS: &str = "bucket_counts";
 pub const UNIT: &str = "unit";
 pub const DESCRIPTION: &str = "description";
+pub const FUNCTION_VERSION: &str = "function_version";
+pub const PROVIDER: &str = "provider";
+pub const REGION: &str = "region";
+pub const ACCOUNT_ID: &str = "account_id";
+pub const TRIGGER: &str = "trigger";
+pub const INIT_DURATION_MS: &str = "init_duration_ms";
+pub const BILLED_DURATION_MS: &str = "billed_duration_ms";
+pub const MEMORY_SIZE_MB: &str = "memory_size_mb";
+pub const MAX_MEMORY_USED_MB: &str = "max_memory_used_mb";
+pub const ARCHITECTURE: &str = "architecture";
+pub const RUNTIME: &str = "runtime";
+pub const STATUS: &str = "status";
+pub const ERROR_TYPE: &str = "error_type";
+pub const SOURCE: &str = "source";
 
 /// The tables the collector writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -54,10 +68,12 @@ pub enum Table {
     Spans,
     Logs,
     Metrics,
+    /// Partial facts about one invocation as each source reported them.
+    InvocationRecords,
 }
 
 impl Table {
-    pub const ALL: [Table; 3] = [Table::Spans, Table::Logs, Table::Metrics];
+    pub const ALL: [Table; 4] = [Table::Spans, Table::Logs, Table::Metrics, Table::InvocationRecords];
 
     /// Table name in SQL and directory name on disk.
     pub fn name(self) -> &'static str {
@@ -65,6 +81,7 @@ impl Table {
             Table::Spans => "spans",
             Table::Logs => "logs",
             Table::Metrics => "metrics",
+            Table::InvocationRecords => "invocation_records",
         }
     }
 
@@ -74,6 +91,7 @@ impl Table {
             Table::Spans => 1,
             Table::Logs => 2,
             Table::Metrics => 3,
+            Table::InvocationRecords => 4,
         }
     }
 
@@ -90,6 +108,7 @@ impl Table {
             Table::Spans => Arc::clone(&SPANS),
             Table::Logs => Arc::clone(&LOGS),
             Table::Metrics => Arc::clone(&METRICS),
+            Table::InvocationRecords => Arc::clone(&INVOCATION_RECORDS),
         }
     }
 
@@ -99,13 +118,14 @@ impl Table {
         match self {
             Table::Spans | Table::Logs => &[SERVICE_NAME, FUNCTION_NAME, TIME],
             Table::Metrics => &[SERVICE_NAME, NAME, TIME],
+            Table::InvocationRecords => &[FUNCTION_NAME, TIME],
         }
     }
 
     /// Columns that get a Parquet bloom filter.
     pub fn bloom_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Spans | Table::Logs => &[TRACE_ID, REQUEST_ID],
+            Table::Spans | Table::Logs | Table::InvocationRecords => &[TRACE_ID, REQUEST_ID],
             Table::Metrics => &[],
         }
     }
@@ -204,6 +224,31 @@ static METRICS: LazyLock<SchemaRef> = LazyLock::new(|| {
         map(ATTRIBUTES),
         map(RESOURCE_ATTRIBUTES),
         text(SCOPE_NAME, true),
+    ]))
+});
+
+static INVOCATION_RECORDS: LazyLock<SchemaRef> = LazyLock::new(|| {
+    Arc::new(Schema::new(vec![
+        ts(TIME, false),
+        text(FUNCTION_NAME, false),
+        text(FUNCTION_VERSION, true),
+        text(PROVIDER, true),
+        text(REGION, true),
+        text(ACCOUNT_ID, true),
+        text(REQUEST_ID, false),
+        text(TRACE_ID, true),
+        text(TRIGGER, true),
+        Field::new(COLD_START, DataType::Boolean, true),
+        Field::new(INIT_DURATION_MS, DataType::Float64, true),
+        Field::new(DURATION_MS, DataType::Float64, true),
+        Field::new(BILLED_DURATION_MS, DataType::Int64, true),
+        Field::new(MEMORY_SIZE_MB, DataType::Int64, true),
+        Field::new(MAX_MEMORY_USED_MB, DataType::Int64, true),
+        text(ARCHITECTURE, true),
+        text(RUNTIME, true),
+        text(STATUS, true),
+        text(ERROR_TYPE, true),
+        text(SOURCE, false),
     ]))
 });
 

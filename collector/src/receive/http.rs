@@ -39,6 +39,7 @@ pub fn router(receiver: Receiver) -> Router {
             "/v1/metrics",
             post(|s, h, b| export(s, h, b, Signal::Metrics)),
         )
+        .route("/v1/invocations", post(invocations))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(receiver)
 }
@@ -122,6 +123,7 @@ async fn export(
             (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
         Err(AcceptError::Decode(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
+        Err(AcceptError::Invocations(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
         Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, encoding, why.to_string())
         }
@@ -132,6 +134,50 @@ async fn export(
                 encoding,
                 "storage unavailable, retry later".into(),
             )
+        }
+    }
+}
+
+/// `POST /v1/invocations`: 200 with the count stored and the rows refused
+/// (by index, with the reason); 400 when the body is not JSON rows or when
+/// every row was refused.
+async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    use axum::Json;
+    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    if !rx.authorized(auth) {
+        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or invalid ingest token"}))).into_response();
+    }
+    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let body = match decompress(content_encoding, &body, rx.config.max_body_size) {
+        Ok(b) => b,
+        Err(e) => {
+            let status = match e {
+                DecompressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+                DecompressError::Invalid { .. } => StatusCode::BAD_REQUEST,
+                DecompressError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            };
+            return (status, Json(serde_json::json!({"error": e.to_string()}))).into_response();
+        }
+    };
+    match rx.accept_invocations(&body).await {
+        Ok((n, rejected)) => {
+            let rejected: Vec<_> = rejected.into_iter().map(|(index, reason)| serde_json::json!({"index": index, "reason": reason})).collect();
+            let status = if n.accepted == 0 && !rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+            (status, Json(serde_json::json!({"accepted": n.accepted, "rejected": rejected}))).into_response()
+        }
+        Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": why}))).into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            r
+        }
+        Err(e @ (AcceptError::Invocations(_) | AcceptError::Decode(_))) => {
+            (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response()
+        }
+        Err(AcceptError::Ingest(e)) => {
+            tracing::error!(error = %e, "could not make a request durable");
+            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "storage unavailable, retry later"}))).into_response();
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            r
         }
     }
 }

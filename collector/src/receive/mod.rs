@@ -20,6 +20,8 @@ pub enum AcceptError {
     Decode(#[from] DecodeError),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error(transparent)]
+    Invocations(#[from] crate::decode::invocations_api::BodyError),
 }
 
 /// Settings shared by the receivers.
@@ -108,6 +110,36 @@ impl Receiver {
             counters.accepted.add(normalized.accepted);
         }
         Ok(normalized)
+    }
+}
+
+impl Receiver {
+    /// `POST /v1/invocations`: stores the valid rows, reports the others.
+    pub async fn accept_invocations(
+        &self,
+        body: &[u8],
+    ) -> Result<(Normalized, crate::decode::invocations_api::Rejections), AcceptError> {
+        let counters = &self.metrics.invocations;
+        if let Err(e) = self.ingest.check_capacity() {
+            counters.refused_requests.add(1);
+            return Err(e.into());
+        }
+        let (mut normalized, rejections) = match crate::decode::invocations_api::decode(body) {
+            Ok(d) => d,
+            Err(e) => {
+                counters.refused_requests.add(1);
+                return Err(e.into());
+            }
+        };
+        counters.received.add(normalized.accepted + normalized.rejected);
+        counters.rejected.add(normalized.rejected);
+        if normalized.accepted > 0 {
+            let batches = std::mem::take(&mut normalized.batches);
+            let kind = crate::wal::RecordKind::InvocationsJson;
+            self.ingest.submit(kind, now_micros(), body, batches).await?;
+            counters.accepted.add(normalized.accepted);
+        }
+        Ok((normalized, rejections))
     }
 }
 

@@ -14,7 +14,7 @@
 //! ```
 //!
 //! `crc32` (IEEE) covers the payload. `kind` says how to decode `body` (OTLP
-//! protobuf or JSON per signal, see [`RecordKind`]); the body is the request
+//! protobuf or JSON per signal, or invocation records, see [`RecordKind`]); the body is the request
 //! as it arrived, after decompression, so writing it costs no re-encoding and
 //! replay runs the same deterministic normalization as the live path (the
 //! stored `received_at` stands in for "now").
@@ -88,6 +88,8 @@ pub enum RecordKind {
     LogsJson = 4,
     MetricsProto = 5,
     MetricsJson = 6,
+    /// `POST /v1/invocations` (JSON array or NDJSON).
+    InvocationsJson = 7,
 }
 
 impl RecordKind {

@@ -2,3 +2,4 @@
 
 pub mod prune;
 pub mod tables;
+pub mod views;

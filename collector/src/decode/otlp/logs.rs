@@ -9,6 +9,8 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use crate::decode::attrs::{self, ResourceFacts};
 use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
+use crate::decode::invocations::{self, RecordColumns};
+use crate::decode::lambda_report;
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
 
@@ -149,6 +151,7 @@ pub fn normalize(
 ) -> Result<Normalized, arrow::error::ArrowError> {
     let mut out = Normalized::default();
     let mut cols = LogColumns::new();
+    let mut records = RecordColumns::default();
     for rl in &req.resource_logs {
         let empty = Vec::new();
         let res_attrs = rl.resource.as_ref().map_or(&empty, |r| &r.attributes);
@@ -177,12 +180,18 @@ pub fn normalize(
                 } else {
                     observed
                 };
+                let body = rec.body.as_ref().and_then(attrs::value_to_string);
+                if let (Some(text), Some(function)) = (&body, &facts.function_name) {
+                    if let Some(r) = lambda_report::parse(text).and_then(|l| invocations::from_platform_line(&l, function, time)) {
+                        records.append(&r);
+                    }
+                }
                 cols.append(LogRow {
                     time_micros: time,
                     observed_micros: observed,
                     severity_text: Some(rec.severity_text.as_str()).filter(|s| !s.is_empty()),
                     severity_number: Some(rec.severity_number).filter(|n| *n != 0),
-                    body: rec.body.as_ref().and_then(attrs::value_to_string),
+                    body,
                     trace_id: trace_id.map(|t| t.to_hex()),
                     span_id: span_id.map(|s| s.to_hex()),
                     service_name: facts.service_name.as_deref(),
@@ -200,6 +209,12 @@ pub fn normalize(
         out.batches.push(TableBatch {
             table: Table::Logs,
             batch: cols.finish()?,
+        });
+    }
+    if !records.is_empty() {
+        out.batches.push(TableBatch {
+            table: Table::InvocationRecords,
+            batch: records.finish()?,
         });
     }
     Ok(out)

@@ -66,15 +66,17 @@ pub fn record_kind(signal: Signal, encoding: Encoding) -> RecordKind {
     }
 }
 
-pub fn signal_of(kind: RecordKind) -> (Signal, Encoding) {
-    match kind {
+/// The signal and encoding of an OTLP record kind; `None` for other kinds.
+pub fn signal_of(kind: RecordKind) -> Option<(Signal, Encoding)> {
+    Some(match kind {
         RecordKind::TracesProto => (Signal::Traces, Encoding::Protobuf),
         RecordKind::TracesJson => (Signal::Traces, Encoding::Json),
         RecordKind::LogsProto => (Signal::Logs, Encoding::Protobuf),
         RecordKind::LogsJson => (Signal::Logs, Encoding::Json),
         RecordKind::MetricsProto => (Signal::Metrics, Encoding::Protobuf),
         RecordKind::MetricsJson => (Signal::Metrics, Encoding::Json),
-    }
+        RecordKind::InvocationsJson => return None,
+    })
 }
 
 fn parse<T: Message + Default + serde::de::DeserializeOwned>(

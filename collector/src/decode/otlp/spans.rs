@@ -11,6 +11,7 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 
 use crate::decode::attrs::{self, ResourceFacts};
 use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
+use crate::decode::invocations::{self, RecordColumns};
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
 
@@ -161,6 +162,7 @@ fn links_json(span: &Span) -> Option<String> {
 pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::error::ArrowError> {
     let mut out = Normalized::default();
     let mut cols = SpanColumns::new();
+    let mut records = RecordColumns::default();
     for rs in &req.resource_spans {
         let empty = Vec::new();
         let res_attrs = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);
@@ -200,9 +202,25 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::e
                     .append_option(facts.service_name.as_deref());
                 let function = attrs::find_string(&span.attributes, "faas.name")
                     .or_else(|| facts.function_name.clone());
-                cols.function_name.append_option(function);
-                cols.request_id
-                    .append_option(attrs::request_id(&span.attributes));
+                cols.function_name.append_option(function.as_deref());
+                let request_id = attrs::request_id(&span.attributes);
+                let is_handler = matches!(
+                    SpanKind::try_from(span.kind),
+                    Ok(SpanKind::Server | SpanKind::Consumer)
+                );
+                if let (true, Some(rid), Some(function)) = (is_handler, &request_id, &function) {
+                    records.append(&invocations::from_handler_span(invocations::HandlerSpan {
+                        time_micros: start,
+                        function_name: function,
+                        request_id: rid.clone(),
+                        trace_id: trace_id.to_hex(),
+                        duration_ms,
+                        is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
+                        span_attributes: &span.attributes,
+                        resource_attributes: res_attrs,
+                    }));
+                }
+                cols.request_id.append_option(request_id);
                 cols.cold_start
                     .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
                 cols.attributes.append(&span.attributes);
@@ -218,6 +236,12 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::e
         out.batches.push(TableBatch {
             table: Table::Spans,
             batch: cols.finish()?,
+        });
+    }
+    if !records.is_empty() {
+        out.batches.push(TableBatch {
+            table: Table::InvocationRecords,
+            batch: records.finish()?,
         });
     }
     Ok(out)

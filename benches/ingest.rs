@@ -1,0 +1,416 @@
+//! Ingest benchmark (a bench binary, not a criterion bench: it drives the
+//! real server from this separate process over loopback).
+//!
+//! 1. In-process: decode + normalize + Parquet-encode the same payloads,
+//!    on every core: the practical limit of the machine.
+//! 2. Load: start `faasight serve` (release), send OTLP/HTTP protobuf and
+//!    OTLP/gRPC with batches of 1 and 512 spans at rising concurrency, and
+//!    report spans/s, ack latency p50/p99 and the server's peak RSS.
+//! 3. Disk: send a pool of unique Lambda-like spans once, stop the server
+//!    with SIGTERM (flush) and divide the Parquet bytes by the span count.
+//!
+//! Run: `cargo bench --bench ingest` (`FAASIGHT_BENCH_SECS` per step,
+//! default 5). Results print as markdown rows; the report is
+//! `benches/ingest-report.md`.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use faasight_collector::decode::otlp::{self, Encoding, Signal};
+use faasight_collector::model::Table;
+use faasight_collector::receive::grpc::RawCodec;
+use faasight_collector::storage::parquet::{partition_by_hour, writer_properties};
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
+use prost::Message;
+
+/// xorshift64*: deterministic, dependency-free randomness.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn bytes(&mut self, n: usize) -> Vec<u8> {
+        (0..n).map(|_| (self.next() >> 24) as u8).collect()
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn kv(k: &str, v: Value) -> KeyValue {
+    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+}
+
+fn s(v: &str) -> Value {
+    Value::StringValue(v.into())
+}
+
+fn resource(function: usize) -> Resource {
+    Resource {
+        attributes: vec![
+            kv("service.name", s(&format!("orders-{function}"))),
+            kv("faas.name", s(&format!("orders-{function}"))),
+            kv("faas.version", s("$LATEST")),
+            kv("faas.max_memory", Value::IntValue(536_870_912)),
+            kv("cloud.provider", s("aws")),
+            kv("cloud.platform", s("aws_lambda")),
+            kv("cloud.region", s("eu-west-1")),
+            kv("telemetry.sdk.language", s("python")),
+        ],
+        ..Default::default()
+    }
+}
+
+/// One Lambda invocation: a handler span and three downstream calls.
+fn invocation(rng: &mut Rng, start_ns: u64) -> Vec<Span> {
+    let trace_id = rng.bytes(16);
+    let root_id = rng.bytes(8);
+    let total = 20_000_000 + rng.below(200_000_000);
+    let request_id = {
+        let b = rng.bytes(16);
+        let h = hex::encode(b);
+        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+    };
+    let mut spans = vec![Span {
+        trace_id: trace_id.clone(),
+        span_id: root_id.clone(),
+        name: "GET /orders/{id}".into(),
+        kind: 2,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: start_ns + total,
+        attributes: vec![
+            kv("faas.invocation_id", s(&request_id)),
+            kv("faas.trigger", s("http")),
+            kv("faas.coldstart", Value::BoolValue(rng.below(50) == 0)),
+            kv("http.route", s("/orders/{id}")),
+            kv("http.request.method", s("GET")),
+            kv("http.response.status_code", Value::IntValue(200)),
+        ],
+        status: Some(Status { code: 0, message: String::new() }),
+        ..Default::default()
+    }];
+    let children = [("DynamoDB.GetItem", "dynamodb"), ("S3.PutObject", "s3"), ("POST", "http")];
+    let mut t = start_ns + 1_000_000;
+    for (name, system) in children {
+        let d = 1_000_000 + rng.below(total / 4);
+        spans.push(Span {
+            trace_id: trace_id.clone(),
+            span_id: rng.bytes(8),
+            parent_span_id: root_id.clone(),
+            name: name.into(),
+            kind: 3,
+            start_time_unix_nano: t,
+            end_time_unix_nano: t + d,
+            attributes: vec![kv("rpc.system", s("aws-api")), kv("aws.service", s(system))],
+            ..Default::default()
+        });
+        t += d;
+    }
+    spans
+}
+
+/// Request bodies holding `total` unique spans, `batch` spans each.
+fn payloads(total: usize, batch: usize, seed: u64) -> Vec<Bytes> {
+    let mut rng = Rng(seed);
+    let now_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut bodies = Vec::new();
+    let mut pending: Vec<(usize, Span)> = Vec::new();
+    let mut produced = 0;
+    while produced < total {
+        let function = rng.below(20) as usize;
+        let start = now_ns - 3_600_000_000_000 + (produced as u64) * 7_000_000;
+        for sp in invocation(&mut rng, start) {
+            pending.push((function, sp));
+            produced += 1;
+            if pending.len() == batch {
+                bodies.push(encode(std::mem::take(&mut pending)));
+            }
+        }
+    }
+    if !pending.is_empty() {
+        bodies.push(encode(pending));
+    }
+    bodies
+}
+
+fn encode(spans: Vec<(usize, Span)>) -> Bytes {
+    let mut by_fn: std::collections::BTreeMap<usize, Vec<Span>> = Default::default();
+    for (f, sp) in spans {
+        by_fn.entry(f).or_default().push(sp);
+    }
+    let req = ExportTraceServiceRequest {
+        resource_spans: by_fn
+            .into_iter()
+            .map(|(f, spans)| ResourceSpans {
+                resource: Some(resource(f)),
+                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                ..Default::default()
+            })
+            .collect(),
+    };
+    Bytes::from(req.encode_to_vec())
+}
+
+fn in_process(bodies: &[Bytes], threads: usize, secs: f64) -> f64 {
+    let spans = AtomicU64::new(0);
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let started = Instant::now();
+    std::thread::scope(|scope| {
+        for t in 0..threads {
+            let spans = &spans;
+            scope.spawn(move || {
+                let mut i = t;
+                let mut batches: std::collections::BTreeMap<Table, Vec<arrow::record_batch::RecordBatch>> = Default::default();
+                let mut rows = 0;
+                while Instant::now() < deadline {
+                    let body = &bodies[i % bodies.len()];
+                    i += threads;
+                    let n = otlp::decode(Signal::Traces, Encoding::Protobuf, body, 0).expect("decodes");
+                    for b in n.batches {
+                        if b.table == Table::Spans {
+                            rows += b.batch.num_rows();
+                        }
+                        // Handler spans also yield invocation records: the
+                        // server writes them too, so this side does as well.
+                        batches.entry(b.table).or_default().push(b.batch);
+                    }
+                    // Encode as the flush does, in chunks like a flush's.
+                    if rows >= 65_536 {
+                        for (table, b) in &batches {
+                            encode_parquet(*table, b);
+                        }
+                        spans.fetch_add(rows as u64, Ordering::Relaxed);
+                        batches.clear();
+                        rows = 0;
+                    }
+                }
+                for (table, b) in &batches {
+                    encode_parquet(*table, b);
+                }
+                spans.fetch_add(rows as u64, Ordering::Relaxed);
+            });
+        }
+    });
+    spans.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
+}
+
+fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) -> usize {
+    let all = arrow::compute::concat_batches(&table.schema(), batches).expect("concat");
+    let mut total = 0;
+    for (_, part) in partition_by_hour(table, &all).expect("partition") {
+        let mut buf = Vec::new();
+        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, part.schema(), Some(writer_properties(table))).expect("writer");
+        w.write(&part).expect("write");
+        w.close().expect("close");
+        total += buf.len();
+    }
+    total
+}
+
+struct Server {
+    child: Child,
+    http: String,
+    grpc: String,
+    dir: tempfile::TempDir,
+}
+
+fn start_server(extra: &[&str]) -> Server {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_faasight"))
+        .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(dir.path().join("data"))
+        .args(extra)
+        .env("FAASIGHT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start faasight");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
+    let field = |k: &str| line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}="))).expect("addr").to_string();
+    Server { http: field("otlp_http"), grpc: field("otlp_grpc"), child, dir }
+}
+
+impl Server {
+    fn peak_rss_mib(&self) -> f64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    fn stop(mut self) -> (u64, tempfile::TempDir) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = self.child.wait();
+        (dir_bytes(&self.dir.path().join("data/spans")), self.dir)
+    }
+}
+
+fn dir_bytes(p: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    rd.flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() { dir_bytes(&p) } else { e.metadata().map_or(0, |m| m.len()) }
+        })
+        .sum()
+}
+
+#[derive(Debug, Default)]
+struct LoadResult {
+    spans_per_sec: f64,
+    requests_per_sec: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    refused: u64,
+}
+
+async fn load(protocol: &str, addr: &str, bodies: Arc<Vec<Bytes>>, spans_per_body: usize, concurrency: usize, secs: f64) -> LoadResult {
+    let next = Arc::new(AtomicUsize::new(0));
+    let refused = Arc::new(AtomicU64::new(0));
+    let deadline = Instant::now() + Duration::from_secs_f64(secs);
+    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
+    let url = format!("http://{addr}/v1/traces");
+    let channels: Vec<tonic::transport::Channel> = if protocol == "grpc" {
+        let mut v = Vec::new();
+        for _ in 0..concurrency.clamp(1, 8) {
+            v.push(tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect"));
+        }
+        v
+    } else {
+        Vec::new()
+    };
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for t in 0..concurrency {
+        let (bodies, next, refused, http, url) = (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&refused), http.clone(), url.clone());
+        let channel = channels.get(t % channels.len().max(1)).cloned();
+        let protocol = protocol.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::new();
+            let mut grpc = channel.map(tonic::client::Grpc::new);
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+            while Instant::now() < deadline {
+                let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
+                let t0 = Instant::now();
+                let ok = if protocol == "http" {
+                    match http.post(&url).header("content-type", "application/x-protobuf").body(body).send().await {
+                        Ok(r) => r.status().is_success(),
+                        Err(_) => false,
+                    }
+                } else {
+                    let g = grpc.as_mut().expect("channel");
+                    if g.ready().await.is_err() {
+                        false
+                    } else {
+                        g.unary::<Vec<u8>, Bytes, _>(tonic::Request::new(body.to_vec()), path.clone(), RawCodec).await.is_ok()
+                    }
+                };
+                if ok {
+                    lat.push(t0.elapsed().as_micros() as u32);
+                } else {
+                    refused.fetch_add(1, Ordering::Relaxed);
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            }
+            lat
+        }));
+    }
+    let mut lat = Vec::new();
+    for t in tasks {
+        lat.extend(t.await.expect("task"));
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    lat.sort_unstable();
+    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |v| *v as f64 / 1000.0);
+    LoadResult {
+        spans_per_sec: (lat.len() * spans_per_body) as f64 / elapsed,
+        requests_per_sec: lat.len() as f64 / elapsed,
+        p50_ms: pct(0.50),
+        p99_ms: pct(0.99),
+        refused: refused.load(Ordering::Relaxed),
+    }
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        // `cargo test --benches` lists benches; nothing to run then.
+        return;
+    }
+    let secs: f64 = std::env::var("FAASIGHT_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let big = Arc::new(payloads(204_800, 512, 1));
+    let single = Arc::new(payloads(40_000, 1, 2));
+    let bytes_per_span = big.iter().map(|b| b.len()).sum::<usize>() as f64 / 204_800.0;
+    println!("machine: {cores} cores; payload: {bytes_per_span:.0} protobuf bytes per span (batch 512)");
+
+    let inproc_512 = in_process(&big, cores, secs);
+    let inproc_1 = in_process(&single, cores, secs);
+    println!("\n| in-process decode + normalize + Parquet encode | spans/s |\n|---|---|");
+    println!("| batches of 512, {cores} threads | {inproc_512:.0} |\n| batches of 1, {cores} threads | {inproc_1:.0} |");
+
+    println!("\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process |");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for protocol in ["http", "grpc"] {
+        for (batch, bodies, inproc) in [(512usize, &big, inproc_512), (1, &single, inproc_1)] {
+            let levels: &[usize] = if batch == 512 { &[1, 4, 16, 64] } else { &[4, 16, 64, 256] };
+            for &c in levels {
+                let server = start_server(&["--flush-interval", "2s"]);
+                let addr = if protocol == "http" { server.http.clone() } else { server.grpc.clone() };
+                let r = rt.block_on(load(protocol, &addr, Arc::clone(bodies), batch, c, secs));
+                let rss = server.peak_rss_mib();
+                let _ = server.stop();
+                println!(
+                    "| {protocol} | {batch} | {c} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {rss:.0} | {:.0}% |",
+                    r.spans_per_sec, r.requests_per_sec, r.p50_ms, r.p99_ms, r.refused, 100.0 * r.spans_per_sec / inproc
+                );
+            }
+        }
+    }
+
+    // Overload: far more than the server can take, with a small buffer.
+    let server = start_server(&["--flush-interval", "2s", "--max-buffer-size", "64MiB"]);
+    let r = rt.block_on(load("http", &server.http.clone(), Arc::clone(&big), 512, 256, secs));
+    let rss = server.peak_rss_mib();
+    let _ = server.stop();
+    println!("\noverload (http, batch 512, 256 concurrent, 64 MiB buffer): {:.0} spans/s, refused {}, p99 {:.1} ms, peak RSS {rss:.0} MiB", r.spans_per_sec, r.refused, r.p99_ms);
+
+    // Disk: every unique span once, then a clean stop (flush).
+    let server = start_server(&["--flush-interval", "1h"]);
+    let r = rt.block_on(async {
+        let client = reqwest::Client::new();
+        let mut ok = 0;
+        for b in big.iter() {
+            let resp = client.post(format!("http://{}/v1/traces", server.http)).header("content-type", "application/x-protobuf").body(b.clone()).send().await;
+            ok += usize::from(resp.is_ok_and(|r| r.status().is_success()));
+        }
+        ok
+    });
+    let (bytes, dir) = server.stop();
+    let records = dir_bytes(&dir.path().join("data/invocation_records"));
+    println!(
+        "disk: {} spans in {bytes} bytes of spans Parquet = {:.1} bytes per span (protobuf: {bytes_per_span:.0}); plus {records} bytes of invocation_records ({:.1} per span)",
+        r * 512,
+        bytes as f64 / (r * 512) as f64,
+        records as f64 / (r * 512) as f64
+    );
+}

@@ -1,0 +1,126 @@
+//! SQL over HTTP and from `faasight query`: formats, refusals, limits.
+
+use std::process::Command;
+
+use crate::support::{BIN, TestServer};
+
+fn send_spans(server: &TestServer, n: usize) {
+    let spans: Vec<serde_json::Value> = (0..n)
+        .map(|i| {
+            serde_json::json!({
+                "traceId": format!("{:032x}", i + 1), "spanId": format!("{:016x}", i + 1),
+                "name": format!("op-{}", i % 3), "kind": 2,
+                "startTimeUnixNano": "1764331200000000000", "endTimeUnixNano": "1764331200100000000",
+                "attributes": [{"key": "http.route", "value": {"stringValue": "/r"}}]
+            })
+        })
+        .collect();
+    let body = serde_json::json!({"resourceSpans": [{"resource": {"attributes": [{"key": "service.name", "value": {"stringValue": "q"}}]}, "scopeSpans": [{"spans": spans}]}]});
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", server.http_url()))
+        .json(&body)
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 200);
+}
+
+#[test]
+fn formats_refusals_and_the_cli_agree() {
+    let mut server = TestServer::start();
+    send_spans(&server, 30);
+    let sql = "SELECT name, count(*) AS n FROM spans GROUP BY name ORDER BY name";
+    let rows = server.sql(sql);
+    assert_eq!(rows.len(), 3);
+    assert_eq!(rows[0], serde_json::json!({"name": "op-0", "n": 10}));
+
+    let (status, csv) = server.query_raw(sql, "csv");
+    assert_eq!(status, 200);
+    assert_eq!(csv, "name,n\nop-0,10\nop-1,10\nop-2,10\n");
+    let (status, nd) = server.query_raw(sql, "ndjson");
+    assert_eq!(status, 200);
+    assert_eq!(nd.lines().count(), 3);
+    let (status, csv) = server.query_raw("SELECT attributes FROM spans LIMIT 1", "csv");
+    assert_eq!(status, 200, "maps render in CSV: {csv}");
+    assert!(csv.contains("http.route"));
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("http://{}/api/v1/query", server.api))
+        .json(&serde_json::json!({"sql": sql, "format": "arrow"}))
+        .send()
+        .expect("arrow");
+    assert_eq!(resp.status().as_u16(), 200);
+    let bytes = resp.bytes().expect("body");
+    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).expect("arrow stream");
+    let n: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
+    assert_eq!(n, 3);
+
+    // information_schema lists the tables.
+    let tables = server.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name");
+    let names: Vec<&str> = tables.iter().filter_map(|r| r["table_name"].as_str()).collect();
+    assert_eq!(names, vec!["invocation_records", "invocations", "logs", "metrics", "spans"]);
+
+    // Unsafe statements are refused and create nothing.
+    let target = server.data_dir.join("../copied.csv");
+    let unsafe_sql = [
+        format!("COPY (SELECT 1) TO '{}'", target.display()),
+        "DROP TABLE spans".to_string(),
+        "CREATE TABLE t AS SELECT 1".to_string(),
+        format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{}'", target.display()),
+        "INSERT INTO spans SELECT * FROM spans".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "SELECT * FROM '/etc/passwd'".to_string(),
+        "SELECT 1; DROP TABLE spans".to_string(),
+        "not sql at all".to_string(),
+    ];
+    for sql in &unsafe_sql {
+        let (status, body) = server.query_raw(sql, "json");
+        assert_eq!(status, 400, "{sql} was not refused: {body}");
+        assert!(body.contains("\"error\""), "{body}");
+    }
+    assert!(!target.exists());
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 30);
+
+    // The CLI on the same directory, beside the running server, sees the
+    // same rows (committed files plus the WAL), and after a clean stop too.
+    let cli = |format: &str| {
+        let out = Command::new(BIN)
+            .args(["query", "--data-dir"])
+            .arg(&server.data_dir)
+            .args(["--format", format, sql])
+            .output()
+            .expect("cli");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let json: Vec<serde_json::Value> = serde_json::from_str(&cli("json")).expect("cli json");
+    assert_eq!(json, rows);
+    server.terminate();
+    let json: Vec<serde_json::Value> = serde_json::from_str(&cli("json")).expect("cli json");
+    assert_eq!(json, rows);
+    assert!(cli("table").contains("| op-1 | 10 |"));
+    let out = Command::new(BIN).args(["query", "--data-dir", "/nonexistent/faasight", "SELECT 1"]).output().expect("cli");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no data directory"));
+}
+
+#[test]
+fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
+    let server = TestServer::builder().args(&["--query-timeout", "1s"]).start();
+    send_spans(&server, 200);
+    let api = server.api.clone();
+    let runaway = std::thread::spawn(move || {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("http://{api}/api/v1/query"))
+            .json(&serde_json::json!({"sql": "SELECT count(*) FROM spans a, spans b, spans c, spans d WHERE a.name || b.name || c.name || d.name LIKE '%zz%'"}))
+            .send()
+            .expect("runaway");
+        (resp.status().as_u16(), resp.text().expect("body"))
+    });
+    // Ingest keeps answering while the query runs.
+    send_spans(&server, 10);
+    let (status, body) = runaway.join().expect("join");
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("timeout"), "{body}");
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 210);
+    let (_, metrics) = server.get("/metrics");
+    assert!(metrics.contains("faasight_queries_timed_out_total 1"), "{metrics}");
+}
