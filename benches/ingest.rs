@@ -50,7 +50,11 @@ impl Rng {
 }
 
 fn kv(k: &str, v: Value) -> KeyValue {
-    KeyValue { key: k.into(), value: Some(AnyValue { value: Some(v) }), ..Default::default() }
+    KeyValue {
+        key: k.into(),
+        value: Some(AnyValue { value: Some(v) }),
+        ..Default::default()
+    }
 }
 
 fn s(v: &str) -> Value {
@@ -81,7 +85,14 @@ fn invocation(rng: &mut Rng, start_ns: u64) -> Vec<Span> {
     let request_id = {
         let b = rng.bytes(16);
         let h = hex::encode(b);
-        format!("{}-{}-{}-{}-{}", &h[0..8], &h[8..12], &h[12..16], &h[16..20], &h[20..32])
+        format!(
+            "{}-{}-{}-{}-{}",
+            &h[0..8],
+            &h[8..12],
+            &h[12..16],
+            &h[16..20],
+            &h[20..32]
+        )
     };
     let mut spans = vec![Span {
         trace_id: trace_id.clone(),
@@ -98,10 +109,17 @@ fn invocation(rng: &mut Rng, start_ns: u64) -> Vec<Span> {
             kv("http.request.method", s("GET")),
             kv("http.response.status_code", Value::IntValue(200)),
         ],
-        status: Some(Status { code: 0, message: String::new() }),
+        status: Some(Status {
+            code: 0,
+            message: String::new(),
+        }),
         ..Default::default()
     }];
-    let children = [("DynamoDB.GetItem", "dynamodb"), ("S3.PutObject", "s3"), ("POST", "http")];
+    let children = [
+        ("DynamoDB.GetItem", "dynamodb"),
+        ("S3.PutObject", "s3"),
+        ("POST", "http"),
+    ];
     let mut t = start_ns + 1_000_000;
     for (name, system) in children {
         let d = 1_000_000 + rng.below(total / 4);
@@ -158,7 +176,10 @@ fn encode(spans: Vec<(usize, Span)>) -> Bytes {
             .into_iter()
             .map(|(f, spans)| ResourceSpans {
                 resource: Some(resource(f)),
-                scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
                 ..Default::default()
             })
             .collect(),
@@ -175,12 +196,16 @@ fn in_process(bodies: &[Bytes], threads: usize, secs: f64) -> f64 {
             let spans = &spans;
             scope.spawn(move || {
                 let mut i = t;
-                let mut batches: std::collections::BTreeMap<Table, Vec<arrow::record_batch::RecordBatch>> = Default::default();
+                let mut batches: std::collections::BTreeMap<
+                    Table,
+                    Vec<arrow::record_batch::RecordBatch>,
+                > = Default::default();
                 let mut rows = 0;
                 while Instant::now() < deadline {
                     let body = &bodies[i % bodies.len()];
                     i += threads;
-                    let n = otlp::decode(Signal::Traces, Encoding::Protobuf, body, 0).expect("decodes");
+                    let n =
+                        otlp::decode(Signal::Traces, Encoding::Protobuf, body, 0).expect("decodes");
                     for b in n.batches {
                         if b.table == Table::Spans {
                             rows += b.batch.num_rows();
@@ -214,7 +239,12 @@ fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) ->
     let mut total = 0;
     for (_, part) in partition_by_hour(table, &all).expect("partition") {
         let mut buf = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(&mut buf, part.schema(), Some(writer_properties(table))).expect("writer");
+        let mut w = parquet::arrow::ArrowWriter::try_new(
+            &mut buf,
+            part.schema(),
+            Some(writer_properties(table)),
+        )
+        .expect("writer");
         w.write(&part).expect("write");
         w.close().expect("close");
         total += buf.len();
@@ -232,7 +262,15 @@ struct Server {
 fn start_server(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_faasight"))
-        .args(["serve", "--otlp-grpc-addr", "127.0.0.1:0", "--otlp-http-addr", "127.0.0.1:0", "--api-addr", "127.0.0.1:0"])
+        .args([
+            "serve",
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(dir.path().join("data"))
         .args(extra)
@@ -242,14 +280,27 @@ fn start_server(extra: &[&str]) -> Server {
         .spawn()
         .expect("start faasight");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("line");
-    let field = |k: &str| line.split_whitespace().find_map(|kv| kv.strip_prefix(&format!("{k}="))).expect("addr").to_string();
-    Server { http: field("otlp_http"), grpc: field("otlp_grpc"), child, dir }
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("line");
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .expect("addr")
+            .to_string()
+    };
+    Server {
+        http: field("otlp_http"),
+        grpc: field("otlp_grpc"),
+        child,
+        dir,
+    }
 }
 
 impl Server {
     fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmHWM:"))
@@ -258,18 +309,26 @@ impl Server {
     }
 
     fn stop(mut self) -> (u64, tempfile::TempDir) {
-        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
         let _ = self.child.wait();
         (dir_bytes(&self.dir.path().join("data/spans")), self.dir)
     }
 }
 
 fn dir_bytes(p: &Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| {
             let p = e.path();
-            if p.is_dir() { dir_bytes(&p) } else { e.metadata().map_or(0, |m| m.len()) }
+            if p.is_dir() {
+                dir_bytes(&p)
+            } else {
+                e.metadata().map_or(0, |m| m.len())
+            }
         })
         .sum()
 }
@@ -283,16 +342,32 @@ struct LoadResult {
     refused: u64,
 }
 
-async fn load(protocol: &str, addr: &str, bodies: Arc<Vec<Bytes>>, spans_per_body: usize, concurrency: usize, secs: f64) -> LoadResult {
+async fn load(
+    protocol: &str,
+    addr: &str,
+    bodies: Arc<Vec<Bytes>>,
+    spans_per_body: usize,
+    concurrency: usize,
+    secs: f64,
+) -> LoadResult {
     let next = Arc::new(AtomicUsize::new(0));
     let refused = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let http = reqwest::Client::builder().pool_max_idle_per_host(concurrency).build().expect("client");
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(concurrency)
+        .build()
+        .expect("client");
     let url = format!("http://{addr}/v1/traces");
     let channels: Vec<tonic::transport::Channel> = if protocol == "grpc" {
         let mut v = Vec::new();
         for _ in 0..concurrency.clamp(1, 8) {
-            v.push(tonic::transport::Endpoint::from_shared(format!("http://{addr}")).expect("endpoint").connect().await.expect("connect"));
+            v.push(
+                tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+                    .expect("endpoint")
+                    .connect()
+                    .await
+                    .expect("connect"),
+            );
         }
         v
     } else {
@@ -301,18 +376,32 @@ async fn load(protocol: &str, addr: &str, bodies: Arc<Vec<Bytes>>, spans_per_bod
     let started = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..concurrency {
-        let (bodies, next, refused, http, url) = (Arc::clone(&bodies), Arc::clone(&next), Arc::clone(&refused), http.clone(), url.clone());
+        let (bodies, next, refused, http, url) = (
+            Arc::clone(&bodies),
+            Arc::clone(&next),
+            Arc::clone(&refused),
+            http.clone(),
+            url.clone(),
+        );
         let channel = channels.get(t % channels.len().max(1)).cloned();
         let protocol = protocol.to_string();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut grpc = channel.map(tonic::client::Grpc::new);
-            let path = tonic::codegen::http::uri::PathAndQuery::from_static("/opentelemetry.proto.collector.trace.v1.TraceService/Export");
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(
+                "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
+            );
             while Instant::now() < deadline {
                 let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
                 let t0 = Instant::now();
                 let ok = if protocol == "http" {
-                    match http.post(&url).header("content-type", "application/x-protobuf").body(body).send().await {
+                    match http
+                        .post(&url)
+                        .header("content-type", "application/x-protobuf")
+                        .body(body)
+                        .send()
+                        .await
+                    {
                         Ok(r) => r.status().is_success(),
                         Err(_) => false,
                     }
@@ -321,7 +410,13 @@ async fn load(protocol: &str, addr: &str, bodies: Arc<Vec<Bytes>>, spans_per_bod
                     if g.ready().await.is_err() {
                         false
                     } else {
-                        g.unary::<Vec<u8>, Bytes, _>(tonic::Request::new(body.to_vec()), path.clone(), RawCodec).await.is_ok()
+                        g.unary::<Vec<u8>, Bytes, _>(
+                            tonic::Request::new(body.to_vec()),
+                            path.clone(),
+                            RawCodec,
+                        )
+                        .await
+                        .is_ok()
                     }
                 };
                 if ok {
@@ -340,7 +435,10 @@ async fn load(protocol: &str, addr: &str, bodies: Arc<Vec<Bytes>>, spans_per_bod
     }
     let elapsed = started.elapsed().as_secs_f64();
     lat.sort_unstable();
-    let pct = |p: f64| lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1))).map_or(0.0, |v| *v as f64 / 1000.0);
+    let pct = |p: f64| {
+        lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
+            .map_or(0.0, |v| *v as f64 / 1000.0)
+    };
     LoadResult {
         spans_per_sec: (lat.len() * spans_per_body) as f64 / elapsed,
         requests_per_sec: lat.len() as f64 / elapsed,
@@ -355,33 +453,58 @@ fn main() {
         // `cargo test --benches` lists benches; nothing to run then.
         return;
     }
-    let secs: f64 = std::env::var("FAASIGHT_BENCH_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(5.0);
+    let secs: f64 = std::env::var("FAASIGHT_BENCH_SECS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5.0);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let big = Arc::new(payloads(204_800, 512, 1));
     let single = Arc::new(payloads(40_000, 1, 2));
     let bytes_per_span = big.iter().map(|b| b.len()).sum::<usize>() as f64 / 204_800.0;
-    println!("machine: {cores} cores; payload: {bytes_per_span:.0} protobuf bytes per span (batch 512)");
+    println!(
+        "machine: {cores} cores; payload: {bytes_per_span:.0} protobuf bytes per span (batch 512)"
+    );
 
     let inproc_512 = in_process(&big, cores, secs);
     let inproc_1 = in_process(&single, cores, secs);
     println!("\n| in-process decode + normalize + Parquet encode | spans/s |\n|---|---|");
-    println!("| batches of 512, {cores} threads | {inproc_512:.0} |\n| batches of 1, {cores} threads | {inproc_1:.0} |");
+    println!(
+        "| batches of 512, {cores} threads | {inproc_512:.0} |\n| batches of 1, {cores} threads | {inproc_1:.0} |"
+    );
 
-    println!("\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process |");
+    println!(
+        "\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process |"
+    );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for protocol in ["http", "grpc"] {
         for (batch, bodies, inproc) in [(512usize, &big, inproc_512), (1, &single, inproc_1)] {
-            let levels: &[usize] = if batch == 512 { &[1, 4, 16, 64] } else { &[4, 16, 64, 256] };
+            let levels: &[usize] = if batch == 512 {
+                &[1, 4, 16, 64]
+            } else {
+                &[4, 16, 64, 256]
+            };
             for &c in levels {
                 let server = start_server(&["--flush-interval", "2s"]);
-                let addr = if protocol == "http" { server.http.clone() } else { server.grpc.clone() };
+                let addr = if protocol == "http" {
+                    server.http.clone()
+                } else {
+                    server.grpc.clone()
+                };
                 let r = rt.block_on(load(protocol, &addr, Arc::clone(bodies), batch, c, secs));
                 let rss = server.peak_rss_mib();
                 let _ = server.stop();
                 println!(
                     "| {protocol} | {batch} | {c} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {rss:.0} | {:.0}% |",
-                    r.spans_per_sec, r.requests_per_sec, r.p50_ms, r.p99_ms, r.refused, 100.0 * r.spans_per_sec / inproc
+                    r.spans_per_sec,
+                    r.requests_per_sec,
+                    r.p50_ms,
+                    r.p99_ms,
+                    r.refused,
+                    100.0 * r.spans_per_sec / inproc
                 );
             }
         }
@@ -389,10 +512,20 @@ fn main() {
 
     // Overload: far more than the server can take, with a small buffer.
     let server = start_server(&["--flush-interval", "2s", "--max-buffer-size", "64MiB"]);
-    let r = rt.block_on(load("http", &server.http.clone(), Arc::clone(&big), 512, 256, secs));
+    let r = rt.block_on(load(
+        "http",
+        &server.http.clone(),
+        Arc::clone(&big),
+        512,
+        256,
+        secs,
+    ));
     let rss = server.peak_rss_mib();
     let _ = server.stop();
-    println!("\noverload (http, batch 512, 256 concurrent, 64 MiB buffer): {:.0} spans/s, refused {}, p99 {:.1} ms, peak RSS {rss:.0} MiB", r.spans_per_sec, r.refused, r.p99_ms);
+    println!(
+        "\noverload (http, batch 512, 256 concurrent, 64 MiB buffer): {:.0} spans/s, refused {}, p99 {:.1} ms, peak RSS {rss:.0} MiB",
+        r.spans_per_sec, r.refused, r.p99_ms
+    );
 
     // Disk: every unique span once, then a clean stop (flush).
     let server = start_server(&["--flush-interval", "1h"]);
@@ -400,7 +533,12 @@ fn main() {
         let client = reqwest::Client::new();
         let mut ok = 0;
         for b in big.iter() {
-            let resp = client.post(format!("http://{}/v1/traces", server.http)).header("content-type", "application/x-protobuf").body(b.clone()).send().await;
+            let resp = client
+                .post(format!("http://{}/v1/traces", server.http))
+                .header("content-type", "application/x-protobuf")
+                .body(b.clone())
+                .send()
+                .await;
             ok += usize::from(resp.is_ok_and(|r| r.status().is_success()));
         }
         ok

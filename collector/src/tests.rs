@@ -25,7 +25,10 @@ fn body(seed: u8, spans: usize) -> Vec<u8> {
         .collect();
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans { spans, ..Default::default() }],
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
             ..Default::default()
         }],
     }
@@ -36,7 +39,12 @@ async fn submit(c: &Collector, seed: u8, spans: usize) {
     let b = body(seed, spans);
     let n = otlp::decode(Signal::Traces, Encoding::Protobuf, &b, 0).expect("decodes");
     c.ingest
-        .submit(otlp::record_kind(Signal::Traces, Encoding::Protobuf), 0, &b, n.batches)
+        .submit(
+            otlp::record_kind(Signal::Traces, Encoding::Protobuf),
+            0,
+            &b,
+            n.batches,
+        )
         .await
         .expect("durable");
 }
@@ -57,7 +65,9 @@ fn rows(c: &Collector) -> (usize, usize) {
 }
 
 fn open(dir: &std::path::Path) -> Collector {
-    Collector::open(CollectorConfig::for_tests(dir)).expect("open").0
+    Collector::open(CollectorConfig::for_tests(dir))
+        .expect("open")
+        .0
 }
 
 #[tokio::test]
@@ -89,7 +99,12 @@ async fn flush_moves_rows_to_parquet_and_deletes_sealed_segments() {
     let c = open(dir.path());
     assert_eq!(rows(&c), (1, 4), "only the unflushed record is replayed");
     let wal = crate::wal::WalDir::open(dir.path().join("wal")).expect("wal");
-    assert!(wal.segments().expect("segments").iter().all(|id| *id > wal.checkpoint().expect("checkpoint")));
+    assert!(
+        wal.segments()
+            .expect("segments")
+            .iter()
+            .all(|id| *id > wal.checkpoint().expect("checkpoint"))
+    );
 }
 
 #[tokio::test]
@@ -103,7 +118,10 @@ async fn files_of_an_uncommitted_flush_are_removed_at_start() {
     // checkpoint: the file carries a flush id above the checkpoint while its
     // rows are still in the WAL.
     let committed = c.buffer.snapshot(Table::Spans).files[0].path.clone();
-    let checkpoint = crate::wal::WalDir::open(dir.path().join("wal")).expect("wal").checkpoint().expect("checkpoint");
+    let checkpoint = crate::wal::WalDir::open(dir.path().join("wal"))
+        .expect("wal")
+        .checkpoint()
+        .expect("checkpoint");
     let orphan = committed.with_file_name(crate::storage::layout::file_name(checkpoint + 1));
     std::fs::copy(&committed, &orphan).expect("copy");
     drop(c);

@@ -141,6 +141,7 @@ impl QueryEngine {
                 Arc::new(FaasightTable::new(table, self.buffer.clone())),
             )?;
         }
+        crate::catalog::views::register(&ctx).await?;
         Ok(ctx)
     }
 

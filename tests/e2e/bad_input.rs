@@ -286,9 +286,15 @@ fn grpc_bad_input_is_refused_and_server_keeps_serving() {
 
 #[test]
 fn back_pressure_answers_503_with_retry_after_and_grpc_unavailable() {
-    // A tiny buffer and no flush: the second request finds the buffer full.
+    // The flush cannot write while `spans` is a file where its directory
+    // should be, so the tiny buffer stays full: a deterministic overload.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).expect("data dir");
+    std::fs::write(data.join("spans"), b"in the way").expect("blocker");
     let server = TestServer::builder()
-        .args(&["--max-buffer-size", "1KiB", "--flush-interval", "1h"])
+        .data_dir(&data)
+        .args(&["--max-buffer-size", "1KiB", "--flush-interval", "200ms"])
         .start();
     let post = Post { server: &server };
     let (status, _, _) = post.send(
@@ -307,5 +313,23 @@ fn back_pressure_answers_503_with_retry_after_and_grpc_unavailable() {
             .arg("valid-only"),
     );
     assert_eq!(out["valid"], "UNAVAILABLE", "{out}");
-    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 1);
+    assert!(server.wait_for_log("flush failed").contains("flush failed"));
+    // Once the disk problem is gone the retried flush writes the row, and
+    // ingest is accepted again.
+    std::fs::remove_file(data.join("spans")).expect("unblock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !data.join("spans").is_dir() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(data.join("spans").is_dir(), "the flush was not retried");
+    let (status, _, _) = post.send(PB, None, request(vec![span(vec![3; 16], "third", "x")]));
+    assert_eq!(status, 200);
+    let rows = server.sql("SELECT name FROM spans ORDER BY name");
+    assert_eq!(
+        rows,
+        vec![
+            serde_json::json!({"name": "first"}),
+            serde_json::json!({"name": "third"})
+        ]
+    );
 }

@@ -49,14 +49,28 @@ fn formats_refusals_and_the_cli_agree() {
         .expect("arrow");
     assert_eq!(resp.status().as_u16(), 200);
     let bytes = resp.bytes().expect("body");
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None).expect("arrow stream");
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes.to_vec()), None)
+            .expect("arrow stream");
     let n: usize = reader.map(|b| b.expect("batch").num_rows()).sum();
     assert_eq!(n, 3);
 
     // information_schema lists the tables.
     let tables = server.sql("SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY table_name");
-    let names: Vec<&str> = tables.iter().filter_map(|r| r["table_name"].as_str()).collect();
-    assert_eq!(names, vec!["invocation_records", "invocations", "logs", "metrics", "spans"]);
+    let names: Vec<&str> = tables
+        .iter()
+        .filter_map(|r| r["table_name"].as_str())
+        .collect();
+    assert_eq!(
+        names,
+        vec![
+            "invocation_records",
+            "invocations",
+            "logs",
+            "metrics",
+            "spans"
+        ]
+    );
 
     // Unsafe statements are refused and create nothing.
     let target = server.data_dir.join("../copied.csv");
@@ -64,7 +78,10 @@ fn formats_refusals_and_the_cli_agree() {
         format!("COPY (SELECT 1) TO '{}'", target.display()),
         "DROP TABLE spans".to_string(),
         "CREATE TABLE t AS SELECT 1".to_string(),
-        format!("CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{}'", target.display()),
+        format!(
+            "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '{}'",
+            target.display()
+        ),
         "INSERT INTO spans SELECT * FROM spans".to_string(),
         "SET datafusion.execution.batch_size = 1".to_string(),
         "SELECT * FROM '/etc/passwd'".to_string(),
@@ -81,14 +98,19 @@ fn formats_refusals_and_the_cli_agree() {
 
     // The CLI on the same directory, beside the running server, sees the
     // same rows (committed files plus the WAL), and after a clean stop too.
+    let data_dir = server.data_dir.clone();
     let cli = |format: &str| {
         let out = Command::new(BIN)
             .args(["query", "--data-dir"])
-            .arg(&server.data_dir)
+            .arg(&data_dir)
             .args(["--format", format, sql])
             .output()
             .expect("cli");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
     let json: Vec<serde_json::Value> = serde_json::from_str(&cli("json")).expect("cli json");
@@ -97,14 +119,19 @@ fn formats_refusals_and_the_cli_agree() {
     let json: Vec<serde_json::Value> = serde_json::from_str(&cli("json")).expect("cli json");
     assert_eq!(json, rows);
     assert!(cli("table").contains("| op-1 | 10 |"));
-    let out = Command::new(BIN).args(["query", "--data-dir", "/nonexistent/faasight", "SELECT 1"]).output().expect("cli");
+    let out = Command::new(BIN)
+        .args(["query", "--data-dir", "/nonexistent/faasight", "SELECT 1"])
+        .output()
+        .expect("cli");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("no data directory"));
 }
 
 #[test]
 fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
-    let server = TestServer::builder().args(&["--query-timeout", "1s"]).start();
+    let server = TestServer::builder()
+        .args(&["--query-timeout", "1s"])
+        .start();
     send_spans(&server, 200);
     let api = server.api.clone();
     let runaway = std::thread::spawn(move || {
@@ -122,5 +149,8 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     assert!(body.contains("timeout"), "{body}");
     assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 210);
     let (_, metrics) = server.get("/metrics");
-    assert!(metrics.contains("faasight_queries_timed_out_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("faasight_queries_timed_out_total 1"),
+        "{metrics}"
+    );
 }

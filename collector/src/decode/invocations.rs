@@ -5,7 +5,10 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder};
+use arrow::array::{
+    ArrayRef, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use arrow::record_batch::RecordBatch;
 
 use super::lambda_report::{PlatformLine, Report};
@@ -55,7 +58,11 @@ fn report_status(r: &Report) -> String {
 }
 
 /// A record from a platform line, for the function the line belongs to.
-pub fn from_platform_line(line: &PlatformLine, function_name: &str, time_micros: i64) -> Option<InvocationRecord> {
+pub fn from_platform_line(
+    line: &PlatformLine,
+    function_name: &str,
+    time_micros: i64,
+) -> Option<InvocationRecord> {
     let base = |request_id: &str| InvocationRecord {
         time_micros,
         function_name: function_name.to_string(),
@@ -77,17 +84,33 @@ pub fn from_platform_line(line: &PlatformLine, function_name: &str, time_micros:
             error_type: r.error_type.clone(),
             ..base(&r.request_id)
         }),
-        PlatformLine::Timeout { request_id: Some(id), .. } => Some(InvocationRecord {
+        PlatformLine::Timeout {
+            request_id: Some(id),
+            ..
+        } => Some(InvocationRecord {
             status: Some("timeout".into()),
             error_type: Some("Sandbox.Timedout".into()),
             ..base(id)
         }),
-        PlatformLine::RuntimeExited { request_id: Some(id), signal_killed } => Some(InvocationRecord {
+        PlatformLine::RuntimeExited {
+            request_id: Some(id),
+            signal_killed,
+        } => Some(InvocationRecord {
             status: Some("error".into()),
-            error_type: Some(if *signal_killed { "Runtime.ExitError: signal: killed" } else { "Runtime.ExitError" }.into()),
+            error_type: Some(
+                if *signal_killed {
+                    "Runtime.ExitError: signal: killed"
+                } else {
+                    "Runtime.ExitError"
+                }
+                .into(),
+            ),
             ..base(id)
         }),
-        PlatformLine::Start { request_id, version } => Some(InvocationRecord {
+        PlatformLine::Start {
+            request_id,
+            version,
+        } => Some(InvocationRecord {
             function_version: version.clone(),
             ..base(request_id)
         }),
@@ -134,7 +157,18 @@ impl Default for RecordColumns {
 impl RecordColumns {
     pub fn append(&mut self, r: &InvocationRecord) {
         self.time.append_value(r.time_micros);
-        let [func, version, provider, region, account, request, trace, trigger, arch, runtime] = &mut self.text;
+        let [
+            func,
+            version,
+            provider,
+            region,
+            account,
+            request,
+            trace,
+            trigger,
+            arch,
+            runtime,
+        ] = &mut self.text;
         func.append_value(&r.function_name);
         version.append_option(r.function_version.as_deref());
         provider.append_option(r.provider.as_deref());
@@ -162,8 +196,18 @@ impl RecordColumns {
     }
 
     pub fn finish(mut self) -> Result<RecordBatch, arrow::error::ArrowError> {
-        let [mut func, mut version, mut provider, mut region, mut account, mut request, mut trace, mut trigger, mut arch, mut runtime] =
-            self.text;
+        let [
+            mut func,
+            mut version,
+            mut provider,
+            mut region,
+            mut account,
+            mut request,
+            mut trace,
+            mut trigger,
+            mut arch,
+            mut runtime,
+        ] = self.text;
         let columns: Vec<ArrayRef> = vec![
             Arc::new(self.time.finish()),
             Arc::new(func.finish()),
@@ -228,7 +272,10 @@ pub fn from_handler_span(h: HandlerSpan<'_>) -> InvocationRecord {
         Value::StringValue(s) => s.parse().ok().map(memory_mb),
         _ => None,
     });
-    let runtime = match (find_string(res, "process.runtime.name"), find_string(res, "process.runtime.version")) {
+    let runtime = match (
+        find_string(res, "process.runtime.name"),
+        find_string(res, "process.runtime.version"),
+    ) {
         (Some(n), Some(v)) => Some(format!("{n}{v}")),
         (n, _) => n,
     };

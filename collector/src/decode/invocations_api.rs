@@ -16,13 +16,33 @@ pub struct BodyError(String);
 pub type Rejections = Vec<(usize, String)>;
 
 const KNOWN: [&str; 20] = [
-    "time", "function_name", "function_version", "provider", "region", "account_id", "request_id", "trace_id", "trigger",
-    "cold_start", "init_duration_ms", "duration_ms", "billed_duration_ms", "memory_size_mb", "max_memory_used_mb",
-    "architecture", "runtime", "status", "error_type", "cost_usd",
+    "time",
+    "function_name",
+    "function_version",
+    "provider",
+    "region",
+    "account_id",
+    "request_id",
+    "trace_id",
+    "trigger",
+    "cold_start",
+    "init_duration_ms",
+    "duration_ms",
+    "billed_duration_ms",
+    "memory_size_mb",
+    "max_memory_used_mb",
+    "architecture",
+    "runtime",
+    "status",
+    "error_type",
+    "cost_usd",
 ];
 
 fn rows(body: &[u8]) -> Result<Vec<Value>, BodyError> {
-    let trimmed = body.iter().position(|b| !b.is_ascii_whitespace()).map_or(&body[..0], |i| &body[i..]);
+    let trimmed = body
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .map_or(&body[..0], |i| &body[i..]);
     if trimmed.first() == Some(&b'[') {
         return serde_json::from_slice(trimmed).map_err(|e| BodyError(e.to_string()));
     }
@@ -31,7 +51,9 @@ fn rows(body: &[u8]) -> Result<Vec<Value>, BodyError> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        out.push(serde_json::from_slice(line).map_err(|e| BodyError(format!("line {}: {e}", i + 1)))?);
+        out.push(
+            serde_json::from_slice(line).map_err(|e| BodyError(format!("line {}: {e}", i + 1)))?,
+        );
     }
     Ok(out)
 }
@@ -80,13 +102,17 @@ fn time(o: &Map<String, Value>) -> Result<i64, String> {
 
 fn one_of(v: Option<String>, k: &str, allowed: &[&str]) -> Result<Option<String>, String> {
     match v {
-        Some(s) if !allowed.contains(&s.as_str()) => Err(format!("{k} must be one of {}", allowed.join("|"))),
+        Some(s) if !allowed.contains(&s.as_str()) => {
+            Err(format!("{k} must be one of {}", allowed.join("|")))
+        }
         other => Ok(other),
     }
 }
 
 fn record(v: &Value) -> Result<InvocationRecord, String> {
-    let Value::Object(o) = v else { return Err("row must be a JSON object".into()) };
+    let Value::Object(o) = v else {
+        return Err("row must be a JSON object".into());
+    };
     if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(format!("unknown field {k:?}"));
     }
@@ -111,9 +137,17 @@ fn record(v: &Value) -> Result<InvocationRecord, String> {
         billed_duration_ms: int(o, "billed_duration_ms")?,
         memory_size_mb: int(o, "memory_size_mb")?,
         max_memory_used_mb: int(o, "max_memory_used_mb")?,
-        architecture: one_of(text(o, "architecture")?, "architecture", &["x86_64", "arm64"])?,
+        architecture: one_of(
+            text(o, "architecture")?,
+            "architecture",
+            &["x86_64", "arm64"],
+        )?,
         runtime: text(o, "runtime")?,
-        status: one_of(text(o, "status")?, "status", &["ok", "error", "timeout", "oom"])?,
+        status: one_of(
+            text(o, "status")?,
+            "status",
+            &["ok", "error", "timeout", "oom"],
+        )?,
         error_type: text(o, "error_type")?,
         source: SOURCE_API,
     })
@@ -138,7 +172,10 @@ pub fn decode(body: &[u8]) -> Result<(Normalized, Rejections), BodyError> {
     }
     if !cols.is_empty() {
         let batch = cols.finish().map_err(|e| BodyError(e.to_string()))?;
-        out.batches.push(TableBatch { table: Table::InvocationRecords, batch });
+        out.batches.push(TableBatch {
+            table: Table::InvocationRecords,
+            batch,
+        });
     }
     Ok((out, rejections))
 }

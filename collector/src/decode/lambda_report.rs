@@ -45,16 +45,31 @@ pub struct InitReport {
 /// One recognized platform line.
 #[derive(Debug, Clone, PartialEq)]
 pub enum PlatformLine {
-    Start { request_id: String, version: Option<String> },
-    End { request_id: String },
+    Start {
+        request_id: String,
+        version: Option<String>,
+    },
+    End {
+        request_id: String,
+    },
     Report(Report),
-    InitStart { runtime_version: Option<String> },
+    InitStart {
+        runtime_version: Option<String>,
+    },
     InitReport(InitReport),
-    RestoreStart { runtime_version: Option<String> },
+    RestoreStart {
+        runtime_version: Option<String>,
+    },
     /// `<ts> <request id> Task timed out after 5.01 seconds`
-    Timeout { request_id: Option<String>, after_seconds: Option<f64> },
+    Timeout {
+        request_id: Option<String>,
+        after_seconds: Option<f64>,
+    },
     /// `RequestId: <id> Error: Runtime exited with error: signal: killed`
-    RuntimeExited { request_id: Option<String>, signal_killed: bool },
+    RuntimeExited {
+        request_id: Option<String>,
+        signal_killed: bool,
+    },
 }
 
 /// Maps an X-Ray trace id (`1-<8 hex>-<24 hex>`) to the W3C form.
@@ -78,7 +93,11 @@ fn field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
     let end = rest.find('\t').unwrap_or(rest.len());
     let value = rest[..end].trim();
     // Space-separated lines: cut at the next "Word:" key.
-    let value = match KEYS.iter().filter_map(|k| value.find(&format!(" {k}"))).min() {
+    let value = match KEYS
+        .iter()
+        .filter_map(|k| value.find(&format!(" {k}")))
+        .min()
+    {
         Some(i) => value[..i].trim(),
         None => value,
     };
@@ -110,7 +129,11 @@ fn exact_field<'a>(line: &'a str, key: &str) -> Option<&'a str> {
         let at = from + i;
         let before = line[..at].chars().last();
         if before.is_none_or(|c| c == '\t' || c == ' ') {
-            let prev_word = line[..at].trim_end().rsplit([' ', '\t']).next().unwrap_or("");
+            let prev_word = line[..at]
+                .trim_end()
+                .rsplit([' ', '\t'])
+                .next()
+                .unwrap_or("");
             if !matches!(prev_word, "Billed" | "Max" | "Init" | "Restore") {
                 return field(&line[at..], key);
             }
@@ -125,7 +148,10 @@ fn number<T: std::str::FromStr>(v: Option<&str>, unit: &str) -> Option<T> {
 }
 
 fn parse_report(line: &str) -> Option<Report> {
-    let request_id = field(line, "RequestId:")?.split_whitespace().next()?.to_string();
+    let request_id = field(line, "RequestId:")?
+        .split_whitespace()
+        .next()?
+        .to_string();
     Some(Report {
         request_id,
         duration_ms: number(exact_field(line, "Duration:"), "ms"),
@@ -156,18 +182,31 @@ pub fn parse(message: &str) -> Option<PlatformLine> {
         return parse_report(rest).map(PlatformLine::Report);
     }
     if let Some(rest) = line.strip_prefix("START ") {
-        let request_id = field(rest, "RequestId:")?.split_whitespace().next()?.to_string();
-        return Some(PlatformLine::Start { request_id, version: field(rest, "Version:").map(String::from) });
+        let request_id = field(rest, "RequestId:")?
+            .split_whitespace()
+            .next()?
+            .to_string();
+        return Some(PlatformLine::Start {
+            request_id,
+            version: field(rest, "Version:").map(String::from),
+        });
     }
     if let Some(rest) = line.strip_prefix("END ") {
-        let request_id = field(rest, "RequestId:")?.split_whitespace().next()?.to_string();
+        let request_id = field(rest, "RequestId:")?
+            .split_whitespace()
+            .next()?
+            .to_string();
         return Some(PlatformLine::End { request_id });
     }
     if let Some(rest) = line.strip_prefix("INIT_START ") {
-        return Some(PlatformLine::InitStart { runtime_version: runtime_version(rest) });
+        return Some(PlatformLine::InitStart {
+            runtime_version: runtime_version(rest),
+        });
     }
     if let Some(rest) = line.strip_prefix("RESTORE_START ") {
-        return Some(PlatformLine::RestoreStart { runtime_version: runtime_version(rest) });
+        return Some(PlatformLine::RestoreStart {
+            runtime_version: runtime_version(rest),
+        });
     }
     if let Some(rest) = line.strip_prefix("INIT_REPORT ") {
         return Some(PlatformLine::InitReport(InitReport {
@@ -178,13 +217,23 @@ pub fn parse(message: &str) -> Option<PlatformLine> {
         }));
     }
     if let Some(i) = line.find("Task timed out after ") {
-        let after = line[i + "Task timed out after ".len()..].split_whitespace().next();
+        let after = line[i + "Task timed out after ".len()..]
+            .split_whitespace()
+            .next();
         let request_id = timeout_request_id(&line[..i]);
-        return Some(PlatformLine::Timeout { request_id, after_seconds: after.and_then(|s| s.parse().ok()) });
+        return Some(PlatformLine::Timeout {
+            request_id,
+            after_seconds: after.and_then(|s| s.parse().ok()),
+        });
     }
     if line.contains("Runtime exited with error") {
-        let request_id = field(line, "RequestId:").and_then(|s| s.split_whitespace().next()).map(String::from);
-        return Some(PlatformLine::RuntimeExited { request_id, signal_killed: line.contains("signal: killed") });
+        let request_id = field(line, "RequestId:")
+            .and_then(|s| s.split_whitespace().next())
+            .map(String::from);
+        return Some(PlatformLine::RuntimeExited {
+            request_id,
+            signal_killed: line.contains("signal: killed"),
+        });
     }
     None
 }
@@ -203,8 +252,13 @@ fn timeout_request_id(prefix: &str) -> Option<String> {
     }
     let mut words = prefix.split_whitespace();
     let first = words.next()?;
-    let id = if first.contains('T') && first.ends_with('Z') { words.next()? } else { first };
-    (id.len() >= 8 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')).then(|| id.to_string())
+    let id = if first.contains('T') && first.ends_with('Z') {
+        words.next()?
+    } else {
+        first
+    };
+    (id.len() >= 8 && id.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'))
+        .then(|| id.to_string())
 }
 
 #[cfg(test)]

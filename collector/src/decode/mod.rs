@@ -20,7 +20,11 @@ pub enum ReplayError {
 }
 
 /// Decodes a WAL record's body the way the live path did.
-pub fn decode_record(kind: RecordKind, body: &[u8], received_at_micros: i64) -> Result<Normalized, ReplayError> {
+pub fn decode_record(
+    kind: RecordKind,
+    body: &[u8],
+    received_at_micros: i64,
+) -> Result<Normalized, ReplayError> {
     match otlp::signal_of(kind) {
         Some((signal, encoding)) => Ok(otlp::decode(signal, encoding, body, received_at_micros)?),
         None => Ok(invocations_api::decode(body)?.0),

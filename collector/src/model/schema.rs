@@ -73,7 +73,12 @@ pub enum Table {
 }
 
 impl Table {
-    pub const ALL: [Table; 4] = [Table::Spans, Table::Logs, Table::Metrics, Table::InvocationRecords];
+    pub const ALL: [Table; 4] = [
+        Table::Spans,
+        Table::Logs,
+        Table::Metrics,
+        Table::InvocationRecords,
+    ];
 
     /// Table name in SQL and directory name on disk.
     pub fn name(self) -> &'static str {

@@ -143,11 +143,19 @@ async fn export(
 /// every row was refused.
 async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
     use axum::Json;
-    let auth = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let auth = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
     if !rx.authorized(auth) {
-        return (StatusCode::UNAUTHORIZED, Json(serde_json::json!({"error": "missing or invalid ingest token"}))).into_response();
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(serde_json::json!({"error": "missing or invalid ingest token"})),
+        )
+            .into_response();
     }
-    let content_encoding = headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok());
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
     let body = match decompress(content_encoding, &body, rx.config.max_body_size) {
         Ok(b) => b,
         Err(e) => {
@@ -161,22 +169,49 @@ async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes
     };
     match rx.accept_invocations(&body).await {
         Ok((n, rejected)) => {
-            let rejected: Vec<_> = rejected.into_iter().map(|(index, reason)| serde_json::json!({"index": index, "reason": reason})).collect();
-            let status = if n.accepted == 0 && !rejected.is_empty() { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-            (status, Json(serde_json::json!({"accepted": n.accepted, "rejected": rejected}))).into_response()
+            let rejected: Vec<_> = rejected
+                .into_iter()
+                .map(|(index, reason)| serde_json::json!({"index": index, "reason": reason}))
+                .collect();
+            let status = if n.accepted == 0 && !rejected.is_empty() {
+                StatusCode::BAD_REQUEST
+            } else {
+                StatusCode::OK
+            };
+            (
+                status,
+                Json(serde_json::json!({"accepted": n.accepted, "rejected": rejected})),
+            )
+                .into_response()
         }
         Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
-            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": why}))).into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"error": why})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
             r
         }
-        Err(e @ (AcceptError::Invocations(_) | AcceptError::Decode(_))) => {
-            (StatusCode::BAD_REQUEST, Json(serde_json::json!({"error": e.to_string()}))).into_response()
-        }
+        Err(e @ (AcceptError::Invocations(_) | AcceptError::Decode(_))) => (
+            StatusCode::BAD_REQUEST,
+            Json(serde_json::json!({"error": e.to_string()})),
+        )
+            .into_response(),
         Err(AcceptError::Ingest(e)) => {
             tracing::error!(error = %e, "could not make a request durable");
-            let mut r = (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({"error": "storage unavailable, retry later"}))).into_response();
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static(RETRY_AFTER_SECS));
+            let mut r = (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({"error": "storage unavailable, retry later"})),
+            )
+                .into_response();
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
             r
         }
     }

@@ -131,12 +131,16 @@ impl Receiver {
                 return Err(e.into());
             }
         };
-        counters.received.add(normalized.accepted + normalized.rejected);
+        counters
+            .received
+            .add(normalized.accepted + normalized.rejected);
         counters.rejected.add(normalized.rejected);
         if normalized.accepted > 0 {
             let batches = std::mem::take(&mut normalized.batches);
             let kind = crate::wal::RecordKind::InvocationsJson;
-            self.ingest.submit(kind, now_micros(), body, batches).await?;
+            self.ingest
+                .submit(kind, now_micros(), body, batches)
+                .await?;
             counters.accepted.add(normalized.accepted);
         }
         Ok((normalized, rejections))

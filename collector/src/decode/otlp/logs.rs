@@ -181,10 +181,11 @@ pub fn normalize(
                     observed
                 };
                 let body = rec.body.as_ref().and_then(attrs::value_to_string);
-                if let (Some(text), Some(function)) = (&body, &facts.function_name) {
-                    if let Some(r) = lambda_report::parse(text).and_then(|l| invocations::from_platform_line(&l, function, time)) {
-                        records.append(&r);
-                    }
+                if let (Some(text), Some(function)) = (&body, &facts.function_name)
+                    && let Some(r) = lambda_report::parse(text)
+                        .and_then(|l| invocations::from_platform_line(&l, function, time))
+                {
+                    records.append(&r);
                 }
                 cols.append(LogRow {
                     time_micros: time,
