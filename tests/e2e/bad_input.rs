@@ -318,10 +318,17 @@ fn back_pressure_answers_503_with_retry_after_and_grpc_unavailable() {
     // ingest is accepted again.
     std::fs::remove_file(data.join("spans")).expect("unblock");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !data.join("spans").is_dir() && Instant::now() < deadline {
+    let flushed = || {
+        server
+            .get("/metrics")
+            .1
+            .contains("faasight_flushed_rows_total 1\n")
+    };
+    while !flushed() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    assert!(data.join("spans").is_dir(), "the flush was not retried");
+    assert!(flushed(), "the flush was not retried");
+    assert!(data.join("spans").is_dir());
     let (status, _, _) = post.send(PB, None, request(vec![span(vec![3; 16], "third", "x")]));
     assert_eq!(status, 200);
     let rows = server.sql("SELECT name FROM spans ORDER BY name");

@@ -44,6 +44,15 @@ pub fn router(receiver: Receiver) -> Router {
         .with_state(receiver)
 }
 
+/// The HTTP status of a decompression failure.
+fn decompress_status(e: &DecompressError) -> StatusCode {
+    match e {
+        DecompressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        DecompressError::Invalid { .. } => StatusCode::BAD_REQUEST,
+        DecompressError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+    }
+}
+
 fn encoding_of(headers: &HeaderMap) -> Option<Encoding> {
     let ct = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
     let essence = ct.split(';').next()?.trim().to_ascii_lowercase();
@@ -105,11 +114,7 @@ async fn export(
         Ok(b) => b,
         Err(e) => {
             rx.metrics.signal(signal).refused_requests.add(1);
-            let status = match e {
-                DecompressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                DecompressError::Invalid { .. } => StatusCode::BAD_REQUEST,
-                DecompressError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            };
+            let status = decompress_status(&e);
             return error(status, encoding, e.to_string());
         }
     };
@@ -159,11 +164,7 @@ async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes
     let body = match decompress(content_encoding, &body, rx.config.max_body_size) {
         Ok(b) => b,
         Err(e) => {
-            let status = match e {
-                DecompressError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-                DecompressError::Invalid { .. } => StatusCode::BAD_REQUEST,
-                DecompressError::Unsupported(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            };
+            let status = decompress_status(&e);
             return (status, Json(serde_json::json!({"error": e.to_string()}))).into_response();
         }
     };

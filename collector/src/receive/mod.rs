@@ -8,10 +8,12 @@ pub mod http;
 
 use std::sync::Arc;
 
+use crate::decode::invocations_api;
 use crate::decode::otlp::{self, DecodeError, Encoding, Signal};
 use crate::ingest::{Ingest, IngestError};
 use crate::model::Normalized;
-use crate::telemetry::CollectorMetrics;
+use crate::telemetry::{CollectorMetrics, SignalCounters};
+use crate::wal::RecordKind;
 
 /// Why a request was refused as a whole.
 #[derive(Debug, thiserror::Error)]
@@ -60,90 +62,64 @@ impl Receiver {
             .any(|t| constant_time_eq(t.as_bytes(), token.trim().as_bytes()))
     }
 
-    /// Decodes a body and makes it durable. `body` is already decompressed.
+    /// Decodes an OTLP body and makes it durable. `body` is already
+    /// decompressed.
     pub async fn accept(
         &self,
         signal: Signal,
         encoding: Encoding,
         body: &[u8],
     ) -> Result<Normalized, AcceptError> {
-        let counters = self.metrics.signal(signal);
-        if let Err(e) = self.ingest.check_capacity() {
-            counters.refused_requests.add(1);
-            return Err(e.into());
-        }
         let now = now_micros();
-        let normalized = match otlp::decode(signal, encoding, body, now) {
-            Ok(n) => n,
-            Err(e) => {
-                counters.refused_requests.add(1);
-                return Err(e.into());
-            }
-        };
-        self.store(signal, encoding, body, now, normalized).await
+        let kind = otlp::record_kind(signal, encoding);
+        let decoded = self.accept_with(self.metrics.signal(signal), kind, body, now, || {
+            Ok((otlp::decode(signal, encoding, body, now)?, ()))
+        });
+        Ok(decoded.await?.0)
     }
 
-    /// Makes a decoded request durable; `body` is what the WAL keeps.
-    async fn store(
-        &self,
-        signal: Signal,
-        encoding: Encoding,
-        body: &[u8],
-        now: i64,
-        mut normalized: Normalized,
-    ) -> Result<Normalized, AcceptError> {
-        let counters = self.metrics.signal(signal);
-        counters
-            .received
-            .add(normalized.accepted + normalized.rejected);
-        counters.rejected.add(normalized.rejected);
-        if normalized.accepted > 0 {
-            let batches = std::mem::take(&mut normalized.batches);
-            if let Err(e) = self
-                .ingest
-                .submit(otlp::record_kind(signal, encoding), now, body, batches)
-                .await
-            {
-                counters.refused_requests.add(1);
-                return Err(e.into());
-            }
-            counters.accepted.add(normalized.accepted);
-        }
-        Ok(normalized)
-    }
-}
-
-impl Receiver {
     /// `POST /v1/invocations`: stores the valid rows, reports the others.
     pub async fn accept_invocations(
         &self,
         body: &[u8],
-    ) -> Result<(Normalized, crate::decode::invocations_api::Rejections), AcceptError> {
-        let counters = &self.metrics.invocations;
-        if let Err(e) = self.ingest.check_capacity() {
+    ) -> Result<(Normalized, invocations_api::Rejections), AcceptError> {
+        let kind = RecordKind::InvocationsJson;
+        self.accept_with(&self.metrics.invocations, kind, body, now_micros(), || {
+            Ok(invocations_api::decode(body)?)
+        })
+        .await
+    }
+
+    /// The shared path: capacity check, decode, counters, WAL.
+    async fn accept_with<T>(
+        &self,
+        counters: &SignalCounters,
+        kind: RecordKind,
+        body: &[u8],
+        now: i64,
+        decode: impl FnOnce() -> Result<(Normalized, T), AcceptError>,
+    ) -> Result<(Normalized, T), AcceptError> {
+        let refused = |e: AcceptError| {
             counters.refused_requests.add(1);
-            return Err(e.into());
-        }
-        let (mut normalized, rejections) = match crate::decode::invocations_api::decode(body) {
-            Ok(d) => d,
-            Err(e) => {
-                counters.refused_requests.add(1);
-                return Err(e.into());
-            }
+            e
         };
+        self.ingest
+            .check_capacity()
+            .map_err(|e| refused(e.into()))?;
+        let (mut normalized, extra) = decode().map_err(refused)?;
         counters
             .received
             .add(normalized.accepted + normalized.rejected);
         counters.rejected.add(normalized.rejected);
         if normalized.accepted > 0 {
             let batches = std::mem::take(&mut normalized.batches);
-            let kind = crate::wal::RecordKind::InvocationsJson;
             self.ingest
-                .submit(kind, now_micros(), body, batches)
-                .await?;
+                .submit(kind, now, body, batches)
+                .await
+                .map_err(|e| refused(e.into()))?;
             counters.accepted.add(normalized.accepted);
         }
-        Ok((normalized, rejections))
+        Ok((normalized, extra))
     }
 }
 

@@ -195,24 +195,9 @@ fn append_metric(
         out.accepted += 1;
     };
     match data {
-        Data::Gauge(g) => {
-            for dp in &g.data_points {
-                let Some(value) = number_value(dp.value.as_ref()) else {
-                    out.reject(|| format!("metric {:?}: data point without value", ctx.name));
-                    continue;
-                };
-                let p = Point {
-                    time: dp.time_unix_nano,
-                    start: dp.start_time_unix_nano,
-                    value: Some(value),
-                    attributes: &dp.attributes,
-                    ..Default::default()
-                };
-                push(cols, out, p);
-            }
-        }
-        Data::Sum(s) => {
-            for dp in &s.data_points {
+        Data::Gauge(opentelemetry_proto::tonic::metrics::v1::Gauge { data_points })
+        | Data::Sum(opentelemetry_proto::tonic::metrics::v1::Sum { data_points, .. }) => {
+            for dp in data_points {
                 let Some(value) = number_value(dp.value.as_ref()) else {
                     out.reject(|| format!("metric {:?}: data point without value", ctx.name));
                     continue;
