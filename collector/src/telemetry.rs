@@ -118,6 +118,8 @@ pub struct CollectorMetrics {
     pub metrics: SignalCounters,
     /// Rows of `POST /v1/invocations`.
     pub invocations: SignalCounters,
+    /// Events of `POST /v1/lambda/telemetry`.
+    pub lambda_telemetry: SignalCounters,
     pub wal_bytes_written: Counter,
     pub wal_fsync: Histogram,
     pub wal_group_requests: Counter,

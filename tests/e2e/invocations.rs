@@ -86,7 +86,7 @@ fn post_invocations(server: &TestServer, body: &str) -> (u16, serde_json::Value)
 
 #[test]
 fn invocations_endpoint_stores_valid_rows_and_reports_the_rest() {
-    let server = TestServer::start();
+    let mut server = TestServer::start();
     let (status, answer) = post_invocations(
         &server,
         r#"[{"time":"2026-11-28T10:00:00Z","function_name":"api-fn","request_id":"a1","duration_ms":12.5,"billed_duration_ms":13,"memory_size_mb":128,"architecture":"x86_64","status":"ok","cold_start":true,"init_duration_ms":150.0},
@@ -135,4 +135,104 @@ fn invocations_endpoint_stores_valid_rows_and_reports_the_rest() {
     // Billed duration derived with the 2025+ rule (1 ms rounding) when absent.
     assert_eq!(rows[1]["billed_duration_ms"], 40);
     assert_eq!(rows[2]["billed_duration_ms"], 2);
+}
+
+const TELEMETRY_BATCH: &str = r#"[
+  {"time":"2026-10-08T07:30:27.768Z","type":"platform.initStart","record":{"initializationType":"on-demand","phase":"init","runtimeVersion":"nodejs:22.mainline.v122","functionName":"tenner-notifier","functionVersion":"$LATEST","instanceMaxMemory":268435456}},
+  {"time":"2026-10-08T07:30:28.235Z","type":"platform.start","record":{"requestId":"79b5e81f-9cdd-4145-b1f6-7c50ef8a2a36","version":"$LATEST","tracing":{"spanId":"54565fb41ac79632","type":"X-Amzn-Trace-Id","value":"Root=1-62e900b2-710d76f009d6e7785905449a;Parent=0efbd19962d95b05;Sampled=1"}}},
+  {"time":"2026-10-08T07:30:29.443Z","type":"function","record":{"timestamp":"2026-10-08T07:30:29.443Z","level":"ERROR","requestId":"79b5e81f-9cdd-4145-b1f6-7c50ef8a2a36","message":"boom"}},
+  {"time":"2026-10-08T07:30:29.470Z","type":"platform.report","record":{"requestId":"79b5e81f-9cdd-4145-b1f6-7c50ef8a2a36","metrics":{"durationMs":1233.96,"billedDurationMs":1698,"memorySizeMB":256,"maxMemoryUsedMB":123,"initDurationMs":463.512},"status":"success"}},
+  {"time":"2026-10-08T07:30:42.149Z","type":"platform.report","record":{"requestId":"f0c9f58b-8ebe-4e84-a656-95eb6eee865a","metrics":{"durationMs":1072.145,"billedDurationMs":1073,"memorySizeMB":256,"maxMemoryUsedMB":125},"status":"success"}},
+  {"time":"2026-10-08T07:31:50.562Z","type":"platform.runtimeDone","record":{"requestId":"aec7a529-47f9-4090-be01-c9ed91bf83cf","status":"timeout","metrics":{"durationMs":5001.182,"producedBytes":0}}},
+  {"time":"2026-10-08T07:31:50.581Z","type":"platform.report","record":{"requestId":"aec7a529-47f9-4090-be01-c9ed91bf83cf","metrics":{"durationMs":5000.0,"billedDurationMs":5000,"memorySizeMB":256,"maxMemoryUsedMB":94},"status":"timeout"}},
+  {"time":"2026-10-08T07:31:50.600Z","type":"platform.brandNewEvent","record":{"x":1}}
+]"#;
+
+fn post_telemetry(server: &TestServer, query: &str, body: &str) -> (u16, serde_json::Value) {
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/lambda/telemetry?{query}", server.http_url()))
+        .header("content-type", "application/json")
+        .body(body.to_string())
+        .send()
+        .expect("send");
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&resp.text().expect("body")).expect("json answer"),
+    )
+}
+
+#[test]
+fn telemetry_api_batches_become_invocations_and_logs() {
+    let mut server = TestServer::start();
+    // Malformed batches are refused whole and store nothing.
+    for (query, body) in [
+        ("", TELEMETRY_BATCH),
+        (
+            "function_name=tenner-notifier&architecture=sparc",
+            TELEMETRY_BATCH,
+        ),
+        ("function_name=tenner-notifier", r#"{"not":"an array"}"#),
+        (
+            "function_name=tenner-notifier",
+            r#"[{"time":"2026-10-08T07:30:28Z","type":"platform.report","record":{"metrics":{}}}]"#,
+        ),
+        ("function_name=tenner-notifier", "[{\"time\":"),
+    ] {
+        let (status, answer) = post_telemetry(&server, query, body);
+        assert_eq!(status, 400, "{query} {body}: {answer}");
+        assert!(answer["error"].is_string());
+    }
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM invocation_records"),
+        0
+    );
+
+    let q = "function_name=tenner-notifier&function_version=%24LATEST&region=eu-central-1&account_id=825765399535&architecture=arm64";
+    let (status, answer) = post_telemetry(&server, q, TELEMETRY_BATCH);
+    assert_eq!(status, 200, "{answer}");
+    let check = |server: &TestServer| {
+        let rows = server.sql(
+            "SELECT request_id, trace_id, cold_start, init_duration_ms, duration_ms, billed_duration_ms, memory_size_mb, \
+             max_memory_used_mb, architecture, region, runtime, status FROM invocations WHERE function_name = 'tenner-notifier' ORDER BY time",
+        );
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(
+            rows[0]["request_id"],
+            "79b5e81f-9cdd-4145-b1f6-7c50ef8a2a36"
+        );
+        assert_eq!(rows[0]["trace_id"], "62e900b2710d76f009d6e7785905449a");
+        assert_eq!(rows[0]["cold_start"], true);
+        assert_eq!(rows[0]["init_duration_ms"].as_f64(), Some(463.512));
+        assert_eq!(rows[0]["duration_ms"].as_f64(), Some(1233.96));
+        assert_eq!(rows[0]["billed_duration_ms"], 1698);
+        assert_eq!(
+            (
+                rows[0]["memory_size_mb"].as_i64(),
+                rows[0]["max_memory_used_mb"].as_i64()
+            ),
+            (Some(256), Some(123))
+        );
+        assert_eq!(
+            (rows[0]["architecture"].as_str(), rows[0]["region"].as_str()),
+            (Some("arm64"), Some("eu-central-1"))
+        );
+        assert_eq!(rows[0]["runtime"], "nodejs:22.mainline");
+        assert_eq!(rows[0]["status"], "ok");
+        assert_eq!(rows[1]["cold_start"], false);
+        assert_eq!(rows[1]["billed_duration_ms"], 1073);
+        assert_eq!(rows[2]["status"], "timeout");
+        assert_eq!(rows[2]["duration_ms"].as_f64(), Some(5000.0));
+        let logs = server.sql("SELECT body, severity_text, request_id, function_name FROM logs WHERE function_name = 'tenner-notifier'");
+        assert_eq!(
+            logs,
+            vec![
+                serde_json::json!({"body": "boom", "severity_text": "ERROR", "request_id": "79b5e81f-9cdd-4145-b1f6-7c50ef8a2a36", "function_name": "tenner-notifier"})
+            ]
+        );
+    };
+    check(&server);
+    server.kill9();
+    let server = server.restart();
+    check(&server);
 }

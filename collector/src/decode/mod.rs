@@ -6,6 +6,7 @@ pub mod invocations;
 pub mod invocations_api;
 pub mod lambda_report;
 pub mod otlp;
+pub mod telemetry_api;
 
 use crate::model::Normalized;
 use crate::wal::RecordKind;
@@ -17,6 +18,8 @@ pub enum ReplayError {
     Otlp(#[from] otlp::DecodeError),
     #[error(transparent)]
     Invocations(#[from] invocations_api::BodyError),
+    #[error(transparent)]
+    Telemetry(#[from] telemetry_api::TelemetryError),
 }
 
 /// Decodes a WAL record's body the way the live path did.
@@ -27,6 +30,10 @@ pub fn decode_record(
 ) -> Result<Normalized, ReplayError> {
     match otlp::signal_of(kind) {
         Some((signal, encoding)) => Ok(otlp::decode(signal, encoding, body, received_at_micros)?),
+        None if kind == RecordKind::TelemetryJson => {
+            let (query, events) = telemetry_api::split_wal_body(body)?;
+            Ok(telemetry_api::decode(query, events, received_at_micros)?)
+        }
         None => Ok(invocations_api::decode(body)?.0),
     }
 }

@@ -1,9 +1,10 @@
 //! OTLP/HTTP: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or
 //! JSON bodies, gzip or zstd, answered in the request's encoding.
 
+use axum::Json;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
@@ -40,6 +41,7 @@ pub fn router(receiver: Receiver) -> Router {
             post(|s, h, b| export(s, h, b, Signal::Metrics)),
         )
         .route("/v1/invocations", post(invocations))
+        .route("/v1/lambda/telemetry", post(lambda_telemetry))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(receiver)
 }
@@ -128,7 +130,9 @@ async fn export(
             (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
         Err(AcceptError::Decode(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
-        Err(AcceptError::Invocations(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
+        Err(e @ (AcceptError::Invocations(_) | AcceptError::Telemetry(_))) => {
+            error(StatusCode::BAD_REQUEST, encoding, e.to_string())
+        }
         Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, encoding, why.to_string())
         }
@@ -143,30 +147,63 @@ async fn export(
     }
 }
 
-/// `POST /v1/invocations`: 200 with the count stored and the rows refused
-/// (by index, with the reason); 400 when the body is not JSON rows or when
-/// every row was refused.
-async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    use axum::Json;
+fn json_error(status: StatusCode, message: &str) -> Response {
+    let mut r = (status, Json(serde_json::json!({ "error": message }))).into_response();
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            HeaderValue::from_static(RETRY_AFTER_SECS),
+        );
+    }
+    r
+}
+
+/// The JSON error of a refused request on the JSON ingest endpoints.
+fn json_accept_error(e: AcceptError) -> Response {
+    match e {
+        AcceptError::Ingest(IngestError::Overloaded(why)) => {
+            json_error(StatusCode::SERVICE_UNAVAILABLE, why)
+        }
+        AcceptError::Ingest(e) => {
+            tracing::error!(error = %e, "could not make a request durable");
+            json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "storage unavailable, retry later",
+            )
+        }
+        e @ (AcceptError::Invocations(_) | AcceptError::Decode(_) | AcceptError::Telemetry(_)) => {
+            json_error(StatusCode::BAD_REQUEST, &e.to_string())
+        }
+    }
+}
+
+/// Authorization and decompression of the JSON ingest endpoints.
+fn json_body<'a>(
+    rx: &Receiver,
+    headers: &HeaderMap,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, Box<Response>> {
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
     if !rx.authorized(auth) {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(serde_json::json!({"error": "missing or invalid ingest token"})),
-        )
-            .into_response();
+        let r = json_error(StatusCode::UNAUTHORIZED, "missing or invalid ingest token");
+        return Err(Box::new(r));
     }
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
-    let body = match decompress(content_encoding, &body, rx.config.max_body_size) {
+    decompress(content_encoding, body, rx.config.max_body_size)
+        .map_err(|e| Box::new(json_error(decompress_status(&e), &e.to_string())))
+}
+
+/// `POST /v1/invocations`: 200 with the count stored and the rows refused
+/// (by index, with the reason); 400 when the body is not JSON rows or when
+/// every row was refused.
+async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    let body = match json_body(&rx, &headers, &body) {
         Ok(b) => b,
-        Err(e) => {
-            let status = decompress_status(&e);
-            return (status, Json(serde_json::json!({"error": e.to_string()}))).into_response();
-        }
+        Err(r) => return *r,
     };
     match rx.accept_invocations(&body).await {
         Ok((n, rejected)) => {
@@ -185,35 +222,31 @@ async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes
             )
                 .into_response()
         }
-        Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
-            let mut r = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"error": why})),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-            r
-        }
-        Err(e @ (AcceptError::Invocations(_) | AcceptError::Decode(_))) => (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({"error": e.to_string()})),
+        Err(e) => json_accept_error(e),
+    }
+}
+
+/// `POST /v1/lambda/telemetry?function_name=…`: 200 with the number of
+/// events used; 400 (nothing stored) for a malformed batch.
+async fn lambda_telemetry(
+    State(rx): State<Receiver>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match json_body(&rx, &headers, &body) {
+        Ok(b) => b,
+        Err(r) => return *r,
+    };
+    match rx
+        .accept_telemetry(query.as_deref().unwrap_or(""), &body)
+        .await
+    {
+        Ok(n) => (
+            StatusCode::OK,
+            Json(serde_json::json!({"accepted": n.accepted})),
         )
             .into_response(),
-        Err(AcceptError::Ingest(e)) => {
-            tracing::error!(error = %e, "could not make a request durable");
-            let mut r = (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(serde_json::json!({"error": "storage unavailable, retry later"})),
-            )
-                .into_response();
-            r.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_static(RETRY_AFTER_SECS),
-            );
-            r
-        }
+        Err(e) => json_accept_error(e),
     }
 }

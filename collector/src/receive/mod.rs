@@ -8,8 +8,8 @@ pub mod http;
 
 use std::sync::Arc;
 
-use crate::decode::invocations_api;
 use crate::decode::otlp::{self, DecodeError, Encoding, Signal};
+use crate::decode::{invocations_api, telemetry_api};
 use crate::ingest::{Ingest, IngestError};
 use crate::model::Normalized;
 use crate::telemetry::{CollectorMetrics, SignalCounters};
@@ -24,6 +24,8 @@ pub enum AcceptError {
     Ingest(#[from] IngestError),
     #[error(transparent)]
     Invocations(#[from] crate::decode::invocations_api::BodyError),
+    #[error(transparent)]
+    Telemetry(#[from] crate::decode::telemetry_api::TelemetryError),
 }
 
 /// Settings shared by the receivers.
@@ -88,6 +90,21 @@ impl Receiver {
             Ok(invocations_api::decode(body)?)
         })
         .await
+    }
+
+    /// `POST /v1/lambda/telemetry?…`: a Telemetry API batch, whole or not at all.
+    pub async fn accept_telemetry(
+        &self,
+        query: &str,
+        body: &[u8],
+    ) -> Result<Normalized, AcceptError> {
+        let now = now_micros();
+        let framed = telemetry_api::wal_body(query, body);
+        let counters = &self.metrics.lambda_telemetry;
+        let accepted = self.accept_with(counters, RecordKind::TelemetryJson, &framed, now, || {
+            Ok((telemetry_api::decode(query, body, now)?, ()))
+        });
+        Ok(accepted.await?.0)
     }
 
     /// The shared path: capacity check, decode, counters, WAL.

@@ -90,21 +90,24 @@ pub enum RecordKind {
     MetricsJson = 6,
     /// `POST /v1/invocations` (JSON array or NDJSON).
     InvocationsJson = 7,
+    /// `POST /v1/lambda/telemetry`: `[u32 LE len][query][events JSON]`.
+    TelemetryJson = 8,
 }
 
 impl RecordKind {
     pub fn from_u8(b: u8) -> Option<Self> {
         use RecordKind::*;
-        [
-            TracesProto,
-            TracesJson,
-            LogsProto,
-            LogsJson,
-            MetricsProto,
-            MetricsJson,
-        ]
-        .into_iter()
-        .find(|k| *k as u8 == b)
+        Some(match b {
+            1 => TracesProto,
+            2 => TracesJson,
+            3 => LogsProto,
+            4 => LogsJson,
+            5 => MetricsProto,
+            6 => MetricsJson,
+            7 => InvocationsJson,
+            8 => TelemetryJson,
+            _ => return None,
+        })
     }
 }
 

@@ -22,6 +22,18 @@ fn sample() -> Vec<(u8, i64, Vec<u8>)> {
 }
 
 #[test]
+fn every_record_kind_round_trips_through_its_byte() {
+    let mut seen = 0;
+    for b in 0..=u8::MAX {
+        if let Some(kind) = RecordKind::from_u8(b) {
+            assert_eq!(kind as u8, b);
+            seen += 1;
+        }
+    }
+    assert_eq!(seen, 8, "a new RecordKind must be readable on replay");
+}
+
+#[test]
 fn clean_segment_replays_every_record() {
     let replay = parse_segment(&segment_with(&sample()));
     assert_eq!(replay.outcome, ReplayOutcome::Clean);
