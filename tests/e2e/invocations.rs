@@ -125,16 +125,23 @@ fn invocations_endpoint_stores_valid_rows_and_reports_the_rest() {
     let (status, _) =
         post_invocations(&server, r#"[{"function_name":"api-fn","request_id":"zz"}]"#);
     assert_eq!(status, 400);
-    let rows = server.sql("SELECT request_id, status, cold_start, billed_duration_ms FROM invocations WHERE function_name = 'api-fn' ORDER BY request_id");
-    assert_eq!(rows.len(), 3, "{rows:?}");
-    assert_eq!(
-        rows[0],
-        serde_json::json!({"request_id": "a1", "status": "ok", "cold_start": true, "billed_duration_ms": 13})
-    );
-    assert_eq!(rows[1]["status"], "error");
-    // Billed duration derived with the 2025+ rule (1 ms rounding) when absent.
-    assert_eq!(rows[1]["billed_duration_ms"], 40);
-    assert_eq!(rows[2]["billed_duration_ms"], 2);
+    let check = |server: &TestServer| {
+        let rows = server.sql("SELECT request_id, status, cold_start, billed_duration_ms FROM invocations WHERE function_name = 'api-fn' ORDER BY request_id");
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(
+            rows[0],
+            serde_json::json!({"request_id": "a1", "status": "ok", "cold_start": true, "billed_duration_ms": 13})
+        );
+        assert_eq!(rows[1]["status"], "error");
+        // Billed duration derived with the 2025+ rule (1 ms rounding) when absent.
+        assert_eq!(rows[1]["billed_duration_ms"], 40);
+        assert_eq!(rows[2]["billed_duration_ms"], 2);
+    };
+    check(&server);
+    // The rows come back from the WAL after a crash, once.
+    server.kill9();
+    let server = server.restart();
+    check(&server);
 }
 
 const TELEMETRY_BATCH: &str = r#"[
