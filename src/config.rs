@@ -80,11 +80,15 @@ pub(crate) struct ServeArgs {
     /// Price catalog override (used by the cost layer; not read yet)
     #[arg(long, env = "FAASIGHT_PRICING")]
     pub(crate) pricing: Option<PathBuf>,
+    /// Access key that Amazon Data Firehose must send to /v1/firehose
+    #[arg(long, env = "FAASIGHT_FIREHOSE_ACCESS_KEY", hide_env_values = true)]
+    pub(crate) firehose_access_key: Option<String>,
     /// Bearer token accepted on ingest; repeat or comma-separate for several
     #[arg(
         long = "ingest-token",
         env = "FAASIGHT_INGEST_TOKENS",
-        value_delimiter = ','
+        value_delimiter = ',',
+        hide_env_values = true
     )]
     pub(crate) ingest_tokens: Vec<String>,
 }
@@ -107,6 +111,7 @@ struct FileConfig {
     max_buffer_size: Option<String>,
     max_wal_size: Option<String>,
     pricing: Option<PathBuf>,
+    firehose_access_key: Option<String>,
     #[serde(default)]
     ingest_tokens: Vec<String>,
     /// Sections of later features, accepted so a shared file loads.
@@ -132,6 +137,7 @@ pub(crate) struct ServeConfig {
     pub(crate) max_wal_size: u64,
     pub(crate) pricing: Option<PathBuf>,
     pub(crate) ingest_tokens: Vec<String>,
+    pub(crate) firehose_access_key: Option<String>,
     /// Config sections present but not acted on by this version.
     pub(crate) unsupported_sections: Vec<&'static str>,
 }
@@ -277,6 +283,10 @@ impl ServeConfig {
             max_wal_size: parse_size("max wal size", &wal)?,
             pricing: args.pricing.or(file.pricing),
             ingest_tokens,
+            firehose_access_key: args
+                .firehose_access_key
+                .or(file.firehose_access_key)
+                .filter(|k| !k.is_empty()),
             unsupported_sections: unsupported,
         })
     }

@@ -118,6 +118,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         config: Arc::new(ReceiverConfig {
             max_body_size: config.max_body_size,
             ingest_tokens: config.ingest_tokens.clone(),
+            firehose_access_key: config.firehose_access_key.clone(),
         }),
     };
 

@@ -120,6 +120,8 @@ pub struct CollectorMetrics {
     pub invocations: SignalCounters,
     /// Events of `POST /v1/lambda/telemetry`.
     pub lambda_telemetry: SignalCounters,
+    /// Log events of `POST /v1/firehose`.
+    pub firehose: SignalCounters,
     pub wal_bytes_written: Counter,
     pub wal_fsync: Histogram,
     pub wal_group_requests: Counter,

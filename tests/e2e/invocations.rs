@@ -243,3 +243,95 @@ fn telemetry_api_batches_become_invocations_and_logs() {
     let server = server.restart();
     check(&server);
 }
+
+fn firehose_record(payload: &serde_json::Value) -> String {
+    use base64::Engine;
+    use std::io::Write;
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gz.write_all(payload.to_string().as_bytes()).expect("gzip");
+    base64::engine::general_purpose::STANDARD.encode(gz.finish().expect("gzip"))
+}
+
+fn post_firehose(
+    server: &TestServer,
+    key: &str,
+    request_id: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/firehose", server.http_url()))
+        .header("content-type", "application/json")
+        .header("x-amz-firehose-request-id", request_id)
+        .header("x-amz-firehose-access-key", key)
+        .body(body.to_string())
+        .send()
+        .expect("send");
+    let status = resp.status().as_u16();
+    (
+        status,
+        serde_json::from_str(&resp.text().expect("body")).expect("json answer"),
+    )
+}
+
+#[test]
+fn firehose_deliveries_of_cloudwatch_logs_become_invocations() {
+    let mut server = TestServer::builder()
+        .args(&["--firehose-access-key", "s3cr3t-key"])
+        .start();
+    let data = serde_json::json!({
+        "messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/fh-fn",
+        "logStream": "2026/11/28/[$LATEST]94fa867e5374431291a7fc14e2f56ae7", "subscriptionFilters": ["all"],
+        "logEvents": [
+            {"id": "1", "timestamp": 1764324000000i64, "message": "START RequestId: fh-1 Version: $LATEST\n"},
+            {"id": "2", "timestamp": 1764324000100i64, "message": "REPORT RequestId: fh-1\tDuration: 46.84 ms\tBilled Duration: 47 ms \tMemory Size: 192 MB\tMax Memory Used: 72 MB\tInit Duration: 120.5 ms\t\n"},
+            {"id": "3", "timestamp": 1764324001000i64, "message": "2026-11-28T10:00:01.000Z f2704689-7aa3-4af3-ac88-857c01c4bd45 Task timed out after 3.00 seconds"},
+            {"id": "4", "timestamp": 1764324001001i64, "message": "REPORT RequestId: f2704689-7aa3-4af3-ac88-857c01c4bd45\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 192 MB\tMax Memory Used: 80 MB\t"}
+        ]
+    });
+    let control = serde_json::json!({"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs", "logGroup": "", "logStream": "", "subscriptionFilters": [], "logEvents": [{"id": "", "timestamp": 1764324000000i64, "message": "CWL CONTROL MESSAGE: Checking health of destination Firehose."}]});
+    let body = serde_json::json!({"requestId": "body-id", "timestamp": 1764324002000i64,
+        "records": [{"data": firehose_record(&data)}, {"data": firehose_record(&control)}]})
+    .to_string();
+
+    // A wrong key is refused with the Firehose error shape, and the key is
+    // never printed.
+    let (status, answer) = post_firehose(&server, "wrong", "req-401", &body);
+    assert_eq!(status, 401);
+    assert_eq!(answer["requestId"], "req-401");
+    assert!(answer["errorMessage"].is_string() && answer["timestamp"].is_i64());
+    // A malformed delivery stores nothing.
+    let (status, answer) = post_firehose(
+        &server,
+        "s3cr3t-key",
+        "req-bad",
+        r#"{"requestId":"x","records":[{"data":"not base64!"}]}"#,
+    );
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["requestId"], "req-bad");
+    assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 0);
+
+    let (status, answer) = post_firehose(&server, "s3cr3t-key", "req-ok", &body);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["requestId"], "req-ok");
+    assert!(answer.get("errorMessage").is_none());
+    let check = |server: &TestServer| {
+        let rows = server.sql("SELECT request_id, cold_start, init_duration_ms, duration_ms, billed_duration_ms, memory_size_mb, status FROM invocations WHERE function_name = 'fh-fn' ORDER BY time");
+        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(
+            rows[0],
+            serde_json::json!({"request_id": "fh-1", "cold_start": true, "init_duration_ms": 120.5, "duration_ms": 46.84, "billed_duration_ms": 47, "memory_size_mb": 192, "status": "ok"})
+        );
+        assert_eq!(rows[1]["status"], "timeout");
+        // The control message is skipped; the four lines are logs rows.
+        assert_eq!(
+            server.count("SELECT count(*) AS n FROM logs WHERE function_name = 'fh-fn'"),
+            4
+        );
+        assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 4);
+    };
+    check(&server);
+    server.kill9();
+    let server = server.restart();
+    check(&server);
+    assert!(!server.log().contains("s3cr3t-key"));
+}

@@ -2,6 +2,7 @@
 
 pub mod attrs;
 pub mod columns;
+pub mod firehose;
 pub mod invocations;
 pub mod invocations_api;
 pub mod lambda_report;
@@ -20,7 +21,13 @@ pub enum ReplayError {
     Invocations(#[from] invocations_api::BodyError),
     #[error(transparent)]
     Telemetry(#[from] telemetry_api::TelemetryError),
+    #[error(transparent)]
+    Firehose(#[from] firehose::FirehoseError),
 }
+
+/// Replay decompresses Firehose records up to this size; the live path
+/// refused anything above `--max-body-size` already.
+const REPLAY_DECOMPRESS_LIMIT: usize = 1 << 30;
 
 /// Decodes a WAL record's body the way the live path did.
 pub fn decode_record(
@@ -30,6 +37,11 @@ pub fn decode_record(
 ) -> Result<Normalized, ReplayError> {
     match otlp::signal_of(kind) {
         Some((signal, encoding)) => Ok(otlp::decode(signal, encoding, body, received_at_micros)?),
+        None if kind == RecordKind::FirehoseJson => Ok(firehose::decode(
+            body,
+            received_at_micros,
+            REPLAY_DECOMPRESS_LIMIT,
+        )?),
         None if kind == RecordKind::TelemetryJson => {
             let (query, events) = telemetry_api::split_wal_body(body)?;
             Ok(telemetry_api::decode(query, events, received_at_micros)?)

@@ -66,6 +66,7 @@ fn status_of(e: AcceptError) -> Status {
         AcceptError::Decode(e) => Status::invalid_argument(e.to_string()),
         AcceptError::Invocations(e) => Status::invalid_argument(e.to_string()),
         AcceptError::Telemetry(e) => Status::invalid_argument(e.to_string()),
+        AcceptError::Firehose(e) => Status::invalid_argument(e.to_string()),
         AcceptError::Ingest(IngestError::Overloaded(why)) => Status::unavailable(why),
         AcceptError::Ingest(e) => {
             tracing::error!(error = %e, "could not make a request durable");

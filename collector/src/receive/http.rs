@@ -42,6 +42,7 @@ pub fn router(receiver: Receiver) -> Router {
         )
         .route("/v1/invocations", post(invocations))
         .route("/v1/lambda/telemetry", post(lambda_telemetry))
+        .route("/v1/firehose", post(firehose))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(receiver)
 }
@@ -130,9 +131,10 @@ async fn export(
             (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
         }
         Err(AcceptError::Decode(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
-        Err(e @ (AcceptError::Invocations(_) | AcceptError::Telemetry(_))) => {
-            error(StatusCode::BAD_REQUEST, encoding, e.to_string())
-        }
+        Err(
+            e
+            @ (AcceptError::Invocations(_) | AcceptError::Telemetry(_) | AcceptError::Firehose(_)),
+        ) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
         Err(AcceptError::Ingest(IngestError::Overloaded(why))) => {
             error(StatusCode::SERVICE_UNAVAILABLE, encoding, why.to_string())
         }
@@ -171,9 +173,10 @@ fn json_accept_error(e: AcceptError) -> Response {
                 "storage unavailable, retry later",
             )
         }
-        e @ (AcceptError::Invocations(_) | AcceptError::Decode(_) | AcceptError::Telemetry(_)) => {
-            json_error(StatusCode::BAD_REQUEST, &e.to_string())
-        }
+        e @ (AcceptError::Invocations(_)
+        | AcceptError::Decode(_)
+        | AcceptError::Telemetry(_)
+        | AcceptError::Firehose(_)) => json_error(StatusCode::BAD_REQUEST, &e.to_string()),
     }
 }
 
@@ -248,5 +251,67 @@ async fn lambda_telemetry(
         )
             .into_response(),
         Err(e) => json_accept_error(e),
+    }
+}
+
+/// `POST /v1/firehose`, answered as the Firehose HTTP-endpoint contract
+/// asks: `{"requestId", "timestamp"}` echoing `X-Amz-Firehose-Request-Id`,
+/// plus `errorMessage` on failure (4xx: do not retry as is; 5xx/429: retry).
+async fn firehose(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+    let header_id = headers
+        .get("x-amz-firehose-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(String::from);
+    let answer = |status: StatusCode, request_id: Option<String>, error: Option<String>| {
+        let mut v = serde_json::json!({
+            "requestId": request_id.unwrap_or_default(),
+            "timestamp": chrono::Utc::now().timestamp_millis(),
+        });
+        if let Some(e) = error {
+            v["errorMessage"] = serde_json::Value::String(e);
+        }
+        let mut r = (status, Json(v)).into_response();
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            r.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_static(RETRY_AFTER_SECS),
+            );
+        }
+        r
+    };
+    let key = headers
+        .get("x-amz-firehose-access-key")
+        .and_then(|v| v.to_str().ok());
+    if !rx.firehose_authorized(key) {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            header_id,
+            Some("invalid or missing access key".into()),
+        );
+    }
+    let content_encoding = headers
+        .get(header::CONTENT_ENCODING)
+        .and_then(|v| v.to_str().ok());
+    let body = match decompress(content_encoding, &body, rx.config.max_body_size) {
+        Ok(b) => b,
+        Err(e) => return answer(decompress_status(&e), header_id, Some(e.to_string())),
+    };
+    let request_id = header_id.or_else(|| crate::decode::firehose::request_id(&body));
+    match rx.accept_firehose(&body).await {
+        Ok(_) => answer(StatusCode::OK, request_id, None),
+        Err(AcceptError::Ingest(IngestError::Overloaded(why))) => answer(
+            StatusCode::SERVICE_UNAVAILABLE,
+            request_id,
+            Some(why.to_string()),
+        ),
+        Err(AcceptError::Ingest(e)) => {
+            tracing::error!(error = %e, "could not make a request durable");
+            answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                request_id,
+                Some("storage unavailable, retry later".into()),
+            )
+        }
+        Err(e) => answer(StatusCode::BAD_REQUEST, request_id, Some(e.to_string())),
     }
 }

@@ -9,7 +9,7 @@ pub mod http;
 use std::sync::Arc;
 
 use crate::decode::otlp::{self, DecodeError, Encoding, Signal};
-use crate::decode::{invocations_api, telemetry_api};
+use crate::decode::{firehose, invocations_api, telemetry_api};
 use crate::ingest::{Ingest, IngestError};
 use crate::model::Normalized;
 use crate::telemetry::{CollectorMetrics, SignalCounters};
@@ -26,6 +26,8 @@ pub enum AcceptError {
     Invocations(#[from] crate::decode::invocations_api::BodyError),
     #[error(transparent)]
     Telemetry(#[from] crate::decode::telemetry_api::TelemetryError),
+    #[error(transparent)]
+    Firehose(#[from] crate::decode::firehose::FirehoseError),
 }
 
 /// Settings shared by the receivers.
@@ -35,6 +37,9 @@ pub struct ReceiverConfig {
     pub max_body_size: usize,
     /// Bearer tokens accepted on ingest; empty = no authentication.
     pub ingest_tokens: Vec<String>,
+    /// The access key Firehose must send (`X-Amz-Firehose-Access-Key`);
+    /// `None` = not checked.
+    pub firehose_access_key: Option<String>,
 }
 
 /// The shared core of the receivers.
@@ -103,6 +108,27 @@ impl Receiver {
         let counters = &self.metrics.lambda_telemetry;
         let accepted = self.accept_with(counters, RecordKind::TelemetryJson, &framed, now, || {
             Ok((telemetry_api::decode(query, body, now)?, ()))
+        });
+        Ok(accepted.await?.0)
+    }
+
+    /// True when no Firehose access key is configured or `key` matches it.
+    pub fn firehose_authorized(&self, key: Option<&str>) -> bool {
+        match &self.config.firehose_access_key {
+            None => true,
+            Some(expected) => {
+                key.is_some_and(|k| constant_time_eq(expected.as_bytes(), k.as_bytes()))
+            }
+        }
+    }
+
+    /// `POST /v1/firehose`: a delivery, whole or not at all.
+    pub async fn accept_firehose(&self, body: &[u8]) -> Result<Normalized, AcceptError> {
+        let now = now_micros();
+        let limit = self.config.max_body_size;
+        let counters = &self.metrics.firehose;
+        let accepted = self.accept_with(counters, RecordKind::FirehoseJson, body, now, || {
+            Ok((firehose::decode(body, now, limit)?, ()))
         });
         Ok(accepted.await?.0)
     }

@@ -92,6 +92,8 @@ pub enum RecordKind {
     InvocationsJson = 7,
     /// `POST /v1/lambda/telemetry`: `[u32 LE len][query][events JSON]`.
     TelemetryJson = 8,
+    /// `POST /v1/firehose`: the delivery as it arrived.
+    FirehoseJson = 9,
 }
 
 impl RecordKind {
@@ -106,6 +108,7 @@ impl RecordKind {
             6 => MetricsJson,
             7 => InvocationsJson,
             8 => TelemetryJson,
+            9 => FirehoseJson,
             _ => return None,
         })
     }
