@@ -285,7 +285,9 @@ fn firehose_deliveries_of_cloudwatch_logs_become_invocations() {
             {"id": "1", "timestamp": 1764324000000i64, "message": "START RequestId: fh-1 Version: $LATEST\n"},
             {"id": "2", "timestamp": 1764324000100i64, "message": "REPORT RequestId: fh-1\tDuration: 46.84 ms\tBilled Duration: 47 ms \tMemory Size: 192 MB\tMax Memory Used: 72 MB\tInit Duration: 120.5 ms\t\n"},
             {"id": "3", "timestamp": 1764324001000i64, "message": "2026-11-28T10:00:01.000Z f2704689-7aa3-4af3-ac88-857c01c4bd45 Task timed out after 3.00 seconds"},
-            {"id": "4", "timestamp": 1764324001001i64, "message": "REPORT RequestId: f2704689-7aa3-4af3-ac88-857c01c4bd45\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 192 MB\tMax Memory Used: 80 MB\t"}
+            {"id": "4", "timestamp": 1764324001001i64, "message": "REPORT RequestId: f2704689-7aa3-4af3-ac88-857c01c4bd45\tDuration: 3000.00 ms\tBilled Duration: 3000 ms\tMemory Size: 192 MB\tMax Memory Used: 80 MB\t"},
+            // The JSON log format's platform record.
+            {"id": "5", "timestamp": 1764324002000i64, "message": "{\"time\":\"2026-11-28T10:00:02.000Z\",\"type\":\"platform.report\",\"record\":{\"requestId\":\"9a0c4b1e-0000-4000-8000-000000000001\",\"metrics\":{\"durationMs\":12.25,\"billedDurationMs\":13,\"memorySizeMB\":192,\"maxMemoryUsedMB\":60},\"status\":\"success\"}}"}
         ]
     });
     let control = serde_json::json!({"messageType": "CONTROL_MESSAGE", "owner": "CloudwatchLogs", "logGroup": "", "logStream": "", "subscriptionFilters": [], "logEvents": [{"id": "", "timestamp": 1764324000000i64, "message": "CWL CONTROL MESSAGE: Checking health of destination Firehose."}]});
@@ -316,18 +318,22 @@ fn firehose_deliveries_of_cloudwatch_logs_become_invocations() {
     assert!(answer.get("errorMessage").is_none());
     let check = |server: &TestServer| {
         let rows = server.sql("SELECT request_id, cold_start, init_duration_ms, duration_ms, billed_duration_ms, memory_size_mb, status FROM invocations WHERE function_name = 'fh-fn' ORDER BY time");
-        assert_eq!(rows.len(), 2, "{rows:?}");
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        assert_eq!(
+            rows[2],
+            serde_json::json!({"request_id": "9a0c4b1e-0000-4000-8000-000000000001", "cold_start": false, "init_duration_ms": null, "duration_ms": 12.25, "billed_duration_ms": 13, "memory_size_mb": 192, "status": "ok"})
+        );
         assert_eq!(
             rows[0],
             serde_json::json!({"request_id": "fh-1", "cold_start": true, "init_duration_ms": 120.5, "duration_ms": 46.84, "billed_duration_ms": 47, "memory_size_mb": 192, "status": "ok"})
         );
         assert_eq!(rows[1]["status"], "timeout");
-        // The control message is skipped; the four lines are logs rows.
+        // The control message is skipped; the five lines are logs rows.
         assert_eq!(
             server.count("SELECT count(*) AS n FROM logs WHERE function_name = 'fh-fn'"),
-            4
+            5
         );
-        assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 4);
+        assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 5);
     };
     check(&server);
     server.kill9();

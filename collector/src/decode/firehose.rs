@@ -104,9 +104,7 @@ pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, 
         let function = function_of(&sub.log_group);
         for ev in &sub.log_events {
             let time = ev.timestamp.saturating_mul(1000);
-            if let Some(r) = lambda_report::parse(&ev.message)
-                .and_then(|l| invocations::from_platform_line(&l, function, time))
-            {
+            if let Some(r) = invocations::from_log_message(&ev.message, function, time) {
                 records.append(&r);
             }
             let request_id = match lambda_report::parse(&ev.message) {

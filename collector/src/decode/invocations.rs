@@ -118,6 +118,19 @@ pub fn from_platform_line(
     }
 }
 
+/// The invocation record a log message carries, if it is a Lambda platform
+/// line in the plain-text or the JSON log format.
+pub fn from_log_message(
+    message: &str,
+    function_name: &str,
+    time_micros: i64,
+) -> Option<InvocationRecord> {
+    if let Some(line) = super::lambda_report::parse(message) {
+        return from_platform_line(&line, function_name, time_micros);
+    }
+    super::telemetry_api::json_platform_line(message, function_name, SOURCE_REPORT)
+}
+
 /// Column builders of `invocation_records`.
 #[derive(Debug)]
 pub struct RecordColumns {

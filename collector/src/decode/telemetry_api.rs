@@ -162,6 +162,126 @@ fn metric_i64(m: Option<&Value>, k: &str) -> Option<i64> {
     metric_f64(m, k).map(|v| v.ceil() as i64)
 }
 
+/// State carried across the platform events of one instance's stream:
+/// `platform.initStart` makes the next `platform.start` a cold start.
+#[derive(Debug, Default)]
+pub struct PlatformState {
+    cold_next: bool,
+    runtime: Option<String>,
+}
+
+/// The invocation record of one `platform.*` event, if it makes one.
+/// `Ok(None)` for platform events without invocation facts (and for
+/// `platform.initStart`, which only updates `state`); `Err` for an event
+/// that should carry a request id and does not.
+pub fn platform_record(
+    p: &Params,
+    state: &mut PlatformState,
+    kind: &str,
+    time: i64,
+    record: &Value,
+    source: &'static str,
+) -> Result<Option<InvocationRecord>, String> {
+    let request_id = record.get("requestId").and_then(Value::as_str);
+    let needs_id = || {
+        request_id
+            .filter(|r| !r.is_empty() && r.len() <= 256)
+            .ok_or_else(|| format!("{kind} without requestId"))
+    };
+    let base = |request_id: &str, runtime: Option<String>| InvocationRecord {
+        time_micros: time,
+        function_name: p.function_name.clone(),
+        function_version: p.function_version.clone(),
+        provider: Some("aws".into()),
+        region: p.region.clone(),
+        account_id: p.account_id.clone(),
+        request_id: request_id.to_string(),
+        architecture: p.architecture.clone(),
+        runtime,
+        source,
+        ..Default::default()
+    };
+    Ok(Some(match kind {
+        "platform.initStart" => {
+            state.cold_next = true;
+            state.runtime = record
+                .get("runtimeVersion")
+                .and_then(Value::as_str)
+                .map(|r| r.split(".v").next().unwrap_or(r).to_string());
+            return Ok(None);
+        }
+        "platform.start" => InvocationRecord {
+            trace_id: trace_id(record),
+            cold_start: Some(std::mem::take(&mut state.cold_next)),
+            function_version: record
+                .get("version")
+                .and_then(Value::as_str)
+                .map(String::from)
+                .or(p.function_version.clone()),
+            ..base(needs_id()?, state.runtime.clone())
+        },
+        "platform.runtimeDone" => {
+            let status = record.get("status").and_then(Value::as_str);
+            let error_type = record.get("errorType").and_then(Value::as_str);
+            InvocationRecord {
+                status: status_of(status, error_type),
+                error_type: error_type.map(String::from),
+                ..base(needs_id()?, state.runtime.clone())
+            }
+        }
+        "platform.report" => {
+            let m = record.get("metrics");
+            let error_type = record.get("errorType").and_then(Value::as_str);
+            let init = metric_f64(m, "initDurationMs");
+            let restore = metric_f64(m, "restoreDurationMs");
+            InvocationRecord {
+                trace_id: trace_id(record),
+                cold_start: Some(init.is_some() || restore.is_some()),
+                init_duration_ms: init.or(restore),
+                duration_ms: metric_f64(m, "durationMs"),
+                billed_duration_ms: metric_i64(m, "billedDurationMs"),
+                memory_size_mb: metric_i64(m, "memorySizeMB"),
+                max_memory_used_mb: metric_i64(m, "maxMemoryUsedMB"),
+                status: status_of(record.get("status").and_then(Value::as_str), error_type),
+                error_type: error_type.map(String::from),
+                ..base(needs_id()?, state.runtime.clone())
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+/// A log message in Lambda's JSON log format that is a platform record
+/// (`{"time", "type": "platform.*", "record"}`): its invocation record.
+/// Malformed or other messages give `None`: they stay plain log lines.
+pub fn json_platform_line(
+    message: &str,
+    function_name: &str,
+    source: &'static str,
+) -> Option<InvocationRecord> {
+    let m = message.trim();
+    if !m.starts_with('{') || !m.contains("\"platform.") || m.len() > 64 * 1024 {
+        return None;
+    }
+    let v: Value = serde_json::from_str(m).ok()?;
+    let kind = v.get("type")?.as_str()?;
+    let time = time_micros(&v)?;
+    let p = Params {
+        function_name: function_name.to_string(),
+        ..Default::default()
+    };
+    let record = v.get("record").unwrap_or(&Value::Null);
+    platform_record(
+        &p,
+        &mut PlatformState::default(),
+        kind,
+        time,
+        record,
+        source,
+    )
+    .ok()?
+}
+
 /// Decodes a batch. Any malformed event refuses the whole batch, so nothing
 /// is stored half-way.
 pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, TelemetryError> {
@@ -171,8 +291,7 @@ pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, T
     let mut out = Normalized::default();
     let mut records = RecordColumns::default();
     let mut logs = LogColumns::new();
-    let mut cold_next = false;
-    let mut runtime: Option<String> = None;
+    let mut state = PlatformState::default();
     for (i, e) in events.iter().enumerate() {
         let kind = e
             .get("type")
@@ -181,73 +300,7 @@ pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, T
         let time = time_micros(e)
             .ok_or_else(|| TelemetryError::Event(i, "missing or invalid time".into()))?;
         let record = e.get("record").unwrap_or(&Value::Null);
-        let base = |request_id: &str| InvocationRecord {
-            time_micros: time,
-            function_name: p.function_name.clone(),
-            function_version: p.function_version.clone(),
-            provider: Some("aws".into()),
-            region: p.region.clone(),
-            account_id: p.account_id.clone(),
-            request_id: request_id.to_string(),
-            architecture: p.architecture.clone(),
-            runtime: runtime.clone(),
-            source: SOURCE_TELEMETRY,
-            ..Default::default()
-        };
-        let request_id = record.get("requestId").and_then(Value::as_str);
-        let needs_id = || {
-            request_id
-                .filter(|r| !r.is_empty() && r.len() <= 256)
-                .ok_or_else(|| TelemetryError::Event(i, format!("{kind} without requestId")))
-        };
         match kind {
-            "platform.initStart" => {
-                cold_next = true;
-                runtime = record
-                    .get("runtimeVersion")
-                    .and_then(Value::as_str)
-                    .map(|r| r.split(".v").next().unwrap_or(r).to_string());
-            }
-            "platform.start" => {
-                let r = InvocationRecord {
-                    trace_id: trace_id(record),
-                    cold_start: Some(std::mem::take(&mut cold_next)),
-                    function_version: record
-                        .get("version")
-                        .and_then(Value::as_str)
-                        .map(String::from)
-                        .or(p.function_version.clone()),
-                    ..base(needs_id()?)
-                };
-                records.append(&r);
-            }
-            "platform.runtimeDone" => {
-                let status = record.get("status").and_then(Value::as_str);
-                let error_type = record.get("errorType").and_then(Value::as_str);
-                records.append(&InvocationRecord {
-                    status: status_of(status, error_type),
-                    error_type: error_type.map(String::from),
-                    ..base(needs_id()?)
-                });
-            }
-            "platform.report" => {
-                let m = record.get("metrics");
-                let error_type = record.get("errorType").and_then(Value::as_str);
-                let init = metric_f64(m, "initDurationMs");
-                let restore = metric_f64(m, "restoreDurationMs");
-                records.append(&InvocationRecord {
-                    trace_id: trace_id(record),
-                    cold_start: Some(init.is_some() || restore.is_some()),
-                    init_duration_ms: init.or(restore),
-                    duration_ms: metric_f64(m, "durationMs"),
-                    billed_duration_ms: metric_i64(m, "billedDurationMs"),
-                    memory_size_mb: metric_i64(m, "memorySizeMB"),
-                    max_memory_used_mb: metric_i64(m, "maxMemoryUsedMB"),
-                    status: status_of(record.get("status").and_then(Value::as_str), error_type),
-                    error_type: error_type.map(String::from),
-                    ..base(needs_id()?)
-                });
-            }
             "function" | "extension" => {
                 let (body, request_id, level) = match record {
                     Value::String(s) => (s.clone(), None, None),
@@ -276,6 +329,16 @@ pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, T
                     .append_pairs([("faas.log.source", kind)]);
                 logs.resource_attributes_mut()
                     .append_pairs([("faas.name", p.function_name.as_str())]);
+            }
+            "platform.initStart"
+            | "platform.start"
+            | "platform.runtimeDone"
+            | "platform.report" => {
+                let r = platform_record(&p, &mut state, kind, time, record, SOURCE_TELEMETRY)
+                    .map_err(|e| TelemetryError::Event(i, e))?;
+                if let Some(r) = r {
+                    records.append(&r);
+                }
             }
             _ => continue,
         }
@@ -332,6 +395,39 @@ mod tests {
             .find(|b| b.table == Table::Logs)
             .expect("logs");
         assert_eq!(logs.batch.num_rows(), 1);
+    }
+
+    #[test]
+    fn json_log_format_platform_lines_are_records() {
+        let line = r#"{"time":"2026-07-09T06:05:50.581Z","type":"platform.report","record":{"requestId":"aec7a529-47f9-4090-be01-c9ed91bf83cf","metrics":{"durationMs":5000.0,"billedDurationMs":5000,"memorySizeMB":128,"maxMemoryUsedMB":94},"status":"timeout"}}"#;
+        let r = json_platform_line(line, "f", "report").expect("a record");
+        assert_eq!(r.request_id, "aec7a529-47f9-4090-be01-c9ed91bf83cf");
+        assert_eq!(
+            (r.duration_ms, r.billed_duration_ms, r.memory_size_mb),
+            (Some(5000.0), Some(5000), Some(128))
+        );
+        assert_eq!(r.status.as_deref(), Some("timeout"));
+        assert_eq!(r.cold_start, Some(false));
+        let start = r#"{"time":"2022-10-12T00:00:15.064Z","type":"platform.start","record":{"requestId":"6d68ca91-49c9-448d-89b8-7ca3e6dc66aa","version":"$LATEST","tracing":{"spanId":"54565fb41ac79632","type":"X-Amzn-Trace-Id","value":"Root=1-62e900b2-710d76f009d6e7785905449a;Parent=0efbd19962d95b05;Sampled=1"}}}"#;
+        let r = json_platform_line(start, "f", "report").expect("a record");
+        assert_eq!(
+            r.trace_id.as_deref(),
+            Some("62e900b2710d76f009d6e7785905449a")
+        );
+        let init = r#"{"time":"2024-06-17T17:48:06.348Z","type":"platform.initReport","record":{"initializationType":"on-demand","phase":"init","status":"timeout","metrics":{"durationMs":10000.487}}}"#;
+        assert_eq!(json_platform_line(init, "f", "report"), None);
+        assert_eq!(
+            json_platform_line(
+                r#"{"timestamp":"2026-10-08T07:30:29.443Z","level":"ERROR","message":"..."}"#,
+                "f",
+                "report"
+            ),
+            None
+        );
+        assert_eq!(
+            json_platform_line(r#"{"type":"platform.report", broken"#, "f", "report"),
+            None
+        );
     }
 
     #[test]

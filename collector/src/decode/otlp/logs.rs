@@ -10,7 +10,6 @@ use opentelemetry_proto::tonic::logs::v1::LogRecord;
 use crate::decode::attrs::{self, ResourceFacts};
 use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
 use crate::decode::invocations::{self, RecordColumns};
-use crate::decode::lambda_report;
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
 
@@ -182,8 +181,7 @@ pub fn normalize(
                 };
                 let body = rec.body.as_ref().and_then(attrs::value_to_string);
                 if let (Some(text), Some(function)) = (&body, &facts.function_name)
-                    && let Some(r) = lambda_report::parse(text)
-                        .and_then(|l| invocations::from_platform_line(&l, function, time))
+                    && let Some(r) = invocations::from_log_message(text, function, time)
                 {
                     records.append(&r);
                 }
