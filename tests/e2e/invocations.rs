@@ -341,3 +341,250 @@ fn firehose_deliveries_of_cloudwatch_logs_become_invocations() {
     check(&server);
     assert!(!server.log().contains("s3cr3t-key"));
 }
+
+/// Every real line of `shared/reference/lambda-samples.txt` (copied to
+/// `tests/e2e/fixtures/`) delivered as CloudWatch log events of one function:
+/// the view must give exactly these invocations.
+#[test]
+fn the_shared_samples_give_exact_invocations() {
+    let server = TestServer::start();
+    let text = std::fs::read_to_string(
+        crate::support::repo_root().join("tests/e2e/fixtures/lambda-samples.txt"),
+    )
+    .expect("fixture");
+    let events: Vec<serde_json::Value> = text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .enumerate()
+        .map(|(i, l)| serde_json::json!({"id": i.to_string(), "timestamp": 1764324000000i64 + i as i64, "message": l.replace("\\t", "\t")}))
+        .collect();
+    let data = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "123456789012", "logGroup": "/aws/lambda/samples",
+        "logStream": "s", "subscriptionFilters": ["f"], "logEvents": events});
+    let body = serde_json::json!({"requestId": "samples", "timestamp": 1, "records": [{"data": firehose_record(&data)}]}).to_string();
+    let (status, answer) = post_firehose(&server, "", "samples", &body);
+    assert_eq!(status, 200, "{answer}");
+    let rows = server.sql(
+        "SELECT request_id, function_version, trace_id, cold_start, init_duration_ms, duration_ms, billed_duration_ms, \
+         memory_size_mb, max_memory_used_mb, status FROM invocations WHERE function_name = 'samples' ORDER BY request_id",
+    );
+    let got: std::collections::BTreeMap<String, serde_json::Value> = rows
+        .into_iter()
+        .map(|r| (r["request_id"].as_str().unwrap_or_default().to_string(), r))
+        .collect();
+    let n = serde_json::Value::Null;
+    // request id → (version, trace id, cold, init, duration, billed, memory, max memory, status)
+    type V = serde_json::Value;
+    type Expected<'a> = (&'a str, V, V, bool, V, V, V, V, V, &'a str);
+    let expected: Vec<Expected> = vec![
+        (
+            "c793869b-ee49-115b-a5b6-4fd21e8dedac",
+            "$LATEST".into(),
+            n.clone(),
+            true,
+            166.62.into(),
+            128.83.into(),
+            200.into(),
+            128.into(),
+            74.into(),
+            "ok",
+        ),
+        (
+            "4ce9340a-b765-490f-ad8a-02ab3415e2bf",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            26.73.into(),
+            27.into(),
+            128.into(),
+            75.into(),
+            "ok",
+        ),
+        (
+            "bf5f58db-ef7d-4cb2-b3c6-266eba1bbedb",
+            n.clone(),
+            n.clone(),
+            true,
+            265.72.into(),
+            395.99.into(),
+            662.into(),
+            512.into(),
+            301.into(),
+            "ok",
+        ),
+        (
+            "b771fecc-1b53-4faf-922d-1d74357b1676",
+            n.clone(),
+            n.clone(),
+            true,
+            511.25.into(),
+            306.34.into(),
+            610.into(),
+            3009.into(),
+            155.into(),
+            "ok",
+        ),
+        (
+            "24addd09-6e64-49fb-b187-94ba9b60b59a",
+            n.clone(),
+            "66d978e556c7378e556e94b5461da07c".into(),
+            true,
+            325.93.into(),
+            127.1.into(),
+            154.into(),
+            2048.into(),
+            212.into(),
+            "ok",
+        ),
+        (
+            "f2704689-7aa3-4af3-ac88-857c01c4bd45",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            "timeout",
+        ),
+        (
+            "4725a167-21a7-5731-99c2-c3d0e3dfd770",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            180000.0.into(),
+            180000.into(),
+            1280.into(),
+            1201.into(),
+            "timeout",
+        ),
+        (
+            "327ec045-e1e7-45f8-8369-c7950e1a5f6f",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            "timeout",
+        ),
+        (
+            "806ab12b-e660-4a4a-8d9a-eee01e457f98",
+            n.clone(),
+            n.clone(),
+            true,
+            551.73.into(),
+            376256.59.into(),
+            376257.into(),
+            10239.into(),
+            10239.into(),
+            "oom",
+        ),
+        (
+            "43e50939ce8c",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            3296.38.into(),
+            3297.into(),
+            128.into(),
+            128.into(),
+            "oom",
+        ),
+        (
+            "79b5e81f-9cdd-4145-b1f6-7c50ef8a2a36",
+            "$LATEST".into(),
+            n.clone(),
+            true,
+            463.512.into(),
+            1233.96.into(),
+            1698.into(),
+            256.into(),
+            123.into(),
+            "ok",
+        ),
+        (
+            "f0c9f58b-8ebe-4e84-a656-95eb6eee865a",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            1072.145.into(),
+            1073.into(),
+            256.into(),
+            125.into(),
+            "ok",
+        ),
+        (
+            "aec7a529-47f9-4090-be01-c9ed91bf83cf",
+            n.clone(),
+            n.clone(),
+            false,
+            n.clone(),
+            5000.0.into(),
+            5000.into(),
+            128.into(),
+            94.into(),
+            "timeout",
+        ),
+        (
+            "6d68ca91-49c9-448d-89b8-7ca3e6dc66aa",
+            "$LATEST".into(),
+            "62e900b2710d76f009d6e7785905449a".into(),
+            false,
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            n.clone(),
+            "ok",
+        ),
+    ];
+    assert_eq!(
+        got.len(),
+        expected.len(),
+        "{:?}",
+        got.keys().collect::<Vec<_>>()
+    );
+    for (rid, version, trace, cold, init, duration, billed, mem, max_mem, status) in expected {
+        let r = got
+            .get(rid)
+            .unwrap_or_else(|| panic!("no invocation {rid}"));
+        // A timeout-only line has no duration: the billed duration stays unknown.
+        let billed = if duration.is_null() {
+            n.clone()
+        } else {
+            billed
+        };
+        assert_eq!(
+            (
+                &r["function_version"],
+                &r["trace_id"],
+                r["cold_start"].as_bool(),
+                &r["init_duration_ms"],
+                &r["duration_ms"],
+                &r["billed_duration_ms"],
+                &r["memory_size_mb"],
+                &r["max_memory_used_mb"],
+                r["status"].as_str()
+            ),
+            (
+                &version,
+                &trace,
+                Some(cold),
+                &init,
+                &duration,
+                &billed,
+                &mem,
+                &max_mem,
+                Some(status)
+            ),
+            "{rid}"
+        );
+    }
+}
