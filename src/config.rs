@@ -83,6 +83,26 @@ pub(crate) struct ServeArgs {
     /// Access key that Amazon Data Firehose must send to /v1/firehose
     #[arg(long, env = "FAASIGHT_FIREHOSE_ACCESS_KEY", hide_env_values = true)]
     pub(crate) firehose_access_key: Option<String>,
+    /// AWS region of the CloudWatch Logs poller; setting it (here or in
+    /// `[cloudwatch]`) turns the poller on
+    #[arg(long, env = "FAASIGHT_CLOUDWATCH_REGION")]
+    pub(crate) cloudwatch_region: Option<String>,
+    /// CloudWatch Logs endpoint, for local AWS endpoints
+    #[arg(long, env = "FAASIGHT_CLOUDWATCH_ENDPOINT_URL")]
+    pub(crate) cloudwatch_endpoint_url: Option<String>,
+    /// Log group prefix to read; repeat for several [default: /aws/lambda/]
+    #[arg(
+        long = "cloudwatch-log-group-prefix",
+        env = "FAASIGHT_CLOUDWATCH_LOG_GROUP_PREFIXES",
+        value_delimiter = ','
+    )]
+    pub(crate) cloudwatch_log_group_prefixes: Vec<String>,
+    /// How often the poller reads [default: 30s]
+    #[arg(long, env = "FAASIGHT_CLOUDWATCH_POLL_INTERVAL")]
+    pub(crate) cloudwatch_poll_interval: Option<String>,
+    /// How far back the first poll of a group starts [default: 1h]
+    #[arg(long, env = "FAASIGHT_CLOUDWATCH_LOOKBACK")]
+    pub(crate) cloudwatch_lookback: Option<String>,
     /// Bearer token accepted on ingest; repeat or comma-separate for several
     #[arg(
         long = "ingest-token",
@@ -114,9 +134,20 @@ struct FileConfig {
     firehose_access_key: Option<String>,
     #[serde(default)]
     ingest_tokens: Vec<String>,
-    /// Sections of later features, accepted so a shared file loads.
-    cloudwatch: Option<toml::Value>,
+    cloudwatch: Option<CloudWatchFile>,
+    /// A section of a later feature, accepted so a shared file loads.
     notifiers: Option<toml::Value>,
+}
+
+/// The `[cloudwatch]` section.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloudWatchFile {
+    region: Option<String>,
+    endpoint_url: Option<String>,
+    log_group_prefixes: Option<Vec<String>>,
+    poll_interval: Option<String>,
+    lookback: Option<String>,
 }
 
 /// The resolved settings.
@@ -138,6 +169,7 @@ pub(crate) struct ServeConfig {
     pub(crate) pricing: Option<PathBuf>,
     pub(crate) ingest_tokens: Vec<String>,
     pub(crate) firehose_access_key: Option<String>,
+    pub(crate) cloudwatch: Option<faasight_collector::cloudwatch::CloudWatchConfig>,
     /// Config sections present but not acted on by this version.
     pub(crate) unsupported_sections: Vec<&'static str>,
 }
@@ -203,9 +235,6 @@ impl ServeConfig {
             None => FileConfig::default(),
         };
         let mut unsupported = Vec::new();
-        if file.cloudwatch.is_some() {
-            unsupported.push("cloudwatch");
-        }
         if file.notifiers.is_some() {
             unsupported.push("notifiers");
         }
@@ -241,6 +270,33 @@ impl ServeConfig {
                 reason: "must be above zero".into(),
             });
         }
+        let cw = file.cloudwatch.unwrap_or_default();
+        let cloudwatch = match args.cloudwatch_region.or(cw.region) {
+            None => None,
+            Some(region) => {
+                let mut prefixes = args.cloudwatch_log_group_prefixes;
+                if prefixes.is_empty() {
+                    prefixes = cw
+                        .log_group_prefixes
+                        .unwrap_or_else(|| vec!["/aws/lambda/".into()]);
+                }
+                let interval = args
+                    .cloudwatch_poll_interval
+                    .or(cw.poll_interval)
+                    .unwrap_or_else(|| "30s".into());
+                let lookback = args
+                    .cloudwatch_lookback
+                    .or(cw.lookback)
+                    .unwrap_or_else(|| "1h".into());
+                Some(faasight_collector::cloudwatch::CloudWatchConfig {
+                    region,
+                    endpoint_url: args.cloudwatch_endpoint_url.or(cw.endpoint_url),
+                    log_group_prefixes: prefixes,
+                    poll_interval: parse_duration("cloudwatch poll interval", &interval)?,
+                    lookback: parse_duration("cloudwatch lookback", &lookback)?,
+                })
+            }
+        };
         let mut ingest_tokens = args.ingest_tokens;
         if ingest_tokens.is_empty() {
             ingest_tokens = file.ingest_tokens;
@@ -287,6 +343,7 @@ impl ServeConfig {
                 .firehose_access_key
                 .or(file.firehose_access_key)
                 .filter(|k| !k.is_empty()),
+            cloudwatch,
             unsupported_sections: unsupported,
         })
     }
@@ -324,7 +381,10 @@ mod tests {
         assert_eq!(c.flush_interval, Duration::from_secs(3));
         assert_eq!(c.api_addr, addr("127.0.0.1:9999"));
         assert_eq!(c.otlp_http_addr, addr("127.0.0.1:4318"));
-        assert_eq!(c.unsupported_sections, vec!["cloudwatch"]);
+        let cw = c.cloudwatch.expect("cloudwatch on");
+        assert_eq!(cw.region, "us-east-1");
+        assert_eq!(cw.log_group_prefixes, vec!["/aws/lambda/".to_string()]);
+        assert_eq!(cw.poll_interval, Duration::from_secs(30));
     }
 
     #[test]

@@ -137,6 +137,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         }
     };
 
+    let receiver_for_poller = receiver.clone();
     let (traces, logs, metrics) = receive::grpc::services(receiver.clone());
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
@@ -170,6 +171,21 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             .clone()
             .run(config.flush_interval, stopped()),
     );
+    let poller = match &config.cloudwatch {
+        Some(cw) => {
+            let poller = faasight_collector::cloudwatch::Poller::new(
+                cw.clone(),
+                receiver_for_poller,
+                collector.flusher.clone(),
+                &collector.data_dir,
+                recovery.cloudwatch_checkpoints.clone(),
+            )
+            .await?;
+            tracing::info!(region = %cw.region, prefixes = ?cw.log_group_prefixes, "cloudwatch logs poller on");
+            Some(tokio::spawn(poller.run(stopped())))
+        }
+        None => None,
+    };
 
     ready.store(true, Ordering::Relaxed);
     // The one line a script reads to learn the chosen ports.
@@ -196,6 +212,12 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         tracing::error!(error = %e, "api server ended with an error");
     }
     let _ = flusher.await;
+    if let Some(p) = poller {
+        // A poll in progress is cut short: its events are either durable
+        // with their checkpoint or not acknowledged at all.
+        p.abort();
+        let _ = p.await;
+    }
     let report = collector.flusher.flush().await?;
     tracing::info!(
         rows = report.rows,

@@ -9,6 +9,7 @@
 //! invariants) and returns the handles the server wires together.
 
 pub mod buffer;
+pub mod cloudwatch;
 pub mod decode;
 pub mod ingest;
 pub mod model;
@@ -66,6 +67,8 @@ pub struct RecoveryReport {
     pub rows_replayed: usize,
     pub torn_tails: usize,
     pub quarantined: Vec<PathBuf>,
+    /// CloudWatch checkpoints found in replayed WAL records, per log group.
+    pub cloudwatch_checkpoints: std::collections::BTreeMap<String, cloudwatch::Checkpoint>,
 }
 
 /// The opened collector: handles for the receivers, the flush and queries.
@@ -210,6 +213,16 @@ fn replay_segment(
             );
             continue;
         };
+        if kind == RecordKind::CloudWatchJson
+            && let Ok(batch) = serde_json::from_slice::<cloudwatch::PolledBatch>(&record.body)
+        {
+            let cp = report
+                .cloudwatch_checkpoints
+                .remove(&batch.group)
+                .unwrap_or_default()
+                .max(batch.checkpoint);
+            report.cloudwatch_checkpoints.insert(batch.group, cp);
+        }
         match decode::decode_record(kind, &record.body, record.received_at_micros) {
             Ok(n) => {
                 report.records_replayed += 1;

@@ -122,6 +122,12 @@ pub struct CollectorMetrics {
     pub lambda_telemetry: SignalCounters,
     /// Log events of `POST /v1/firehose`.
     pub firehose: SignalCounters,
+    /// Events read by the CloudWatch Logs poller.
+    pub cloudwatch: SignalCounters,
+    pub cloudwatch_polls: Counter,
+    pub cloudwatch_errors: Counter,
+    pub cloudwatch_throttled: Counter,
+    pub cloudwatch_groups: Gauge,
     pub wal_bytes_written: Counter,
     pub wal_fsync: Histogram,
     pub wal_group_requests: Counter,
@@ -228,6 +234,30 @@ impl CollectorMetrics {
             "faasight_flushed_rows_total",
             "rows written to Parquet",
             &[("", self.flushed_rows.get())],
+        );
+        render_counter(
+            out,
+            "faasight_cloudwatch_polls_total",
+            "completed CloudWatch Logs polls",
+            &[("", self.cloudwatch_polls.get())],
+        );
+        render_counter(
+            out,
+            "faasight_cloudwatch_errors_total",
+            "failed CloudWatch Logs polls",
+            &[("", self.cloudwatch_errors.get())],
+        );
+        render_counter(
+            out,
+            "faasight_cloudwatch_throttled_total",
+            "CloudWatch Logs calls throttled and retried",
+            &[("", self.cloudwatch_throttled.get())],
+        );
+        render_gauge(
+            out,
+            "faasight_cloudwatch_log_groups",
+            "log groups the poller reads",
+            self.cloudwatch_groups.get(),
         );
         render_counter(
             out,

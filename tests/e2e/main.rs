@@ -2,6 +2,7 @@
 //! One test binary, one module per area (each extra binary costs a long link).
 
 mod bad_input;
+mod cloudwatch;
 mod durability;
 mod invocations;
 mod otlp_clients;

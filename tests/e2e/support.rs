@@ -45,6 +45,7 @@ pub(crate) fn run_json(cmd: &mut Command) -> Value {
 #[derive(Debug)]
 pub(crate) struct TestServerBuilder {
     args: Vec<String>,
+    env: Vec<(String, String)>,
     data_dir: Option<PathBuf>,
 }
 
@@ -56,6 +57,11 @@ impl TestServerBuilder {
 
     pub(crate) fn args(mut self, a: &[&str]) -> Self {
         self.args.extend(a.iter().map(|s| s.to_string()));
+        self
+    }
+
+    pub(crate) fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.to_string(), v.to_string()));
         self
     }
 
@@ -86,6 +92,7 @@ impl TestServerBuilder {
                 "127.0.0.1:0",
             ])
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FAASIGHT_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -123,6 +130,7 @@ impl TestServerBuilder {
             api: field("api"),
             data_dir,
             args: self.args,
+            env: self.env,
             log,
             _tmp: tmp,
         }
@@ -138,6 +146,7 @@ pub(crate) struct TestServer {
     pub(crate) api: String,
     pub(crate) data_dir: PathBuf,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -146,6 +155,7 @@ impl TestServer {
     pub(crate) fn builder() -> TestServerBuilder {
         TestServerBuilder {
             args: Vec::new(),
+            env: Vec::new(),
             data_dir: None,
         }
     }
@@ -259,6 +269,7 @@ impl TestServer {
         self.kill9();
         let mut b = TestServer::builder().data_dir(&self.data_dir);
         b.args = self.args.clone();
+        b.env = self.env.clone();
         let mut next = b.start();
         next._tmp = self._tmp.take();
         next

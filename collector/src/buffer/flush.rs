@@ -62,6 +62,12 @@ impl Flusher {
         }
     }
 
+    /// Holds flushes off while the guard lives (the CloudWatch poller saves
+    /// its checkpoint file under it).
+    pub async fn hold(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock.lock().await
+    }
+
     /// Flushes everything buffered so far.
     pub async fn flush(&self) -> Result<FlushReport, FlushError> {
         let _guard = self.lock.lock().await;

@@ -40,26 +40,29 @@ struct DeliveryRecord {
     data: String,
 }
 
-#[derive(Debug, Deserialize)]
+/// CloudWatch Logs subscription data (also what the CloudWatch poller
+/// writes to the WAL).
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
-struct Subscription {
-    message_type: String,
+pub struct Subscription {
+    pub message_type: String,
     #[serde(default)]
-    owner: Option<String>,
+    pub owner: Option<String>,
     #[serde(default)]
-    log_group: String,
+    pub log_group: String,
     #[serde(default)]
-    log_stream: String,
+    pub log_stream: String,
     #[serde(default)]
-    log_events: Vec<LogEvent>,
+    pub log_events: Vec<LogEvent>,
 }
 
-#[derive(Debug, Deserialize)]
-struct LogEvent {
+/// One CloudWatch log event.
+#[derive(Debug, Clone, Deserialize, serde::Serialize)]
+pub struct LogEvent {
     #[serde(default)]
-    id: String,
-    timestamp: i64,
-    message: String,
+    pub id: String,
+    pub timestamp: i64,
+    pub message: String,
 }
 
 /// The function a log group belongs to: `/aws/lambda/<name>`, or the group.
@@ -82,9 +85,7 @@ pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, 
     let delivery: Delivery =
         serde_json::from_slice(body).map_err(|e| FirehoseError::Body(e.to_string()))?;
     let _ = delivery.request_id;
-    let mut out = Normalized::default();
-    let mut logs = LogColumns::new();
-    let mut records = RecordColumns::default();
+    let mut subs = Vec::with_capacity(delivery.records.len());
     for (i, rec) in delivery.records.iter().enumerate() {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(rec.data.trim())
@@ -98,6 +99,21 @@ pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, 
         let sub: Subscription = serde_json::from_slice(&json).map_err(|e| {
             FirehoseError::Record(i, format!("not CloudWatch Logs subscription data: {e}"))
         })?;
+        subs.push(sub);
+    }
+    Ok(decode_subscriptions(&subs, now_micros)?)
+}
+
+/// Log rows and invocation records of CloudWatch subscription messages;
+/// only `DATA_MESSAGE`s carry events.
+pub fn decode_subscriptions(
+    subs: &[Subscription],
+    now_micros: i64,
+) -> Result<Normalized, arrow::error::ArrowError> {
+    let mut out = Normalized::default();
+    let mut logs = LogColumns::new();
+    let mut records = RecordColumns::default();
+    for sub in subs {
         if sub.message_type != "DATA_MESSAGE" {
             continue;
         }

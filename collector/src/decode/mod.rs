@@ -35,17 +35,25 @@ pub fn decode_record(
     body: &[u8],
     received_at_micros: i64,
 ) -> Result<Normalized, ReplayError> {
-    match otlp::signal_of(kind) {
-        Some((signal, encoding)) => Ok(otlp::decode(signal, encoding, body, received_at_micros)?),
-        None if kind == RecordKind::FirehoseJson => Ok(firehose::decode(
-            body,
-            received_at_micros,
-            REPLAY_DECOMPRESS_LIMIT,
-        )?),
-        None if kind == RecordKind::TelemetryJson => {
-            let (query, events) = telemetry_api::split_wal_body(body)?;
-            Ok(telemetry_api::decode(query, events, received_at_micros)?)
-        }
-        None => Ok(invocations_api::decode(body)?.0),
+    if let Some((signal, encoding)) = otlp::signal_of(kind) {
+        return Ok(otlp::decode(signal, encoding, body, received_at_micros)?);
     }
+    Ok(match kind {
+        RecordKind::InvocationsJson => invocations_api::decode(body)?.0,
+        RecordKind::TelemetryJson => {
+            let (query, events) = telemetry_api::split_wal_body(body)?;
+            telemetry_api::decode(query, events, received_at_micros)?
+        }
+        RecordKind::FirehoseJson => {
+            firehose::decode(body, received_at_micros, REPLAY_DECOMPRESS_LIMIT)?
+        }
+        RecordKind::CloudWatchJson => {
+            let batch: crate::cloudwatch::PolledBatch = serde_json::from_slice(body)
+                .map_err(|e| firehose::FirehoseError::Body(e.to_string()))?;
+            firehose::decode_subscriptions(&batch.messages, received_at_micros)
+                .map_err(firehose::FirehoseError::Arrow)?
+        }
+        // OTLP kinds were decoded above.
+        _ => Normalized::default(),
+    })
 }

@@ -133,6 +133,20 @@ impl Receiver {
         Ok(accepted.await?.0)
     }
 
+    /// Events of the CloudWatch poller (a `cloudwatch::PolledBatch`).
+    pub async fn accept_cloudwatch(&self, body: &[u8]) -> Result<Normalized, AcceptError> {
+        let now = now_micros();
+        let counters = &self.metrics.cloudwatch;
+        let accepted = self.accept_with(counters, RecordKind::CloudWatchJson, body, now, || {
+            let batch: crate::cloudwatch::PolledBatch = serde_json::from_slice(body)
+                .map_err(|e| firehose::FirehoseError::Body(e.to_string()))?;
+            let n = firehose::decode_subscriptions(&batch.messages, now)
+                .map_err(firehose::FirehoseError::Arrow)?;
+            Ok((n, ()))
+        });
+        Ok(accepted.await?.0)
+    }
+
     /// The shared path: capacity check, decode, counters, WAL.
     async fn accept_with<T>(
         &self,

@@ -94,6 +94,9 @@ pub enum RecordKind {
     TelemetryJson = 8,
     /// `POST /v1/firehose`: the delivery as it arrived.
     FirehoseJson = 9,
+    /// Events read by the CloudWatch poller with their checkpoint
+    /// (`cloudwatch::PolledBatch` as JSON).
+    CloudWatchJson = 10,
 }
 
 impl RecordKind {
@@ -109,6 +112,7 @@ impl RecordKind {
             7 => InvocationsJson,
             8 => TelemetryJson,
             9 => FirehoseJson,
+            10 => CloudWatchJson,
             _ => return None,
         })
     }

@@ -75,9 +75,10 @@ pub fn signal_of(kind: RecordKind) -> Option<(Signal, Encoding)> {
         RecordKind::LogsJson => (Signal::Logs, Encoding::Json),
         RecordKind::MetricsProto => (Signal::Metrics, Encoding::Protobuf),
         RecordKind::MetricsJson => (Signal::Metrics, Encoding::Json),
-        RecordKind::InvocationsJson | RecordKind::TelemetryJson | RecordKind::FirehoseJson => {
-            return None;
-        }
+        RecordKind::InvocationsJson
+        | RecordKind::TelemetryJson
+        | RecordKind::FirehoseJson
+        | RecordKind::CloudWatchJson => return None,
     })
 }
 

@@ -1,0 +1,120 @@
+//! The CloudWatch Logs poller against moto's server as the AWS endpoint:
+//! events become logs and invocations, and neither kill -9 nor SIGTERM makes
+//! it miss or repeat one.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::{TestServer, client_script, python, run_json};
+
+struct Moto(Child, String);
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_moto() -> Moto {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let bin = python().with_file_name("moto_server");
+    let child = Command::new(&bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("start {}: {e}", bin.display()));
+    let url = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "moto did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Moto(child, url)
+}
+
+fn put(moto: &Moto, group: &str, first: usize, count: usize) {
+    run_json(
+        Command::new(python())
+            .arg(client_script("cloudwatch_put.py"))
+            .args([&moto.1, group, &first.to_string(), &count.to_string()]),
+    );
+}
+
+fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn polls(server: &TestServer) -> u64 {
+    let (_, m) = server.get("/metrics");
+    m.lines()
+        .find_map(|l| l.strip_prefix("faasight_cloudwatch_polls_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn poller_reads_new_events_once_across_restarts() {
+    let moto = start_moto();
+    put(&moto, "/aws/lambda/cw-fn", 0, 3);
+    put(&moto, "/custom/not-lambda", 100, 1);
+    let server = TestServer::builder()
+        .args(&[
+            "--cloudwatch-region",
+            "us-east-1",
+            "--cloudwatch-endpoint-url",
+            &moto.1,
+            "--cloudwatch-poll-interval",
+            "300ms",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .start();
+    let invocations = |s: &TestServer| {
+        s.count("SELECT count(*) AS n FROM invocations WHERE function_name = 'cw-fn'")
+    };
+    let logs = |s: &TestServer| s.count("SELECT count(*) AS n FROM logs");
+    wait_until("3 invocations", || invocations(&server) == 3);
+    let rows = server.sql("SELECT duration_ms, billed_duration_ms, memory_size_mb, function_version FROM invocations WHERE function_name = 'cw-fn' ORDER BY request_id");
+    assert_eq!(
+        rows[0],
+        serde_json::json!({"duration_ms": 10.5, "billed_duration_ms": 11, "memory_size_mb": 256, "function_version": "$LATEST"})
+    );
+    assert_eq!(logs(&server), 6, "only the /aws/lambda/ group is read");
+
+    // kill -9 and restart: the next polls skip what was read.
+    let mut server = server.restart();
+    let before = polls(&server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while polls(&server) < before + 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no polls after the restart; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(logs(&server), 6);
+    put(&moto, "/aws/lambda/cw-fn", 3, 2);
+    wait_until("5 invocations", || invocations(&server) == 5);
+    assert_eq!(logs(&server), 10);
+
+    // SIGTERM and restart: the same.
+    server.terminate();
+    let server = server.restart();
+    wait_until("two polls after the clean restart", || polls(&server) >= 2);
+    assert_eq!(logs(&server), 10);
+    assert_eq!(invocations(&server), 5);
+    let (_, m) = server.get("/metrics");
+    assert!(m.contains("faasight_cloudwatch_log_groups 1"), "{m}");
+    assert!(server.data_dir.join("cloudwatch/checkpoints.json").exists());
+}
