@@ -2,6 +2,7 @@
 //! data directory without a server.
 
 mod config;
+mod import;
 mod serve;
 
 use std::path::PathBuf;
@@ -23,6 +24,12 @@ struct Cli {
 enum Command {
     /// Run the collector, the query API and the flush, with embedded defaults
     Serve(Box<config::ServeArgs>),
+    /// Backfill from an external source into a data directory (no server may
+    /// be running on it)
+    Import {
+        #[command(subcommand)]
+        source: ImportSource,
+    },
     /// Run SQL on a data directory without a server
     Query {
         /// Data directory to read [default: ./data]
@@ -37,6 +44,13 @@ enum Command {
         /// The SQL statement (read-only)
         sql: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum ImportSource {
+    /// Read CloudWatch Logs once, from `--since` ago (or each group's
+    /// checkpoint), with the poller's reader and checkpoints
+    Cloudwatch(Box<import::CloudWatchImportArgs>),
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -121,6 +135,9 @@ fn main() -> ExitCode {
                 timeout,
                 sql,
             } => query(data_dir, format.into(), timeout, sql).await,
+            Command::Import {
+                source: ImportSource::Cloudwatch(args),
+            } => import::cloudwatch(*args).await,
         }
     });
     match result {

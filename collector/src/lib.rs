@@ -37,6 +37,8 @@ pub enum Error {
     Storage(#[from] storage::parquet::Error),
     #[error(transparent)]
     Ingest(#[from] IngestError),
+    #[error("data directory {0} is in use by another faasight process")]
+    Locked(PathBuf),
 }
 
 /// Settings of [`Collector::open`].
@@ -79,6 +81,8 @@ pub struct Collector {
     pub flusher: Flusher,
     pub metrics: Arc<CollectorMetrics>,
     pub data_dir: PathBuf,
+    /// Held while any clone lives: the data directory's single-writer lock.
+    _lock: Arc<std::fs::File>,
 }
 
 impl Collector {
@@ -87,6 +91,17 @@ impl Collector {
         let wal = WalDir::open(config.data_dir.join("wal"))?;
         // Query scans address files by absolute path.
         config.data_dir = absolute(&config.data_dir)?;
+        // One writer per data directory: a second WAL writer would reuse
+        // segment ids. The lock lives as long as the process.
+        let lock_path = config.data_dir.join("LOCK");
+        let lock = std::fs::File::create(&lock_path).map_err(|source| wal::Error::Io {
+            path: lock_path.clone(),
+            source,
+        })?;
+        if lock.try_lock().is_err() {
+            return Err(Error::Locked(config.data_dir.clone()));
+        }
+        let lock = Arc::new(lock);
         let checkpoint = wal.checkpoint()?;
         let buffer = Buffer::new();
         let mut report = RecoveryReport::default();
@@ -134,6 +149,7 @@ impl Collector {
                 flusher,
                 metrics,
                 data_dir: config.data_dir,
+                _lock: lock,
             },
             report,
         ))

@@ -71,6 +71,17 @@ fn open(dir: &std::path::Path) -> Collector {
 }
 
 #[tokio::test]
+async fn a_second_writer_on_the_same_directory_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path());
+    let second = Collector::open(CollectorConfig::for_tests(dir.path()));
+    assert!(matches!(second, Err(crate::Error::Locked(_))), "{second:?}");
+    drop(c);
+    // Released with the collector.
+    open(dir.path());
+}
+
+#[tokio::test]
 async fn replay_restores_unflushed_rows_and_is_idempotent() {
     let dir = tempfile::tempdir().expect("tempdir");
     let c = open(dir.path());

@@ -118,3 +118,90 @@ fn poller_reads_new_events_once_across_restarts() {
     assert!(m.contains("faasight_cloudwatch_log_groups 1"), "{m}");
     assert!(server.data_dir.join("cloudwatch/checkpoints.json").exists());
 }
+
+#[test]
+fn import_backfills_once_and_the_poller_continues_without_repeats() {
+    let moto = start_moto();
+    put(&moto, "/aws/lambda/imp-fn", 0, 4);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let import = || {
+        let out = Command::new(crate::support::BIN)
+            .args([
+                "import",
+                "cloudwatch",
+                "--since",
+                "2h",
+                "--log-group-prefix",
+                "/aws/lambda/imp",
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .args([
+                "--cloudwatch-region",
+                "us-east-1",
+                "--cloudwatch-endpoint-url",
+                &moto.1,
+            ])
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .output()
+            .expect("import");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let first = import();
+    assert!(
+        first.contains("imported 8 events from 1 log groups"),
+        "{first}"
+    );
+    let again = import();
+    assert!(
+        again.contains("imported 0 events") && again.contains("8 already imported"),
+        "{again}"
+    );
+    // The server on the same directory reads only what is new.
+    let server = TestServer::builder()
+        .data_dir(&data)
+        .args(&[
+            "--cloudwatch-region",
+            "us-east-1",
+            "--cloudwatch-endpoint-url",
+            &moto.1,
+            "--cloudwatch-poll-interval",
+            "300ms",
+        ])
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .start();
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM invocations WHERE function_name = 'imp-fn'"),
+        4
+    );
+    put(&moto, "/aws/lambda/imp-fn", 4, 1);
+    wait_until("the new invocation", || {
+        server.count("SELECT count(*) AS n FROM invocations WHERE function_name = 'imp-fn'") == 5
+    });
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM logs WHERE function_name = 'imp-fn'"),
+        10
+    );
+    // A second writer on the same directory is refused while the server runs.
+    let out = Command::new(crate::support::BIN)
+        .args(["import", "cloudwatch", "--since", "1h", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--cloudwatch-region",
+            "us-east-1",
+            "--cloudwatch-endpoint-url",
+            &moto.1,
+        ])
+        .output()
+        .expect("import");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another faasight"));
+}
