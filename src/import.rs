@@ -3,13 +3,9 @@
 //! a summary. Checkpoints are shared with the poller, so running it twice,
 //! or starting the server afterwards, repeats nothing.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use faasight_collector::cloudwatch::Poller;
-use faasight_collector::ingest::Limits;
-use faasight_collector::receive::{Receiver, ReceiverConfig};
-use faasight_collector::{Collector, CollectorConfig};
 
 use crate::config::{ServeArgs, ServeConfig, parse_duration};
 
@@ -40,22 +36,7 @@ pub(crate) async fn cloudwatch(args: CloudWatchImportArgs) -> Result<(), BoxErro
         cw.log_group_prefixes = args.log_group_prefix;
     }
     std::fs::create_dir_all(&config.data_dir)?;
-    let (collector, recovery) = Collector::open(CollectorConfig {
-        data_dir: config.data_dir.clone(),
-        limits: Limits {
-            max_buffer_bytes: config.max_buffer_size,
-            max_wal_bytes: config.max_wal_size,
-        },
-    })?;
-    let receiver = Receiver {
-        ingest: collector.ingest.clone(),
-        metrics: Arc::clone(&collector.metrics),
-        config: Arc::new(ReceiverConfig {
-            max_body_size: config.max_body_size,
-            ingest_tokens: Vec::new(),
-            firehose_access_key: None,
-        }),
-    };
+    let (collector, recovery, receiver) = crate::serve::open_collector(&config)?;
     let poller = Poller::new(
         cw,
         receiver,

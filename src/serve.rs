@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use faasight_collector::ingest::Limits;
 use faasight_collector::receive::{self, Receiver, ReceiverConfig};
-use faasight_collector::{Collector, CollectorConfig};
+use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
 use faasight_query::api::http::{self as api, ApiState};
 use faasight_query::{QueryConfig, QueryEngine};
 use tokio::net::TcpListener;
@@ -70,6 +70,30 @@ fn warn_if_exposed(config: &ServeConfig) {
     }
 }
 
+/// Recovers the data directory and builds the receiver every ingest path
+/// (listeners, poller, import) shares.
+pub(crate) fn open_collector(
+    config: &ServeConfig,
+) -> Result<(Collector, RecoveryReport, Receiver), BoxError> {
+    let (collector, recovery) = Collector::open(CollectorConfig {
+        data_dir: config.data_dir.clone(),
+        limits: Limits {
+            max_buffer_bytes: config.max_buffer_size,
+            max_wal_bytes: config.max_wal_size,
+        },
+    })?;
+    let receiver = Receiver {
+        ingest: collector.ingest.clone(),
+        metrics: Arc::clone(&collector.metrics),
+        config: Arc::new(ReceiverConfig {
+            max_body_size: config.max_body_size,
+            ingest_tokens: config.ingest_tokens.clone(),
+            firehose_access_key: config.firehose_access_key.clone(),
+        }),
+    };
+    Ok((collector, recovery, receiver))
+}
+
 pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     for section in &config.unsupported_sections {
         tracing::warn!(
@@ -87,13 +111,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     if config.rules_dir.is_dir() {
         tracing::warn!(rules_dir = %config.rules_dir.display(), "rules are not evaluated by this version");
     }
-    let (collector, recovery) = Collector::open(CollectorConfig {
-        data_dir: config.data_dir.clone(),
-        limits: Limits {
-            max_buffer_bytes: config.max_buffer_size,
-            max_wal_bytes: config.max_wal_size,
-        },
-    })?;
+    let (collector, recovery, receiver) = open_collector(&config)?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
         files = recovery.files,
@@ -112,15 +130,6 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             ..QueryConfig::default()
         },
     )?;
-    let receiver = Receiver {
-        ingest: collector.ingest.clone(),
-        metrics: Arc::clone(&collector.metrics),
-        config: Arc::new(ReceiverConfig {
-            max_body_size: config.max_body_size,
-            ingest_tokens: config.ingest_tokens.clone(),
-            firehose_access_key: config.firehose_access_key.clone(),
-        }),
-    };
 
     let grpc_listener = bind("otlp-grpc", config.otlp_grpc_addr).await?;
     let http_listener = bind("otlp-http", config.otlp_http_addr).await?;

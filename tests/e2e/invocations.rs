@@ -71,17 +71,7 @@ fn report_lines_and_handler_spans_merge_into_one_invocation() {
 }
 
 fn post_invocations(server: &TestServer, body: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/invocations", server.http_url()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .expect("send");
-    let status = resp.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&resp.text().expect("body")).expect("json answer"),
-    )
+    server.post_json("/v1/invocations", &[], body)
 }
 
 #[test]
@@ -156,17 +146,7 @@ const TELEMETRY_BATCH: &str = r#"[
 ]"#;
 
 fn post_telemetry(server: &TestServer, query: &str, body: &str) -> (u16, serde_json::Value) {
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/lambda/telemetry?{query}", server.http_url()))
-        .header("content-type", "application/json")
-        .body(body.to_string())
-        .send()
-        .expect("send");
-    let status = resp.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&resp.text().expect("body")).expect("json answer"),
-    )
+    server.post_json(&format!("/v1/lambda/telemetry?{query}"), &[], body)
 }
 
 #[test]
@@ -258,19 +238,11 @@ fn post_firehose(
     request_id: &str,
     body: &str,
 ) -> (u16, serde_json::Value) {
-    let resp = reqwest::blocking::Client::new()
-        .post(format!("{}/v1/firehose", server.http_url()))
-        .header("content-type", "application/json")
-        .header("x-amz-firehose-request-id", request_id)
-        .header("x-amz-firehose-access-key", key)
-        .body(body.to_string())
-        .send()
-        .expect("send");
-    let status = resp.status().as_u16();
-    (
-        status,
-        serde_json::from_str(&resp.text().expect("body")).expect("json answer"),
-    )
+    let headers = [
+        ("x-amz-firehose-request-id", request_id),
+        ("x-amz-firehose-access-key", key),
+    ];
+    server.post_json("/v1/firehose", &headers, body)
 }
 
 #[test]

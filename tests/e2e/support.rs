@@ -196,6 +196,29 @@ impl TestServer {
         serde_json::from_str::<Vec<Value>>(&body).unwrap_or_else(|e| panic!("bad JSON {e}: {body}"))
     }
 
+    /// POSTs a JSON body to an ingest path and parses the JSON answer.
+    pub(crate) fn post_json(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Value) {
+        let mut req = reqwest::blocking::Client::new()
+            .post(format!("{}{path}", self.http_url()))
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = req.send().expect("send");
+        let status = resp.status().as_u16();
+        let text = resp.text().expect("body");
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("bad JSON answer {e}: {text}")),
+        )
+    }
+
     pub(crate) fn query_raw(&self, sql: &str, format: &str) -> (u16, String) {
         let client = reqwest::blocking::Client::new();
         let resp = client
