@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faasight_query::cost::PriceCatalog;
 use faasight_query::format::{self, Format};
 use faasight_query::{QueryConfig, QueryEngine};
 
@@ -41,6 +42,9 @@ enum Command {
         /// Longest the query may run
         #[arg(long, default_value = "5m")]
         timeout: String,
+        /// Price catalog file extending the shipped prices
+        #[arg(long, env = "FAASIGHT_PRICING")]
+        pricing: Option<PathBuf>,
         /// The SQL statement (read-only)
         sql: String,
     },
@@ -89,6 +93,7 @@ async fn query(
     data_dir: PathBuf,
     format: Format,
     timeout: String,
+    pricing: Option<PathBuf>,
     sql: String,
 ) -> Result<(), BoxError> {
     if !data_dir.is_dir() {
@@ -99,6 +104,7 @@ async fn query(
         buffer,
         QueryConfig {
             timeout: config::parse_duration("timeout", &timeout)?,
+            pricing: std::sync::Arc::new(PriceCatalog::load(pricing.as_deref())?),
             ..QueryConfig::default()
         },
     )?;
@@ -133,8 +139,9 @@ fn main() -> ExitCode {
                 data_dir,
                 format,
                 timeout,
+                pricing,
                 sql,
-            } => query(data_dir, format.into(), timeout, sql).await,
+            } => query(data_dir, format.into(), timeout, pricing, sql).await,
             Command::Import {
                 source: ImportSource::Cloudwatch(args),
             } => import::cloudwatch(*args).await,

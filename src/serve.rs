@@ -11,6 +11,7 @@ use faasight_collector::ingest::Limits;
 use faasight_collector::receive::{self, Receiver, ReceiverConfig};
 use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
 use faasight_query::api::http::{self as api, ApiState};
+use faasight_query::cost::PriceCatalog;
 use faasight_query::{QueryConfig, QueryEngine};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -105,9 +106,6 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     // Parts of the contract that later issues build; say so instead of
     // pretending they run.
     tracing::info!(pg_addr = %config.pg_addr, "the postgres wire protocol is not served by this version");
-    if let Some(p) = &config.pricing {
-        tracing::warn!(pricing = %p.display(), "--pricing is not used yet: this version computes no cost");
-    }
     if config.rules_dir.is_dir() {
         tracing::warn!(rules_dir = %config.rules_dir.display(), "rules are not evaluated by this version");
     }
@@ -121,9 +119,16 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         quarantined = recovery.quarantined.len(),
         "data directory recovered"
     );
+    let pricing = PriceCatalog::load(config.pricing.as_deref())?;
+    tracing::info!(
+        entries = pricing.len(),
+        overrides = config.pricing.as_ref().map(|p| p.display().to_string()),
+        "price catalog loaded"
+    );
     let engine = QueryEngine::new(
         collector.buffer.clone(),
         QueryConfig {
+            pricing: Arc::new(pricing),
             timeout: config.query_timeout,
             max_rows: config.query_max_rows,
             memory_limit: config.query_memory_limit,

@@ -15,6 +15,7 @@ use faasight_collector::telemetry::{Counter, Histogram, render_counter};
 use futures::StreamExt;
 
 use crate::catalog::tables::FaasightTable;
+use crate::cost::{PriceCatalog, cost_udfs};
 
 /// Why a query failed; each maps to one status per API.
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,8 @@ pub struct QueryConfig {
     /// Memory all running queries may hold together.
     pub memory_limit: usize,
     pub target_partitions: usize,
+    /// Prices for the cost columns and functions.
+    pub pricing: Arc<PriceCatalog>,
 }
 
 impl Default for QueryConfig {
@@ -51,6 +54,9 @@ impl Default for QueryConfig {
             max_rows: 1_000_000,
             memory_limit: 2 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            pricing: Arc::new(
+                PriceCatalog::shipped().expect("the shipped price catalog is valid (unit-tested)"),
+            ),
         }
     }
 }
@@ -140,6 +146,9 @@ impl QueryEngine {
                 table.name(),
                 Arc::new(FaasightTable::new(table, self.buffer.clone())),
             )?;
+        }
+        for udf in cost_udfs(&self.config.pricing) {
+            ctx.register_udf(udf);
         }
         crate::catalog::views::register(&ctx).await?;
         Ok(ctx)

@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod cost;
 pub mod engine;
 pub mod format;
 

@@ -8,7 +8,9 @@
 //! a `signal: killed` exit at the memory limit is an `oom`).
 //! `billed_duration_ms` is as reported, or derived with Lambda's rules for
 //! its date when absent: 1 ms rounding, plus INIT since 2025-08-01.
-//! `cost_usd` stays null until the price catalog exists.
+//! `cost_usd` prices each invocation with the catalog in force on its date
+//! (`invocation_cost`); `cost_estimated` says a default region, provider or
+//! architecture stood in for an unknown one.
 //!
 //! The view regroups all records on every query; coalescing settled records
 //! at flush time is future work (see the benchmark report).
@@ -18,6 +20,11 @@ use datafusion::prelude::SessionContext;
 use crate::engine::QueryError;
 
 pub const INVOCATIONS_SQL: &str = r#"
+SELECT *,
+  invocation_cost(provider, region, architecture, billed_duration_ms, duration_ms,
+                  memory_size_mb, max_memory_used_mb, time) AS cost_usd,
+  invocation_cost_estimated(provider, region, architecture, time) AS cost_estimated
+FROM (
 SELECT
   min(time) AS time,
   function_name,
@@ -49,10 +56,10 @@ SELECT
     WHEN bool_or(status = 'error') THEN 'error'
     ELSE 'ok'
   END AS status,
-  max(error_type) AS error_type,
-  CAST(NULL AS DOUBLE) AS cost_usd
+  max(error_type) AS error_type
 FROM invocation_records
 GROUP BY function_name, request_id
+) AS merged
 "#;
 
 /// Registers the views in a fresh session (trusted SQL, before the
