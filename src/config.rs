@@ -50,7 +50,7 @@ pub(crate) struct ServeArgs {
     /// Query API, health and metrics [default: 127.0.0.1:8080]
     #[arg(long, env = "FAASIGHT_API_ADDR")]
     pub(crate) api_addr: Option<SocketAddr>,
-    /// Postgres wire protocol [default: 127.0.0.1:5433] (not served yet: see README)
+    /// Postgres wire protocol for psql, Grafana and BI tools [default: 127.0.0.1:5433]
     #[arg(long, env = "FAASIGHT_PG_ADDR")]
     pub(crate) pg_addr: Option<SocketAddr>,
     /// Directory of rule files [default: ./rules]
@@ -77,9 +77,18 @@ pub(crate) struct ServeArgs {
     /// Bytes of unflushed WAL before ingest answers 503 [default: 2GiB]
     #[arg(long, env = "FAASIGHT_MAX_WAL_SIZE")]
     pub(crate) max_wal_size: Option<String>,
-    /// Price catalog override (used by the cost layer; not read yet)
+    /// Price catalog file extending or correcting the shipped prices
     #[arg(long, env = "FAASIGHT_PRICING")]
     pub(crate) pricing: Option<PathBuf>,
+    /// Password every Postgres wire client must give (cleartext: use TLS off loopback)
+    #[arg(long, env = "FAASIGHT_PG_PASSWORD", hide_env_values = true)]
+    pub(crate) pg_password: Option<String>,
+    /// PEM certificate chain for TLS on the Postgres wire (with --pg-tls-key)
+    #[arg(long, env = "FAASIGHT_PG_TLS_CERT")]
+    pub(crate) pg_tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS on the Postgres wire
+    #[arg(long, env = "FAASIGHT_PG_TLS_KEY")]
+    pub(crate) pg_tls_key: Option<PathBuf>,
     /// Access key that Amazon Data Firehose must send to /v1/firehose
     #[arg(long, env = "FAASIGHT_FIREHOSE_ACCESS_KEY", hide_env_values = true)]
     pub(crate) firehose_access_key: Option<String>,
@@ -131,6 +140,9 @@ struct FileConfig {
     max_buffer_size: Option<String>,
     max_wal_size: Option<String>,
     pricing: Option<PathBuf>,
+    pg_password: Option<String>,
+    pg_tls_cert: Option<PathBuf>,
+    pg_tls_key: Option<PathBuf>,
     firehose_access_key: Option<String>,
     #[serde(default)]
     ingest_tokens: Vec<String>,
@@ -167,6 +179,7 @@ pub(crate) struct ServeConfig {
     pub(crate) max_buffer_size: usize,
     pub(crate) max_wal_size: u64,
     pub(crate) pricing: Option<PathBuf>,
+    pub(crate) pg: faasight_query::api::pg::PgConfig,
     pub(crate) ingest_tokens: Vec<String>,
     pub(crate) firehose_access_key: Option<String>,
     pub(crate) cloudwatch: Option<faasight_collector::cloudwatch::CloudWatchConfig>,
@@ -338,6 +351,14 @@ impl ServeConfig {
             max_buffer_size: to_usize(parse_size("max buffer size", &buf)?),
             max_wal_size: parse_size("max wal size", &wal)?,
             pricing: args.pricing.or(file.pricing),
+            pg: faasight_query::api::pg::PgConfig {
+                password: args
+                    .pg_password
+                    .or(file.pg_password)
+                    .filter(|p| !p.is_empty()),
+                tls_cert: args.pg_tls_cert.or(file.pg_tls_cert),
+                tls_key: args.pg_tls_key.or(file.pg_tls_key),
+            },
             ingest_tokens,
             firehose_access_key: args
                 .firehose_access_key

@@ -11,6 +11,7 @@ use faasight_collector::ingest::Limits;
 use faasight_collector::receive::{self, Receiver, ReceiverConfig};
 use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
 use faasight_query::api::http::{self as api, ApiState};
+use faasight_query::api::pg::PgServer;
 use faasight_query::cost::PriceCatalog;
 use faasight_query::{QueryConfig, QueryEngine};
 use tokio::net::TcpListener;
@@ -63,6 +64,12 @@ fn warn_if_exposed(config: &ServeConfig) {
     .filter(|(_, a)| !a.ip().is_loopback())
     .map(|(n, a)| format!("{n}={a}"))
     .collect();
+    if !config.pg_addr.ip().is_loopback() && config.pg.password.is_none() {
+        tracing::warn!(
+            pg_addr = %config.pg_addr,
+            "postgres wire listening beyond loopback without a password: anyone who can reach it can read all data; set --pg-password (and TLS)"
+        );
+    }
     if !exposed.is_empty() && config.ingest_tokens.is_empty() {
         tracing::warn!(
             listeners = exposed.join(" "),
@@ -105,7 +112,6 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     warn_if_exposed(&config);
     // Parts of the contract that later issues build; say so instead of
     // pretending they run.
-    tracing::info!(pg_addr = %config.pg_addr, "the postgres wire protocol is not served by this version");
     if config.rules_dir.is_dir() {
         tracing::warn!(rules_dir = %config.rules_dir.display(), "rules are not evaluated by this version");
     }
@@ -142,6 +148,9 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     let grpc_addr = grpc_listener.local_addr()?;
     let http_addr = http_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
+    let pg_listener = bind("pg", config.pg_addr).await?;
+    let pg_server = PgServer::new(engine.clone(), pg_listener, &config.pg).await?;
+    let pg_addr = pg_server.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
     let stopped = move || {
@@ -179,6 +188,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             .with_graceful_shutdown(stopped())
             .into_future(),
     );
+    let pg = tokio::spawn(pg_server.run(stopped()));
     let flusher = tokio::spawn(
         collector
             .flusher
@@ -206,11 +216,11 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     let mut out = std::io::stdout().lock();
     writeln!(
         out,
-        "faasight listening otlp_grpc={grpc_addr} otlp_http={http_addr} api={api_addr}"
+        "faasight listening otlp_grpc={grpc_addr} otlp_http={http_addr} api={api_addr} pg={pg_addr}"
     )?;
     out.flush()?;
     drop(out);
-    tracing::info!(%grpc_addr, %http_addr, %api_addr, "faasight is serving");
+    tracing::info!(%grpc_addr, %http_addr, %api_addr, %pg_addr, "faasight is serving");
 
     shutdown_signal().await;
     tracing::info!("shutting down: finishing in-flight requests");
@@ -225,6 +235,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     if let Ok(Err(e)) = api.await {
         tracing::error!(error = %e, "api server ended with an error");
     }
+    let _ = pg.await;
     let _ = flusher.await;
     if let Some(p) = poller {
         // A poll in progress is cut short: its events are either durable

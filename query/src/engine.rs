@@ -134,6 +134,11 @@ impl QueryEngine {
         })
     }
 
+    /// The query timeout and the row limit.
+    pub fn limits(&self) -> (Duration, usize) {
+        (self.config.timeout, self.config.max_rows)
+    }
+
     /// A fresh session with every table and view registered.
     pub async fn session(&self) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()

@@ -90,6 +90,8 @@ impl TestServerBuilder {
                 "127.0.0.1:0",
                 "--api-addr",
                 "127.0.0.1:0",
+                "--pg-addr",
+                "127.0.0.1:0",
             ])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
@@ -128,6 +130,7 @@ impl TestServerBuilder {
             grpc: field("otlp_grpc"),
             http: field("otlp_http"),
             api: field("api"),
+            pg: field("pg"),
             data_dir,
             args: self.args,
             env: self.env,
@@ -144,6 +147,8 @@ pub(crate) struct TestServer {
     pub(crate) grpc: String,
     pub(crate) http: String,
     pub(crate) api: String,
+    /// Postgres wire address, `host:port`.
+    pub(crate) pg: String,
     pub(crate) data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,

@@ -15,6 +15,15 @@
 //! The view regroups all records on every query; coalescing settled records
 //! at flush time is future work (see the benchmark report).
 
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, RecordBatchOptions};
+use arrow::datatypes::{DataType, TimeUnit};
+use datafusion::catalog::{Session, TableFunctionArgs, TableFunctionImpl, TableProvider};
+use datafusion::common::{DFSchema, ScalarValue};
+use datafusion::datasource::ViewTable;
+use datafusion::error::{DataFusionError, Result as DfResult};
+use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan};
 use datafusion::prelude::SessionContext;
 
 use crate::engine::QueryError;
@@ -62,10 +71,182 @@ GROUP BY function_name, request_id
 ) AS merged
 "#;
 
+/// Per-function summary; `{range}` is empty for the view (all data) and a
+/// time filter with placeholders for the `function_stats(...)` table function.
+const FUNCTION_STATS_SQL: &str = r#"
+SELECT
+  function_name,
+  min(time) AS first_seen,
+  max(time) AS last_seen,
+  count(*) AS invocations,
+  sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors,
+  sum(CASE WHEN status = 'timeout' THEN 1 ELSE 0 END) AS timeouts,
+  sum(CASE WHEN status = 'oom' THEN 1 ELSE 0 END) AS out_of_memory,
+  CAST(sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS DOUBLE) / count(*) AS error_rate,
+  sum(CASE WHEN cold_start THEN 1 ELSE 0 END) AS cold_starts,
+  CAST(sum(CASE WHEN cold_start THEN 1 ELSE 0 END) AS DOUBLE) / count(*) AS cold_start_rate,
+  avg(duration_ms) AS avg_duration_ms,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY duration_ms) AS p50_duration_ms,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY duration_ms) AS p95_duration_ms,
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_duration_ms,
+  max(duration_ms) AS max_duration_ms,
+  percentile_cont(0.5) WITHIN GROUP (ORDER BY init_duration_ms) AS p50_init_duration_ms,
+  percentile_cont(0.95) WITHIN GROUP (ORDER BY init_duration_ms) AS p95_init_duration_ms,
+  percentile_cont(0.99) WITHIN GROUP (ORDER BY init_duration_ms) AS p99_init_duration_ms,
+  max(memory_size_mb) AS memory_size_mb,
+  max(max_memory_used_mb) AS max_memory_used_mb,
+  CAST(max(max_memory_used_mb) AS DOUBLE) / max(memory_size_mb) AS memory_used_ratio,
+  sum(cost_usd) AS cost_usd,
+  sum(cost_usd) / count(*) AS cost_per_invocation_usd,
+  coalesce(bool_or(cost_estimated), false) AS cost_estimated
+FROM invocations
+{range}
+GROUP BY function_name
+"#;
+
+/// The time filter of `function_stats(start, end)`.
+pub(crate) const FUNCTION_STATS_RANGE: &str = "WHERE time >= $1 AND time < $2";
+
+/// AWS Lambda cost per calendar month and account, region and architecture,
+/// with the volume tiers applied to the month's GB-seconds (the free tier,
+/// shared by all regions of an account, is not subtracted).
+const MONTHLY_COSTS_SQL: &str = r#"
+SELECT
+  month, account_id, region, architecture, invocations, gb_seconds,
+  request_cost_usd, list_cost_usd,
+  request_cost_usd + lambda_tiered_cost(gb_seconds, architecture, region, month) AS cost_usd,
+  greatest(0.0, list_cost_usd - request_cost_usd
+    - lambda_tiered_cost(gb_seconds, architecture, region, month)) AS tier_discount_usd
+FROM (
+  SELECT
+    date_trunc('month', time) AS month,
+    account_id,
+    region,
+    coalesce(architecture, 'x86_64') AS architecture,
+    count(*) AS invocations,
+    sum(CAST(billed_duration_ms AS DOUBLE) / 1000.0 * CAST(memory_size_mb AS DOUBLE) / 1024.0)
+      AS gb_seconds,
+    sum(lambda_cost(0, 0, architecture, region, NULL, time)) AS request_cost_usd,
+    sum(cost_usd) AS list_cost_usd
+  FROM invocations
+  WHERE coalesce(provider, 'aws') = 'aws'
+    AND billed_duration_ms IS NOT NULL AND memory_size_mb IS NOT NULL
+  GROUP BY date_trunc('month', time), account_id, region, coalesce(architecture, 'x86_64')
+) AS monthly
+"#;
+
 /// Registers the views in a fresh session (trusted SQL, before the
 /// read-only options apply to user statements).
 pub async fn register(ctx: &SessionContext) -> Result<(), QueryError> {
     let view = ctx.sql(INVOCATIONS_SQL).await?.into_view();
     ctx.register_table("invocations", view)?;
+    let all_time = FUNCTION_STATS_SQL.replace("{range}", "");
+    let view = ctx.sql(&all_time).await?.into_view();
+    ctx.register_table("function_stats", view)?;
+    let ranged = FUNCTION_STATS_SQL.replace("{range}", FUNCTION_STATS_RANGE);
+    let plan = ctx.sql(&ranged).await?.into_unoptimized_plan();
+    ctx.register_udtf("function_stats", Arc::new(FunctionStatsFn { plan }));
+    let view = ctx.sql(MONTHLY_COSTS_SQL).await?.into_view();
+    ctx.register_table("monthly_costs", view)?;
     Ok(())
+}
+
+/// `function_stats(since)` or `function_stats(start, end)`: the summary over
+/// a time range. `since` is a duration back from now (`'24h'`, `'7d'`,
+/// `INTERVAL '1 day'`); `start`/`end` are timestamps (or RFC 3339 text).
+#[derive(Debug)]
+struct FunctionStatsFn {
+    plan: LogicalPlan,
+}
+
+impl TableFunctionImpl for FunctionStatsFn {
+    fn call_with_args(&self, args: TableFunctionArgs) -> DfResult<Arc<dyn TableProvider>> {
+        let now = chrono::Utc::now().timestamp_micros();
+        let values = args
+            .exprs()
+            .iter()
+            .map(|e| constant(args.session(), e))
+            .collect::<DfResult<Vec<_>>>()?;
+        let (start, end) = match values.as_slice() {
+            [since] => (bound(since, now, true)?, now),
+            [start, end] => (bound(start, now, true)?, bound(end, now, false)?),
+            _ => {
+                return Err(DataFusionError::Plan(
+                    "function_stats takes (since) or (start, end), e.g. function_stats('24h')"
+                        .into(),
+                ));
+            }
+        };
+        let utc = Some(Arc::from("+00:00"));
+        let plan = self.plan.clone().with_param_values(vec![
+            ScalarValue::TimestampMicrosecond(Some(start), utc.clone()),
+            ScalarValue::TimestampMicrosecond(Some(end), utc),
+        ])?;
+        Ok(Arc::new(ViewTable::new(plan, None)))
+    }
+}
+
+/// Evaluates a constant argument (`now() - INTERVAL '1 day'` included).
+fn constant(session: &dyn Session, expr: &Expr) -> DfResult<ScalarValue> {
+    let schema = DFSchema::empty();
+    let physical = session.create_physical_expr(expr.clone(), &schema)?;
+    let batch = RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::empty()),
+        vec![],
+        &RecordBatchOptions::new().with_row_count(Some(1)),
+    )?;
+    match physical.evaluate(&batch)? {
+        ColumnarValue::Scalar(v) => Ok(v),
+        ColumnarValue::Array(a) => ScalarValue::try_from_array(&a, 0),
+    }
+}
+
+/// One time bound in µs: a timestamp, RFC 3339 text, or (for the start) a
+/// duration back from `now`.
+fn bound(value: &ScalarValue, now: i64, may_be_duration: bool) -> DfResult<i64> {
+    let bad = || {
+        DataFusionError::Plan(format!(
+            "function_stats: {value} is not a timestamp{}",
+            if may_be_duration {
+                " or a duration like '24h'"
+            } else {
+                ""
+            }
+        ))
+    };
+    let micros_back = |m: i64| now.checked_sub(m).ok_or_else(bad);
+    match value {
+        ScalarValue::Utf8(Some(s))
+        | ScalarValue::LargeUtf8(Some(s))
+        | ScalarValue::Utf8View(Some(s)) => {
+            if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+                return Ok(t.timestamp_micros());
+            }
+            if may_be_duration && let Ok(d) = humantime::parse_duration(s) {
+                return micros_back(i64::try_from(d.as_micros()).map_err(|_| bad())?);
+            }
+            let ts = ScalarValue::Utf8(Some(s.clone()))
+                .cast_to(&DataType::Timestamp(TimeUnit::Microsecond, None))
+                .map_err(|_| bad())?;
+            bound(&ts, now, false)
+        }
+        ScalarValue::IntervalMonthDayNano(Some(v)) if may_be_duration => {
+            let days = i64::from(v.months) * 30 + i64::from(v.days);
+            micros_back(days * 86_400_000_000 + v.nanoseconds / 1000)
+        }
+        ScalarValue::IntervalDayTime(Some(v)) if may_be_duration => {
+            micros_back(i64::from(v.days) * 86_400_000_000 + i64::from(v.milliseconds) * 1000)
+        }
+        ScalarValue::TimestampSecond(Some(_), _)
+        | ScalarValue::TimestampMillisecond(Some(_), _)
+        | ScalarValue::TimestampMicrosecond(Some(_), _)
+        | ScalarValue::TimestampNanosecond(Some(_), _)
+        | ScalarValue::Date32(Some(_)) => {
+            match value.cast_to(&DataType::Timestamp(TimeUnit::Microsecond, None))? {
+                ScalarValue::TimestampMicrosecond(Some(m), _) => Ok(m),
+                _ => Err(bad()),
+            }
+        }
+        _ => Err(bad()),
+    }
 }
