@@ -2,6 +2,7 @@
 //! data directory without a server.
 
 mod config;
+mod generate;
 mod import;
 mod serve;
 
@@ -31,6 +32,8 @@ enum Command {
         #[command(subcommand)]
         source: ImportSource,
     },
+    /// Write a realistic synthetic data set straight to Parquet
+    Generate(Box<generate::GenerateArgs>),
     /// Run SQL on a data directory without a server
     Query {
         /// Data directory to read [default: ./data]
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
                 pricing,
                 sql,
             } => query(data_dir, format.into(), timeout, pricing, sql).await,
+            Command::Generate(args) => generate::run(*args).await,
             Command::Import {
                 source: ImportSource::Cloudwatch(args),
             } => import::cloudwatch(*args).await,

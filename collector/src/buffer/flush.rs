@@ -7,7 +7,10 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Mutex, Notify};
 
+use arrow::record_batch::RecordBatch;
+
 use crate::ingest::{Ingest, IngestError};
+use crate::model::Table;
 use crate::storage::parquet as pq;
 use crate::telemetry::CollectorMetrics;
 use crate::wal::WalDir;
@@ -70,13 +73,37 @@ impl Flusher {
 
     /// Flushes everything buffered so far.
     pub async fn flush(&self) -> Result<FlushReport, FlushError> {
+        self.flush_with(Vec::new()).await
+    }
+
+    /// Writes `extra` batches (bulk data that never went through the WAL,
+    /// e.g. `faasight generate`) in the same committed flush as the buffer:
+    /// they become visible, and durable, together with its checkpoint.
+    pub async fn import(
+        &self,
+        extra: Vec<(Table, Vec<RecordBatch>)>,
+    ) -> Result<FlushReport, FlushError> {
+        self.flush_with(extra).await
+    }
+
+    async fn flush_with(
+        &self,
+        extra: Vec<(Table, Vec<RecordBatch>)>,
+    ) -> Result<FlushReport, FlushError> {
         let _guard = self.lock.lock().await;
         let old_segments = self.wal.segments()?.len();
-        if self.ingest.buffer().usage().0 == 0 && old_segments <= 1 {
+        if extra.is_empty() && self.ingest.buffer().usage().0 == 0 && old_segments <= 1 {
             return Ok(FlushReport::default());
         }
         let started = Instant::now();
-        let rotation = self.ingest.rotate().await?;
+        let mut rotation = self.ingest.rotate().await?;
+        // One entry per table: a flush writes one file per table and hour.
+        for (table, batches) in extra {
+            match rotation.tables.iter_mut().find(|(t, _)| *t == table) {
+                Some((_, existing)) => existing.extend(batches),
+                None => rotation.tables.push((table, batches)),
+            }
+        }
         let sealed = rotation.sealed_segment;
         let data_dir = self.data_dir.clone();
         let written = tokio::task::spawn_blocking(move || {

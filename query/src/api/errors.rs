@@ -15,6 +15,8 @@ pub enum ApiError {
     BadRequest(String),
     #[error("could not encode the result: {0}")]
     Encode(#[from] arrow::error::ArrowError),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 impl IntoResponse for ApiError {
@@ -25,7 +27,7 @@ impl IntoResponse for ApiError {
             }
             ApiError::Query(QueryError::TooManyRows(_)) => StatusCode::BAD_REQUEST,
             ApiError::Query(QueryError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
-            ApiError::Encode(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Encode(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         };
         (
             status,

@@ -5,10 +5,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use chrono::{DateTime, SecondsFormat, Utc};
 use faasight_collector::telemetry::CollectorMetrics;
 
 use super::errors::ApiError;
@@ -34,6 +35,7 @@ struct QueryRequest {
 pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/query", post(query))
+        .route("/api/v1/functions", get(functions))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -51,6 +53,64 @@ async fn query(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiE
     let result = st.engine.execute(&req.sql).await?;
     let bytes = format::encode(req.format, &result.schema, &result.batches)?;
     Ok(([(header::CONTENT_TYPE, req.format.content_type())], bytes).into_response())
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct FunctionsParams {
+    /// A duration back from now (`24h`, `7d`) or an RFC 3339 time.
+    since: Option<String>,
+    /// An RFC 3339 time or a duration back from now; default now.
+    until: Option<String>,
+}
+
+/// A time parameter: RFC 3339, or a duration back from `now`.
+fn time_param(name: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(t) = DateTime::parse_from_rfc3339(value) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    humantime::parse_duration(value)
+        .ok()
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .and_then(|d| now.checked_sub_signed(d))
+        .ok_or_else(|| {
+            ApiError::BadRequest(format!(
+                "{name}={value:?}: expected a duration like 24h or 7d, or an RFC 3339 time"
+            ))
+        })
+}
+
+/// `GET /api/v1/functions?since=24h`: `function_stats` over the range, most
+/// expensive first.
+async fn functions(
+    State(st): State<ApiState>,
+    Query(params): Query<FunctionsParams>,
+) -> Result<Response, ApiError> {
+    let now = Utc::now();
+    let start = time_param("since", params.since.as_deref().unwrap_or("24h"), now)?;
+    let end = match params.until.as_deref() {
+        Some(v) => time_param("until", v, now)?,
+        None => now,
+    };
+    if end <= start {
+        return Err(ApiError::BadRequest("until must be after since".into()));
+    }
+    // Both bounds are formatted here, never copied from the request.
+    let fmt = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Micros, true);
+    let sql = format!(
+        "SELECT * FROM function_stats('{}', '{}') ORDER BY cost_usd DESC NULLS LAST, function_name",
+        fmt(start),
+        fmt(end)
+    );
+    let result = st.engine.execute(&sql).await?;
+    let rows = format::encode(Format::Json, &result.schema, &result.batches)?;
+    let rows: serde_json::Value = serde_json::from_slice(&rows)
+        .map_err(|e| ApiError::Internal(format!("encoding the summary: {e}")))?;
+    let body = serde_json::json!({
+        "since": fmt(start),
+        "until": fmt(end),
+        "functions": rows,
+    });
+    Ok(axum::Json(body).into_response())
 }
 
 async fn readyz(State(st): State<ApiState>) -> Response {
