@@ -233,7 +233,11 @@ fn functions(rng: &mut ChaCha8Rng, count: usize, start: i64, end: i64) -> Vec<Fu
             let mut from = start;
             for v in 0..deploys {
                 from += rng.random_range(0..((end - from) / 2).max(1));
-                let factor = if rng.random::<f64>() < 0.3 { 1.35 } else { 0.95 };
+                let factor = if rng.random::<f64>() < 0.3 {
+                    1.35
+                } else {
+                    0.95
+                };
                 let previous = versions.last().map_or(1.0, |p| p.2);
                 versions.push((from, (v + 2).to_string(), previous * factor));
             }
@@ -243,7 +247,7 @@ fn functions(rng: &mut ChaCha8Rng, count: usize, start: i64, end: i64) -> Vec<Fu
                 arm64: rng.random::<f64>() < 0.35,
                 runtime,
                 init_median_ms: init,
-                region: *pick(rng, REGIONS),
+                region: pick::<&str>(rng, REGIONS),
                 account: ACCOUNTS[rng.random_range(0..ACCOUNTS.len())],
                 trigger,
                 median_ms: lognormal(rng, 120.0, 1.0).clamp(3.0, 5000.0),
@@ -356,8 +360,11 @@ impl Generator {
         };
         duration = (duration * 100.0).round() / 100.0;
         let init = cold.then(|| {
-            (lognormal(rng, func.init_median_ms * (func.memory_mb as f64 / 1024.0).powf(-0.15), 0.3)
-                * 100.0)
+            (lognormal(
+                rng,
+                func.init_median_ms * (func.memory_mb as f64 / 1024.0).powf(-0.15),
+                0.3,
+            ) * 100.0)
                 .round()
                 / 100.0
         });
@@ -370,9 +377,10 @@ impl Generator {
         let used = if status == "oom" {
             func.memory_mb
         } else {
-            ((func.memory_mb as f64) * (func.memory_use * (1.0 + 0.08 * normal(rng))).clamp(0.03, 0.99))
-                .round()
-                .max(20.0) as i64
+            ((func.memory_mb as f64)
+                * (func.memory_use * (1.0 + 0.08 * normal(rng))).clamp(0.03, 0.99))
+            .round()
+            .max(20.0) as i64
         };
         let request_id = request_id(rng);
         let record = InvocationRecord {
@@ -439,7 +447,10 @@ impl Generator {
                     cursor,
                     child_end + 2_000,
                     false,
-                    vec![kv("rpc.service", "Lambda"), kv("faas.invoked_name", &callee_name)],
+                    vec![
+                        kv("rpc.service", "Lambda"),
+                        kv("faas.invoked_name", &callee_name),
+                    ],
                 ),
             ));
             let handler_span = hex(&mut self.rng, 8);
@@ -466,7 +477,10 @@ impl Generator {
                         kv("cloud.platform", "aws_lambda"),
                         kv("cloud.region", func.region),
                         kv("cloud.account.id", func.account),
-                        kv("faas.max_memory", &(func.memory_mb * 1024 * 1024).to_string()),
+                        kv(
+                            "faas.max_memory",
+                            &(func.memory_mb * 1024 * 1024).to_string(),
+                        ),
                     ],
                     ..Default::default()
                 }),
@@ -659,11 +673,9 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
     }
 
     let bar = indicatif::ProgressBar::new(args.invocations);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} invocations ({per_sec}, eta {eta})",
-        )?,
-    );
+    bar.set_style(indicatif::ProgressStyle::with_template(
+        "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} invocations ({per_sec}, eta {eta})",
+    )?);
     let mut files = 0;
     let mut previous = per_hour.first().copied().unwrap_or(0).max(1);
     for (h, &count) in per_hour.iter().enumerate() {

@@ -180,6 +180,7 @@ impl QueryEngine {
     }
 
     async fn run(&self, sql: &str) -> Result<QueryResult, QueryError> {
+        crate::safety::check_sql(sql).map_err(QueryError::Sql)?;
         let ctx = self.session().await?;
         let df = ctx.sql_with_options(sql, safe_options()).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());

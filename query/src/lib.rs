@@ -10,5 +10,6 @@ pub mod catalog;
 pub mod cost;
 pub mod engine;
 pub mod format;
+pub mod safety;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError};

@@ -7,4 +7,5 @@ mod durability;
 mod invocations;
 mod otlp_clients;
 mod query_api;
+mod sql_golden;
 mod support;

@@ -19,22 +19,25 @@ use std::time::Duration;
 use async_trait::async_trait;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::SessionContext;
-use datafusion::sql::sqlparser::ast::{Set, Statement};
+use datafusion::sql::sqlparser::ast::Statement;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::context::EmptyContextProvider;
 use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::{DfSessionService, Parser};
 use futures::{Sink, StreamExt};
+use pgwire::api::Type;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
 use pgwire::api::auth::{
     AuthSource, DefaultServerParameterProvider, LoginInfo, Password, StartupHandler,
 };
 use pgwire::api::cancel::{CancelHandler, DefaultCancelHandler};
-use pgwire::api::portal::Portal;
+use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
+use pgwire::api::results::FieldInfo;
 use pgwire::api::results::{QueryResponse, Response};
+use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ConnectionManager, ErrorHandler, PgWireServerHandlers,
@@ -45,6 +48,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 
 use crate::engine::{QueryEngine, QueryError, QueryMetrics, safe_options};
+use crate::safety::check_statement;
 
 /// Settings of the Postgres listener.
 #[derive(Clone, Default)]
@@ -63,73 +67,6 @@ impl Debug for PgConfig {
             .field("tls_cert", &self.tls_cert)
             .field("tls_key", &self.tls_key)
             .finish()
-    }
-}
-
-/// `SET` variables clients send on connect; they only change how this
-/// connection's results are formatted. Everything else (DataFusion's
-/// execution options above all) is refused.
-const SETTABLE: &[&str] = &[
-    "statement_timeout",
-    "datestyle",
-    "bytea_output",
-    "intervalstyle",
-    "application_name",
-    "extra_float_digits",
-    "search_path",
-    "client_encoding",
-    "client_min_messages",
-    "timezone",
-    "lc_messages",
-    "lc_monetary",
-    "lc_numeric",
-    "lc_time",
-];
-
-/// Why a statement may not run: `None` when it is a read or a harmless
-/// session statement.
-pub fn check_statement(statement: &Statement) -> Option<String> {
-    match statement {
-        Statement::Query(_) => None,
-        Statement::Explain { statement, .. } => check_statement(statement),
-        Statement::ShowVariable { .. }
-        | Statement::ShowStatus { .. }
-        | Statement::ShowCatalogs { .. }
-        | Statement::ShowTables { .. }
-        | Statement::ShowColumns { .. }
-        | Statement::ShowFunctions { .. } => None,
-        Statement::StartTransaction { .. }
-        | Statement::Commit { .. }
-        | Statement::Rollback { .. } => None,
-        // Cursors over a query (psycopg's named cursors); the query is a
-        // SELECT by the grammar.
-        Statement::Declare { .. } | Statement::Fetch { .. } | Statement::Close { .. } => None,
-        Statement::Set(Set::SetTimeZone { .. }) | Statement::Set(Set::SetNames { .. }) => None,
-        Statement::Set(Set::SingleAssignment { variable, .. }) => {
-            let name = variable.to_string().to_ascii_lowercase();
-            if SETTABLE.contains(&name.as_str()) {
-                None
-            } else {
-                Some(format!(
-                    "SET {name} is not allowed: faasight's execution settings are fixed by the server"
-                ))
-            }
-        }
-        other => {
-            let text = other.to_string();
-            let mut words = text.split_whitespace();
-            let mut kind = words.next().unwrap_or_default().to_ascii_uppercase();
-            if let Some(next) = words
-                .next()
-                .filter(|w| w.chars().all(|c| c.is_ascii_alphabetic()))
-            {
-                kind.push(' ');
-                kind.push_str(&next.to_ascii_uppercase());
-            }
-            Some(format!(
-                "faasight is read-only: {kind} is not allowed (only SELECT, EXPLAIN, SHOW and connection settings)"
-            ))
-        }
     }
 }
 
@@ -154,6 +91,7 @@ fn timed_out(limit: Duration) -> PgWireError {
 /// The wrapped `datafusion-postgres` service with faasight's checks and limits.
 pub struct ReadOnlyService {
     inner: Arc<DfSessionService>,
+    checked_parser: Arc<CheckedParser>,
     parser: PostgresCompatibilityParser,
     engine: QueryEngine,
 }
@@ -244,6 +182,68 @@ fn limit_rows(
     limited
 }
 
+/// Parses with the Postgres-compatible parser and refuses the whole string
+/// if any statement is not allowed.
+fn check_query(parser: &PostgresCompatibilityParser, query: &str) -> PgWireResult<()> {
+    let statements = parser.parse(query).map_err(|e| {
+        // DataFusion's own statements (CREATE EXTERNAL TABLE, …) are no
+        // Postgres syntax: name the refusal rather than the syntax error.
+        match crate::safety::check_sql(query) {
+            Err(reason) if !reason.contains("parser") => refused(reason),
+            _ => user_error("42601", e.to_string()),
+        }
+    })?;
+    for statement in &statements {
+        if let Some(reason) = check_statement(statement) {
+            return Err(refused(reason));
+        }
+    }
+    Ok(())
+}
+
+/// The extended protocol's parser, checking each statement before
+/// `datafusion-postgres` plans it.
+pub struct CheckedParser {
+    inner: Arc<Parser>,
+    parser: PostgresCompatibilityParser,
+}
+
+impl Debug for CheckedParser {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CheckedParser").finish_non_exhaustive()
+    }
+}
+
+#[async_trait]
+impl QueryParser for CheckedParser {
+    type Statement = <Parser as QueryParser>::Statement;
+
+    async fn parse_sql<C>(
+        &self,
+        client: &C,
+        sql: &str,
+        types: &[Option<Type>],
+    ) -> PgWireResult<Option<Self::Statement>>
+    where
+        C: ClientInfo + Unpin + Send + Sync,
+    {
+        check_query(&self.parser, sql)?;
+        self.inner.parse_sql(client, sql, types).await
+    }
+
+    fn get_parameter_types(&self, stmt: &Self::Statement) -> PgWireResult<Vec<Type>> {
+        self.inner.get_parameter_types(stmt)
+    }
+
+    fn get_result_schema(
+        &self,
+        stmt: &Self::Statement,
+        column_format: Option<&Format>,
+    ) -> PgWireResult<Vec<FieldInfo>> {
+        self.inner.get_result_schema(stmt, column_format)
+    }
+}
+
 #[async_trait]
 impl SimpleQueryHandler for ReadOnlyService {
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
@@ -253,16 +253,8 @@ impl SimpleQueryHandler for ReadOnlyService {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let statements = self
-            .parser
-            .parse(query)
-            .map_err(|e| user_error("42601", e.to_string()))?;
         // Refuse the whole string before running any of it.
-        for statement in &statements {
-            if let Some(reason) = check_statement(statement) {
-                return Err(refused(reason));
-            }
-        }
+        check_query(&self.parser, query)?;
         let (timeout, _) = self.engine.limits();
         let deadline = tokio::time::Instant::now() + timeout;
         let responses = self
@@ -278,10 +270,10 @@ impl SimpleQueryHandler for ReadOnlyService {
 #[async_trait]
 impl ExtendedQueryHandler for ReadOnlyService {
     type Statement = <DfSessionService as ExtendedQueryHandler>::Statement;
-    type QueryParser = Parser;
+    type QueryParser = CheckedParser;
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
-        self.inner.query_parser()
+        Arc::clone(&self.checked_parser)
     }
 
     async fn do_query<C>(
@@ -356,7 +348,9 @@ impl NoopStartupHandler for Open {
 /// Startup: open, or a cleartext password check (use TLS off loopback).
 enum Startup {
     Open(Open),
-    Password(CleartextPasswordAuthStartupHandler<FixedPassword, DefaultServerParameterProvider>),
+    Password(
+        Box<CleartextPasswordAuthStartupHandler<FixedPassword, DefaultServerParameterProvider>>,
+    ),
 }
 
 #[async_trait]
@@ -501,17 +495,23 @@ impl PgServer {
             None => Startup::Open(Open {
                 connections: Arc::clone(&connections),
             }),
-            Some(p) => Startup::Password(
+            Some(p) => Startup::Password(Box::new(
                 CleartextPasswordAuthStartupHandler::new(
                     FixedPassword(p.clone()),
                     DefaultServerParameterProvider::default(),
                 )
                 .with_connection_manager(Arc::clone(&connections)),
-            ),
+            )),
         };
+        let inner = Arc::new(DfSessionService::new(ctx));
+        let checked_parser = Arc::new(CheckedParser {
+            inner: inner.query_parser(),
+            parser: PostgresCompatibilityParser::new(),
+        });
         let handlers = Arc::new(Handlers {
             service: Arc::new(ReadOnlyService {
-                inner: Arc::new(DfSessionService::new(ctx)),
+                inner,
+                checked_parser,
                 parser: PostgresCompatibilityParser::new(),
                 engine,
             }),

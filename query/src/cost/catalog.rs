@@ -443,7 +443,7 @@ fn validate_gcp(p: &GcpPrices) -> Result<(), String> {
     }
     let mut previous = 0.0;
     for m in &p.memory_vcpu {
-        if !(m.memory_mb > previous) {
+        if m.memory_mb.is_nan() || m.memory_mb <= previous {
             return Err("memory_vcpu must be sorted by increasing memory_mb".into());
         }
         previous = m.memory_mb;
