@@ -6,6 +6,7 @@ mod cloudwatch;
 mod durability;
 mod invocations;
 mod otlp_clients;
+mod pg_wire;
 mod query_api;
 mod sql_golden;
 mod support;

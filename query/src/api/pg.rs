@@ -434,7 +434,52 @@ pub async fn session(engine: &QueryEngine) -> Result<SessionContext, PgSetupErro
     let ctx = engine.session().await?;
     setup_pg_catalog(&ctx, "faasight", EmptyContextProvider)
         .map_err(|e| PgSetupError::Catalog(e.strip_backtrace().to_string()))?;
+    ctx.register_udf(current_setting());
     Ok(ctx)
+}
+
+/// `current_setting(name)`: the server settings clients ask for (Grafana
+/// reads `search_path` to decide how to name tables); NULL for others.
+fn current_setting() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::arrow::array::{Array, StringArray};
+    use datafusion::arrow::datatypes::DataType;
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    let fun = Arc::new(|args: &[ColumnarValue]| {
+        let names = match args.first() {
+            Some(v) => v.to_array(1)?,
+            None => return Ok(ColumnarValue::Scalar(None::<String>.into())),
+        };
+        let names = datafusion::arrow::compute::cast(&names, &DataType::Utf8)?;
+        let names = names
+            .as_any()
+            .downcast_ref::<StringArray>()
+            .ok_or_else(|| datafusion::error::DataFusionError::Internal("current_setting".into()))?;
+        let values: StringArray = (0..names.len())
+            .map(|i| {
+                names.is_valid(i).then(|| names.value(i).to_ascii_lowercase()).and_then(|n| {
+                    match n.as_str() {
+                        "search_path" => Some("\"$user\", public"),
+                        "timezone" => Some("UTC"),
+                        "server_version" => Some("16.6"),
+                        "server_version_num" => Some("160006"),
+                        "server_encoding" | "client_encoding" => Some("UTF8"),
+                        "datestyle" => Some("ISO, MDY"),
+                        "standard_conforming_strings" => Some("on"),
+                        "max_identifier_length" => Some("63"),
+                        _ => None,
+                    }
+                })
+            })
+            .collect();
+        Ok(ColumnarValue::Array(Arc::new(values)))
+    });
+    create_udf(
+        "current_setting",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Stable,
+        fun,
+    )
 }
 
 fn tls_acceptor(config: &PgConfig) -> Result<Option<tokio_rustls::TlsAcceptor>, PgSetupError> {
