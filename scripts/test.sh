@@ -1,12 +1,21 @@
 #!/usr/bin/env bash
 # Runs every check and test of faasight on a fresh machine: installs what
-# the tests need (a Python venv with the OpenTelemetry SDK, DuckDB and
-# pyarrow; the JS SDK from npm), then fmt, clippy and all Rust tests.
+# the tests need (psql from Debian; a Python venv with the OpenTelemetry
+# SDK, DuckDB, pyarrow, moto and psycopg; the JS SDK from npm), then fmt,
+# clippy and all Rust tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # Builds are shared between runs and clones; DataFusion takes minutes.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/faasight-target}"
+
+echo "== psql (postgresql-client)"
+if ! command -v psql >/dev/null 2>&1; then
+  SUDO=""
+  if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-client >/dev/null
+fi
 
 echo "== python clients (.venv)"
 if [ ! -x .venv/bin/python ]; then

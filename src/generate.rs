@@ -60,6 +60,9 @@ pub(crate) struct GenerateArgs {
 }
 
 const MICROS_PER_HOUR: i64 = 3_600_000_000;
+/// Longest a generated request runs (an entry and three calls, each cut at
+/// its timeout of at most 30 s), so requests start this long before the end.
+const TRACE_ROOM: i64 = 150_000_000;
 /// INIT is billed for on-demand functions from this date.
 const INIT_BILLED_FROM: i64 = 1_753_999_200_000_000; // 2025-08-01T00:00:00Z
 
@@ -348,7 +351,8 @@ impl Generator {
         let version = version.to_string();
         let mut duration = lognormal(rng, func.median_ms * factor, 0.45).max(0.5) + waiting_ms;
         let roll: f64 = rng.random();
-        let (status, error_type) = if roll < func.timeout_rate {
+        let (status, error_type) = if roll < func.timeout_rate || duration >= func.timeout_ms {
+            // Lambda stops the function at its timeout.
             duration = func.timeout_ms;
             ("timeout", None)
         } else if roll < func.timeout_rate + func.oom_rate {
@@ -625,7 +629,8 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
             .with_timezone(&Utc),
         None => Utc::now(),
     };
-    let end_hour = until.timestamp_micros().div_euclid(MICROS_PER_HOUR);
+    // The hour holding the last microsecond before `until`.
+    let end_hour = (until.timestamp_micros() - 1).div_euclid(MICROS_PER_HOUR);
     let hours = i64::from(args.days) * 24;
     let first_hour = end_hour - hours + 1;
     let start = first_hour * MICROS_PER_HOUR;
@@ -681,7 +686,13 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
     for (h, &count) in per_hour.iter().enumerate() {
         let hour_start = (first_hour + h as i64) * MICROS_PER_HOUR;
         let hour_len = if h as i64 == hours - 1 {
-            (end - hour_start).clamp(1, MICROS_PER_HOUR)
+            // Leave room for a trace's calls to finish before `until`.
+            let room = (end - hour_start).clamp(1, MICROS_PER_HOUR);
+            if room > 2 * TRACE_ROOM {
+                room - TRACE_ROOM
+            } else {
+                room
+            }
         } else {
             MICROS_PER_HOUR
         };

@@ -8,5 +8,6 @@ mod invocations;
 mod otlp_clients;
 mod pg_wire;
 mod query_api;
+mod query_layer;
 mod sql_golden;
 mod support;

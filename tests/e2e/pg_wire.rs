@@ -25,15 +25,29 @@ fn loaded_server(args: &[&str]) -> TestServer {
 fn psql(addr: &str, password: Option<&str>, command: &str) -> (bool, String, String) {
     let (host, port) = addr.rsplit_once(':').expect("host:port");
     let mut cmd = Command::new("psql");
-    cmd.args(["-h", host, "-p", port, "-U", "postgres", "-d", "faasight", "-At", "-v", "ON_ERROR_STOP=1"])
-        .arg("-c")
-        .arg(command)
-        .env("PGCONNECT_TIMEOUT", "10");
+    cmd.args([
+        "-h",
+        host,
+        "-p",
+        port,
+        "-U",
+        "postgres",
+        "-d",
+        "faasight",
+        "-At",
+        "-v",
+        "ON_ERROR_STOP=1",
+    ])
+    .arg("-c")
+    .arg(command)
+    .env("PGCONNECT_TIMEOUT", "10");
     match password {
         Some(p) => cmd.env("PGPASSWORD", p),
         None => cmd.env_remove("PGPASSWORD"),
     };
-    let out = cmd.output().expect("psql is installed (scripts/test.sh installs it)");
+    let out = cmd
+        .output()
+        .expect("psql is installed (scripts/test.sh installs it)");
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).to_string(),
@@ -64,7 +78,10 @@ fn psql_reads_tables_views_and_the_catalog() {
     let (ok, out, err) = psql(&server.pg, None, "\\dt");
     assert!(ok, "\\dt failed: {err}");
     for table in ["spans", "logs", "metrics", "invocation_records"] {
-        assert!(out.contains(&format!("|{table}|")), "\\dt lacks {table}: {out}");
+        assert!(
+            out.contains(&format!("|{table}|")),
+            "\\dt lacks {table}: {out}"
+        );
     }
     let (ok, out, err) = psql(
         &server.pg,
@@ -94,7 +111,8 @@ fn psql_reads_tables_views_and_the_catalog() {
     assert!(out.contains("time|"), "{out}");
 
     // Unsafe statements are refused and leave no file behind.
-    let target = std::env::temp_dir().join(format!("faasight-psql-copy-{}.csv", std::process::id()));
+    let target =
+        std::env::temp_dir().join(format!("faasight-psql-copy-{}.csv", std::process::id()));
     let (ok, _, err) = psql(
         &server.pg,
         None,
@@ -166,7 +184,10 @@ fn psycopg_binds_parameters_and_grafana_catalog_queries_run() {
             .map(|t| t.strip_prefix("public.").unwrap_or(t))
             .collect();
         for t in ["invocations", "spans", "function_stats"] {
-            assert!(tables.contains(&t), "grafana table list lacks {t}: {tables:?}");
+            assert!(
+                tables.contains(&t),
+                "grafana table list lacks {t}: {tables:?}"
+            );
         }
         let columns = results[3]["rows"].as_array().expect("rows");
         assert!(
@@ -177,7 +198,11 @@ fn psycopg_binds_parameters_and_grafana_catalog_queries_run() {
         assert!(results[5].get("error").is_none(), "{}", results[5]);
         // Timestamps arrive as timestamptz and booleans as booleans.
         let types = results[0]["types"].as_array().expect("types");
-        assert_eq!(types[4], json!(1184), "time is timestamptz (oid 1184): {types:?}");
+        assert_eq!(
+            types[4],
+            json!(1184),
+            "time is timestamptz (oid 1184): {types:?}"
+        );
     }
 }
 
@@ -187,10 +212,17 @@ fn a_password_is_required_when_configured() {
     let (ok, _, err) = psql(&server.pg, Some("wrong"), "SELECT 1");
     assert!(!ok, "a wrong password must be refused");
     assert!(err.to_lowercase().contains("password"), "{err}");
-    let (ok, out, err) = psql(&server.pg, Some("s3cret-pg"), "SELECT count(*) FROM invocations");
+    let (ok, out, err) = psql(
+        &server.pg,
+        Some("s3cret-pg"),
+        "SELECT count(*) FROM invocations",
+    );
     assert!(ok, "{err}");
     assert_eq!(out.trim(), "10");
-    assert!(!server.log().contains("s3cret-pg"), "the password reached the log");
+    assert!(
+        !server.log().contains("s3cret-pg"),
+        "the password reached the log"
+    );
 }
 
 #[test]
@@ -217,7 +249,10 @@ fn a_runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     let result = pg.join().expect("pg thread");
     assert_eq!(result[0]["sqlstate"], "57014", "{}", result[0]);
     assert!(
-        result[0]["error"].as_str().unwrap_or_default().contains("timeout"),
+        result[0]["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("timeout"),
         "{}",
         result[0]
     );
@@ -232,7 +267,10 @@ fn a_runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(timed_out >= 2.0, "{metrics}");
-    assert_eq!(server.count("SELECT count(*) FROM invocations"), 10 + posted);
+    assert_eq!(
+        server.count("SELECT count(*) FROM invocations"),
+        10 + posted
+    );
 }
 
 #[test]
@@ -246,7 +284,11 @@ fn the_cli_on_the_same_data_directory_agrees() {
         .arg(sql)
         .output()
         .expect("faasight query");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cli: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(cli, http);
 }

@@ -453,11 +453,15 @@ fn current_setting() -> datafusion::logical_expr::ScalarUDF {
         let names = names
             .as_any()
             .downcast_ref::<StringArray>()
-            .ok_or_else(|| datafusion::error::DataFusionError::Internal("current_setting".into()))?;
+            .ok_or_else(|| {
+                datafusion::error::DataFusionError::Internal("current_setting".into())
+            })?;
         let values: StringArray = (0..names.len())
             .map(|i| {
-                names.is_valid(i).then(|| names.value(i).to_ascii_lowercase()).and_then(|n| {
-                    match n.as_str() {
+                names
+                    .is_valid(i)
+                    .then(|| names.value(i).to_ascii_lowercase())
+                    .and_then(|n| match n.as_str() {
                         "search_path" => Some("\"$user\", public"),
                         "timezone" => Some("UTC"),
                         "server_version" => Some("16.6"),
@@ -467,8 +471,7 @@ fn current_setting() -> datafusion::logical_expr::ScalarUDF {
                         "standard_conforming_strings" => Some("on"),
                         "max_identifier_length" => Some("63"),
                         _ => None,
-                    }
-                })
+                    })
             })
             .collect();
         Ok(ColumnarValue::Array(Arc::new(values)))
