@@ -64,10 +64,12 @@ fn formats_refusals_and_the_cli_agree() {
     assert_eq!(
         names,
         vec![
+            "function_stats",
             "invocation_records",
             "invocations",
             "logs",
             "metrics",
+            "monthly_costs",
             "spans"
         ]
     );
