@@ -9,12 +9,16 @@ cd "$(dirname "$0")/.."
 # Builds are shared between runs and clones; DataFusion takes minutes.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/faasight-target}"
 
-echo "== psql (postgresql-client)"
-if ! command -v psql >/dev/null 2>&1; then
+echo "== psql and openssl (Debian packages)"
+missing=""
+command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
+command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+if [ -n "$missing" ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq postgresql-client >/dev/null
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq $missing >/dev/null
 fi
 
 echo "== python clients (.venv)"

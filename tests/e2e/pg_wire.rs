@@ -292,3 +292,58 @@ fn the_cli_on_the_same_data_directory_agrees() {
     let cli: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
     assert_eq!(cli, http);
 }
+
+#[test]
+fn tls_is_offered_when_a_certificate_is_configured() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let server = loaded_server(&[
+        "--pg-tls-cert",
+        &cert.display().to_string(),
+        "--pg-tls-key",
+        &key.display().to_string(),
+    ]);
+    let require_tls = |addr: &str| {
+        let (host, port) = addr.rsplit_once(':').expect("host:port");
+        Command::new("psql")
+            .arg(format!(
+                "host={host} port={port} user=postgres dbname=faasight sslmode=require"
+            ))
+            .args(["-At", "-c", "SELECT count(*) FROM invocations"])
+            .output()
+            .expect("psql")
+    };
+    // Without a certificate, a client that insists on TLS is turned away.
+    let plain = loaded_server(&[]);
+    assert!(!require_tls(&plain.pg).status.success());
+    let out = require_tls(&server.pg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "10");
+}
