@@ -155,6 +155,10 @@ impl QueryEngine {
         for udf in cost_udfs(&self.config.pricing) {
             ctx.register_udf(udf);
         }
+        ctx.register_table(
+            "prices",
+            Arc::new(crate::cost::prices_table(&self.config.pricing)?),
+        )?;
         crate::catalog::views::register(&ctx).await?;
         Ok(ctx)
     }

@@ -98,6 +98,7 @@ fn psql_reads_tables_views_and_the_catalog() {
             "logs",
             "metrics",
             "monthly_costs",
+            "prices",
             "spans"
         ]
     );

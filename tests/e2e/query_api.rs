@@ -70,6 +70,7 @@ fn formats_refusals_and_the_cli_agree() {
             "logs",
             "metrics",
             "monthly_costs",
+            "prices",
             "spans"
         ]
     );

@@ -243,6 +243,18 @@ impl<P> ProviderPrices<P> {
     }
 }
 
+/// One price of the catalog, as the `prices` table shows it.
+#[derive(Debug, Clone)]
+pub struct PriceRow {
+    pub provider: &'static str,
+    pub region: String,
+    pub effective_micros: i64,
+    pub item: String,
+    pub unit: &'static str,
+    pub price: f64,
+    pub source: String,
+}
+
 /// All prices faasight knows.
 #[derive(Debug, Clone)]
 pub struct PriceCatalog {
@@ -319,6 +331,142 @@ impl PriceCatalog {
             }
         }
         Ok(())
+    }
+
+    /// Every price as a row: (provider, region, effective_from µs, item,
+    /// unit, price, source), for the `prices` table.
+    pub fn rows(&self) -> Vec<PriceRow> {
+        let mut rows = Vec::new();
+        let mut push = |provider: &'static str,
+                        regions: &[String],
+                        effective: i64,
+                        source: &str,
+                        items: Vec<(String, &'static str, f64)>| {
+            for region in regions {
+                for (item, unit, price) in &items {
+                    rows.push(PriceRow {
+                        provider,
+                        region: region.clone(),
+                        effective_micros: effective,
+                        item: item.clone(),
+                        unit,
+                        price: *price,
+                        source: source.to_string(),
+                    });
+                }
+            }
+        };
+        for e in &self.aws.entries {
+            let p = &e.prices;
+            let mut items = vec![(
+                "requests".to_string(),
+                "per request",
+                p.requests_per_million / 1e6,
+            )];
+            for (arch, tiers) in [("x86_64", &p.x86_64), ("arm64", &p.arm64)] {
+                let mut lower = 0.0;
+                for t in tiers {
+                    let name = match t.up_to_gb_seconds {
+                        Some(up) if lower == 0.0 => {
+                            format!("duration {arch} up to {up:e} GB-s/month")
+                        }
+                        Some(up) => format!("duration {arch} {lower:e} to {up:e} GB-s/month"),
+                        None if lower > 0.0 => {
+                            format!("duration {arch} above {lower:e} GB-s/month")
+                        }
+                        None => format!("duration {arch}"),
+                    };
+                    items.push((name, "per GB-second", t.price));
+                    lower = t.up_to_gb_seconds.unwrap_or(lower);
+                }
+            }
+            if let Some(v) = p.provisioned_concurrency_gb_second {
+                items.push((
+                    "provisioned concurrency x86_64".into(),
+                    "per GB-second",
+                    v.x86_64,
+                ));
+                items.push((
+                    "provisioned concurrency arm64".into(),
+                    "per GB-second",
+                    v.arm64,
+                ));
+            }
+            if let Some(v) = p.provisioned_duration_gb_second {
+                items.push((
+                    "provisioned duration x86_64".into(),
+                    "per GB-second",
+                    v.x86_64,
+                ));
+                items.push((
+                    "provisioned duration arm64".into(),
+                    "per GB-second",
+                    v.arm64,
+                ));
+            }
+            for (name, unit, v) in [
+                (
+                    "ephemeral storage above 512 MB",
+                    "per GB-second",
+                    p.ephemeral_storage_gb_second,
+                ),
+                (
+                    "snapstart cache",
+                    "per GB-second",
+                    p.snapstart_cache_gb_second,
+                ),
+                (
+                    "snapstart restore",
+                    "per GB restored",
+                    p.snapstart_restore_gb,
+                ),
+            ] {
+                if let Some(v) = v {
+                    items.push((name.to_string(), unit, v));
+                }
+            }
+            push("aws", &e.regions, e.effective_micros, &e.source, items);
+        }
+        for e in &self.gcp.entries {
+            let p = &e.prices;
+            let items = vec![
+                (
+                    "requests".to_string(),
+                    "per request",
+                    p.requests_per_million / 1e6,
+                ),
+                ("vcpu".to_string(), "per vCPU-second", p.vcpu_second),
+                ("memory".to_string(), "per GiB-second", p.gib_second),
+            ];
+            push("gcp", &e.regions, e.effective_micros, &e.source, items);
+        }
+        for e in &self.azure.entries {
+            let p = &e.prices;
+            let mut items = vec![
+                (
+                    "executions".to_string(),
+                    "per execution",
+                    p.executions_per_million / 1e6,
+                ),
+                (
+                    "consumption duration".to_string(),
+                    "per GB-second",
+                    p.gb_second,
+                ),
+            ];
+            if let Some(v) = p.flex_gb_second {
+                items.push(("flex consumption duration".into(), "per GB-second", v));
+            }
+            if let Some(v) = p.flex_executions_per_million {
+                items.push((
+                    "flex consumption executions".into(),
+                    "per execution",
+                    v / 1e6,
+                ));
+            }
+            push("azure", &e.regions, e.effective_micros, &e.source, items);
+        }
+        rows
     }
 
     /// Number of price entries over all providers.

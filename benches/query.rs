@@ -1,0 +1,218 @@
+//! Query benchmark: the standard questions on `faasight generate` data,
+//! through the real server over HTTP and the Postgres wire, against DuckDB
+//! reading the same Parquet files (benches/query_duckdb.py), same machine,
+//! same run. Report: benches/query-report.md.
+//!
+//! `cargo bench --bench query`; settings by environment:
+//! `FAASIGHT_BENCH_INVOCATIONS` (default 10,000,000), `FAASIGHT_BENCH_DATA`
+//! (a data directory to reuse; default target/bench-data/invocations-N,
+//! generated when missing), `FAASIGHT_BENCH_RUNS` (hot runs, default 5),
+//! `FAASIGHT_BENCH_PYTHON` (default .venv/bin/python).
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+const BIN: &str = env!("CARGO_BIN_EXE_faasight");
+const UNTIL: &str = "2026-11-28T00:00:00Z";
+
+/// (name, SQL run by faasight and by DuckDB alike).
+const QUERIES: &[(&str, &str)] = &[
+    (
+        "cold-start rate per function per hour, 7 days",
+        "SELECT function_name, date_trunc('hour', time) AS hour, \
+         avg(CASE WHEN cold_start THEN 1.0 ELSE 0.0 END) AS cold_start_rate \
+         FROM invocations WHERE time >= TIMESTAMP '2026-11-21T00:00:00Z' GROUP BY 1, 2",
+    ),
+    (
+        "cost per function per day",
+        "SELECT function_name, date_trunc('day', time) AS day, sum(cost_usd) AS cost \
+         FROM invocations GROUP BY 1, 2",
+    ),
+    (
+        "p99 duration per function",
+        "SELECT function_name, percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99 \
+         FROM invocations GROUP BY 1",
+    ),
+    (
+        "top 10 functions by cost",
+        "SELECT function_name, sum(cost_usd) AS cost FROM invocations \
+         GROUP BY 1 ORDER BY 2 DESC LIMIT 10",
+    ),
+    (
+        "one function, last hour",
+        "SELECT count(*) AS n, avg(duration_ms) AS avg_ms FROM invocations \
+         WHERE function_name = 'api-orders' AND time >= TIMESTAMP '2026-11-27T23:00:00Z'",
+    ),
+];
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let invocations: u64 = env_or("FAASIGHT_BENCH_INVOCATIONS", 10_000_000);
+    let runs: usize = env_or("FAASIGHT_BENCH_RUNS", 5);
+    let data = std::env::var_os("FAASIGHT_BENCH_DATA")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            root.join("target/bench-data")
+                .join(format!("invocations-{invocations}"))
+        });
+    let python = std::env::var_os("FAASIGHT_BENCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join(".venv/bin/python"));
+
+    if !data.join("invocation_records").is_dir() {
+        let started = Instant::now();
+        let status = Command::new(BIN)
+            .args(["generate", "--invocations", &invocations.to_string()])
+            .args([
+                "--functions",
+                "50",
+                "--days",
+                "7",
+                "--seed",
+                "1",
+                "--until",
+                UNTIL,
+            ])
+            .arg("--data-dir")
+            .arg(&data)
+            .status()
+            .expect("faasight generate");
+        assert!(status.success(), "generate failed");
+        println!(
+            "generated {invocations} invocations in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let bytes: u64 = walk(&data.join("invocation_records"));
+    println!(
+        "data: {} ({invocations} invocations, invocation_records {:.1} MiB)",
+        data.display(),
+        bytes as f64 / (1 << 20) as f64
+    );
+
+    let mut server = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(&data)
+        .args([
+            "--otlp-grpc-addr",
+            "127.0.0.1:0",
+            "--otlp-http-addr",
+            "127.0.0.1:0",
+            "--api-addr",
+            "127.0.0.1:0",
+            "--pg-addr",
+            "127.0.0.1:0",
+            "--query-timeout",
+            "10m",
+        ])
+        .env("FAASIGHT_LOG", "warn")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("faasight serve");
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("listening line");
+    let field = |k: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
+            .expect("address")
+            .to_string()
+    };
+    let (api, pg) = (field("api"), field("pg"));
+
+    // HTTP: the first run on the fresh server is "cold", then hot runs.
+    let client = reqwest::blocking::Client::new();
+    let http = |sql: &str| -> (f64, usize) {
+        let started = Instant::now();
+        let resp = client
+            .post(format!("http://{api}/api/v1/query"))
+            .timeout(std::time::Duration::from_secs(900))
+            .json(&serde_json::json!({ "sql": sql, "format": "json" }))
+            .send()
+            .expect("query");
+        assert!(resp.status().is_success(), "{sql}: {}", resp.status());
+        let rows: Vec<serde_json::Value> = resp.json().expect("json");
+        (started.elapsed().as_secs_f64() * 1000.0, rows.len())
+    };
+    let mut ours = Vec::new();
+    for (name, sql) in QUERIES {
+        let (cold, rows) = http(sql);
+        let hot = median((0..runs).map(|_| http(sql).0).collect());
+        ours.push((name, cold, hot, rows));
+    }
+
+    let input: Vec<serde_json::Value> = QUERIES
+        .iter()
+        .map(|(name, sql)| serde_json::json!({ "name": name, "duckdb": sql, "faasight": sql }))
+        .collect();
+    let mut child = Command::new(&python)
+        .arg(root.join("benches/query_duckdb.py"))
+        .arg(&data)
+        .arg(&pg)
+        .arg(runs.to_string())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("query_duckdb.py");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(serde_json::to_string(&input).expect("json").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("duckdb output");
+    assert!(out.status.success(), "query_duckdb.py failed");
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
+    let _ = server.kill();
+    let _ = server.wait();
+
+    println!(
+        "\n| query | faasight HTTP cold / hot ms | faasight pg hot ms | DuckDB cold / hot ms | hot ratio (HTTP / DuckDB) | rows |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for (name, cold, hot, rows) in &ours {
+        let d = &theirs[**name];
+        let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
+        println!(
+            "| {name} | {cold:.0} / {hot:.0} | {:.0} | {:.0} / {:.0} | {:.2}x | {rows} (DuckDB {}, pg {}) |",
+            f("pg_hot_ms"),
+            f("duckdb_cold_ms"),
+            f("duckdb_hot_ms"),
+            hot / f("duckdb_hot_ms"),
+            d["duckdb_rows"],
+            d["pg_rows"],
+        );
+    }
+}
+
+fn walk(dir: &std::path::Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p)
+            } else {
+                e.metadata().map(|m| m.len()).unwrap_or(0)
+            }
+        })
+        .sum()
+}
