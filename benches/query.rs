@@ -176,10 +176,10 @@ fn main() {
         .write_all(serde_json::to_string(&input).expect("json").as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("duckdb output");
-    assert!(out.status.success(), "query_duckdb.py failed");
-    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
     let _ = server.kill();
     let _ = server.wait();
+    assert!(out.status.success(), "query_duckdb.py failed");
+    let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
 
     println!(
         "\n| query | faasight HTTP cold / hot ms | faasight pg hot ms | DuckDB cold / hot ms | hot ratio (HTTP / DuckDB) | rows |"
