@@ -13,9 +13,9 @@
 //! default 5). Results print as markdown rows; the report is
 //! `benches/ingest-report.md`.
 
-use std::io::{BufRead, BufReader};
+mod support;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -261,38 +261,11 @@ struct Server {
 
 fn start_server(extra: &[&str]) -> Server {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_faasight"))
-        .args([
-            "serve",
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path().join("data"))
-        .args(extra)
-        .env("FAASIGHT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start faasight");
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("line");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .expect("addr")
-            .to_string()
-    };
+    let serve = support::Serve::start(&dir.path().join("data"), extra);
     Server {
-        http: field("otlp_http"),
-        grpc: field("otlp_grpc"),
-        child,
+        http: serve.addr("otlp_http"),
+        grpc: serve.addr("otlp_grpc"),
+        child: serve.child,
         dir,
     }
 }

@@ -9,7 +9,8 @@
 //! generated when missing), `FAASIGHT_BENCH_RUNS` (hot runs, default 5),
 //! `FAASIGHT_BENCH_PYTHON` (default .venv/bin/python).
 
-use std::io::{BufRead, BufReader, Write};
+mod support;
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
@@ -104,36 +105,8 @@ fn main() {
         bytes as f64 / (1 << 20) as f64
     );
 
-    let mut server = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(&data)
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--pg-addr",
-            "127.0.0.1:0",
-            "--query-timeout",
-            "10m",
-        ])
-        .env("FAASIGHT_LOG", "warn")
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("faasight serve");
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().expect("stdout"))
-        .read_line(&mut line)
-        .expect("listening line");
-    let field = |k: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(&format!("{k}=")))
-            .expect("address")
-            .to_string()
-    };
-    let (api, pg) = (field("api"), field("pg"));
+    let mut server = support::Serve::start(&data, &["--query-timeout", "10m"]);
+    let (api, pg) = (server.addr("api"), server.addr("pg"));
 
     // HTTP: the first run on the fresh server is "cold", then hot runs.
     let client = reqwest::blocking::Client::new();
@@ -176,8 +149,8 @@ fn main() {
         .write_all(serde_json::to_string(&input).expect("json").as_bytes())
         .expect("write");
     let out = child.wait_with_output().expect("duckdb output");
-    let _ = server.kill();
-    let _ = server.wait();
+    let _ = server.child.kill();
+    let _ = server.child.wait();
     assert!(out.status.success(), "query_duckdb.py failed");
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
 

@@ -189,16 +189,9 @@ fn hex(rng: &mut ChaCha8Rng, bytes: usize) -> String {
         .collect()
 }
 
+/// A Lambda request id: 16 random bytes in the UUID layout.
 fn request_id(rng: &mut ChaCha8Rng) -> String {
-    let h = hex(rng, 16);
-    format!(
-        "{}-{}-{}-{}-{}",
-        &h[0..8],
-        &h[8..12],
-        &h[12..16],
-        &h[16..20],
-        &h[20..32]
-    )
+    uuid::Uuid::from_bytes(std::array::from_fn(|_| rng.random::<u8>())).to_string()
 }
 
 fn functions(rng: &mut ChaCha8Rng, count: usize, start: i64, end: i64) -> Vec<Function> {

@@ -184,9 +184,12 @@ impl QueryEngine {
     }
 
     async fn run(&self, sql: &str) -> Result<QueryResult, QueryError> {
-        crate::safety::check_sql(sql).map_err(QueryError::Sql)?;
+        // Parsed once: checked, then planned and the plan verified.
+        let statement = crate::safety::checked_statement(sql).map_err(QueryError::Sql)?;
         let ctx = self.session().await?;
-        let df = ctx.sql_with_options(sql, safe_options()).await?;
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        safe_options().verify_plan(&plan)?;
+        let df = ctx.execute_logical_plan(plan).await?;
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;
         let mut batches = Vec::new();

@@ -90,16 +90,22 @@ pub fn check_df_statement(statement: &DfStatement) -> Option<String> {
 
 /// Checks a whole request: exactly one allowed statement.
 pub fn check_sql(sql: &str) -> Result<(), String> {
-    let statements = DFParser::parse_sql(sql).map_err(|e| e.strip_backtrace().to_string())?;
+    checked_statement(sql).map(|_| ())
+}
+
+/// The one allowed statement of a request, parsed (DataFusion's dialect).
+pub fn checked_statement(sql: &str) -> Result<DfStatement, String> {
+    let mut statements = DFParser::parse_sql(sql).map_err(|e| e.strip_backtrace().to_string())?;
     if statements.len() > 1 {
         return Err("more than one statement per query is not allowed".into());
     }
-    for statement in &statements {
-        if let Some(reason) = check_df_statement(statement) {
-            return Err(reason);
-        }
+    let statement = statements
+        .pop_front()
+        .ok_or_else(|| "the query is empty".to_string())?;
+    match check_df_statement(&statement) {
+        Some(reason) => Err(reason),
+        None => Ok(statement),
     }
-    Ok(())
 }
 
 #[cfg(test)]

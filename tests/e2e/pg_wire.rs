@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::sql_golden::{assert_same_rows, pg_query};
-use crate::support::{BIN, TestServer, repo_root};
+use crate::support::{BIN, PUBLIC_TABLES, TestServer, repo_root};
 
 fn fixture() -> String {
     std::fs::read_to_string(repo_root().join("tests/golden/invocations.ndjson")).expect("fixture")
@@ -89,19 +89,7 @@ fn psql_reads_tables_views_and_the_catalog() {
         "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1",
     );
     assert!(ok, "{err}");
-    assert_eq!(
-        out.lines().collect::<Vec<_>>(),
-        [
-            "function_stats",
-            "invocation_records",
-            "invocations",
-            "logs",
-            "metrics",
-            "monthly_costs",
-            "prices",
-            "spans"
-        ]
-    );
+    assert_eq!(out.lines().collect::<Vec<_>>(), PUBLIC_TABLES);
     let (ok, out, err) = psql(
         &server.pg,
         None,

@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{BIN, TestServer};
+use crate::support::{BIN, PUBLIC_TABLES, TestServer};
 
 fn send_spans(server: &TestServer, n: usize) {
     let spans: Vec<serde_json::Value> = (0..n)
@@ -61,19 +61,7 @@ fn formats_refusals_and_the_cli_agree() {
         .iter()
         .filter_map(|r| r["table_name"].as_str())
         .collect();
-    assert_eq!(
-        names,
-        vec![
-            "function_stats",
-            "invocation_records",
-            "invocations",
-            "logs",
-            "metrics",
-            "monthly_costs",
-            "prices",
-            "spans"
-        ]
-    );
+    assert_eq!(names, PUBLIC_TABLES);
 
     // Unsafe statements are refused and create nothing.
     let target = server.data_dir.join("../copied.csv");

@@ -9,7 +9,7 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::sql_golden::same_value;
-use crate::support::{BIN, TestServer, client_script, python, repo_root, run_json};
+use crate::support::{BIN, TestServer, client_script, python, repo_root, run_json, serve_command};
 
 const UNTIL: &str = "2026-11-28T12:00:00Z";
 
@@ -216,20 +216,8 @@ arm64 = [{ price = 0.000016 }]
     drop(server);
 
     std::fs::write(&pricing, "[[aws.prices]]\nregions = []\n").expect("write bad pricing");
-    let out = Command::new(BIN)
-        .args(["serve", "--data-dir"])
-        .arg(tmp.path().join("other"))
-        .args([
-            "--otlp-grpc-addr",
-            "127.0.0.1:0",
-            "--otlp-http-addr",
-            "127.0.0.1:0",
-            "--api-addr",
-            "127.0.0.1:0",
-            "--pg-addr",
-            "127.0.0.1:0",
-            "--pricing",
-        ])
+    let out = serve_command(&tmp.path().join("other"))
+        .arg("--pricing")
         .arg(&pricing)
         .output()
         .expect("serve with a bad catalog");

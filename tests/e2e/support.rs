@@ -41,6 +41,34 @@ pub(crate) fn run_json(cmd: &mut Command) -> Value {
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON from {cmd:?}: {e}: {stdout}"))
 }
 
+/// `faasight serve --data-dir DIR` with every listener on a free port.
+pub(crate) fn serve_command(data_dir: &Path) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.arg("serve").arg("--data-dir").arg(data_dir).args([
+        "--otlp-grpc-addr",
+        "127.0.0.1:0",
+        "--otlp-http-addr",
+        "127.0.0.1:0",
+        "--api-addr",
+        "127.0.0.1:0",
+        "--pg-addr",
+        "127.0.0.1:0",
+    ]);
+    cmd
+}
+
+/// The tables and views in `information_schema.tables` (schema `public`).
+pub(crate) const PUBLIC_TABLES: [&str; 8] = [
+    "function_stats",
+    "invocation_records",
+    "invocations",
+    "logs",
+    "metrics",
+    "monthly_costs",
+    "prices",
+    "spans",
+];
+
 /// Builder of a test server.
 #[derive(Debug)]
 pub(crate) struct TestServerBuilder {
@@ -79,21 +107,8 @@ impl TestServerBuilder {
                 (Some(t), d)
             }
         };
-        let mut cmd = Command::new(BIN);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&data_dir)
-            .args([
-                "--otlp-grpc-addr",
-                "127.0.0.1:0",
-                "--otlp-http-addr",
-                "127.0.0.1:0",
-                "--api-addr",
-                "127.0.0.1:0",
-                "--pg-addr",
-                "127.0.0.1:0",
-            ])
-            .args(&self.args)
+        let mut cmd = serve_command(&data_dir);
+        cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FAASIGHT_LOG", "info")
             .stdout(Stdio::piped())

@@ -105,7 +105,7 @@ GROUP BY function_name
 "#;
 
 /// The time filter of `function_stats(start, end)`.
-pub(crate) const FUNCTION_STATS_RANGE: &str = "WHERE time >= $1 AND time < $2";
+const FUNCTION_STATS_RANGE: &str = "WHERE time >= $1 AND time < $2";
 
 /// AWS Lambda cost per calendar month and account, region and architecture,
 /// with the volume tiers applied to the month's GB-seconds (the free tier,

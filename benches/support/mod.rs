@@ -1,0 +1,52 @@
+//! Starting the real server for a benchmark: every listener on a free
+//! port, the addresses read from its first line.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+/// A running `faasight serve` and the addresses it printed.
+pub(crate) struct Serve {
+    pub(crate) child: Child,
+    line: String,
+}
+
+impl Serve {
+    /// `faasight serve --data-dir DIR` plus `extra` flags, all ports 0.
+    pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Serve {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_faasight"))
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args([
+                "--otlp-grpc-addr",
+                "127.0.0.1:0",
+                "--otlp-http-addr",
+                "127.0.0.1:0",
+                "--api-addr",
+                "127.0.0.1:0",
+                "--pg-addr",
+                "127.0.0.1:0",
+            ])
+            .args(extra)
+            .env("FAASIGHT_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start faasight");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().expect("stdout"))
+            .read_line(&mut line)
+            .expect("listening line");
+        Serve { child, line }
+    }
+
+    /// The address printed as `key=…` (`otlp_grpc`, `otlp_http`, `api`, `pg`).
+    pub(crate) fn addr(&self, key: &str) -> String {
+        self.line
+            .split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{key}=")))
+            .unwrap_or_else(|| panic!("no {key} in {:?}", self.line))
+            .to_string()
+    }
+}
