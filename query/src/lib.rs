@@ -11,5 +11,6 @@ pub mod cost;
 pub mod engine;
 pub mod format;
 pub mod safety;
+pub mod traces;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError};

@@ -17,6 +17,8 @@ pub enum ApiError {
     Encode(#[from] arrow::error::ArrowError),
     #[error("internal error: {0}")]
     Internal(String),
+    #[error("{0}")]
+    NotFound(String),
 }
 
 impl IntoResponse for ApiError {
@@ -28,6 +30,7 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::TooManyRows(_)) => StatusCode::BAD_REQUEST,
             ApiError::Query(QueryError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Encode(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
         };
         (
             status,

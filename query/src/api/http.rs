@@ -39,6 +39,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .merge(super::tempo::routes())
         .with_state(state)
 }
 
@@ -64,7 +65,7 @@ struct FunctionsParams {
 }
 
 /// A time parameter: RFC 3339, or a duration back from `now`.
-fn time_param(name: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn time_param(name: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }

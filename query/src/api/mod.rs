@@ -3,3 +3,4 @@
 pub mod errors;
 pub mod http;
 pub mod pg;
+pub mod tempo;
