@@ -11,3 +11,4 @@ mod query_api;
 mod query_layer;
 mod sql_golden;
 mod support;
+mod traces;

@@ -58,7 +58,7 @@ pub(crate) fn serve_command(data_dir: &Path) -> Command {
 }
 
 /// The tables and views in `information_schema.tables` (schema `public`).
-pub(crate) const PUBLIC_TABLES: [&str; 8] = [
+pub(crate) const PUBLIC_TABLES: [&str; 9] = [
     "function_stats",
     "invocation_records",
     "invocations",
@@ -67,6 +67,7 @@ pub(crate) const PUBLIC_TABLES: [&str; 8] = [
     "monthly_costs",
     "prices",
     "spans",
+    "trace_costs",
 ];
 
 /// Builder of a test server.

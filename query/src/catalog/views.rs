@@ -135,6 +135,40 @@ FROM (
 ) AS monthly
 "#;
 
+/// Cost per trace: the trace's invocations summed, with the root span's
+/// service, name and `http.route`, so traces and routes rank by cost.
+const TRACE_COSTS_SQL: &str = r#"
+SELECT
+  i.trace_id, i.time, r.root_service_name, r.root_name, r.route,
+  i.invocations, i.functions, i.cold_starts, i.errors,
+  i.billed_duration_ms, i.cost_usd, i.cost_estimated
+FROM (
+  SELECT
+    trace_id,
+    min(time) AS time,
+    count(*) AS invocations,
+    count(DISTINCT function_name) AS functions,
+    sum(CASE WHEN cold_start THEN 1 ELSE 0 END) AS cold_starts,
+    sum(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors,
+    sum(billed_duration_ms) AS billed_duration_ms,
+    sum(cost_usd) AS cost_usd,
+    coalesce(bool_or(cost_estimated), false) AS cost_estimated
+  FROM invocations
+  WHERE trace_id IS NOT NULL
+  GROUP BY trace_id
+) AS i
+LEFT JOIN (
+  SELECT
+    trace_id,
+    first_value(service_name ORDER BY time) AS root_service_name,
+    first_value(name ORDER BY time) AS root_name,
+    first_value(attributes['http.route'] ORDER BY time) AS route
+  FROM spans
+  WHERE parent_span_id IS NULL
+  GROUP BY trace_id
+) AS r ON i.trace_id = r.trace_id
+"#;
+
 /// Registers the views in a fresh session (trusted SQL, before the
 /// read-only options apply to user statements).
 pub async fn register(ctx: &SessionContext) -> Result<(), QueryError> {
@@ -148,6 +182,8 @@ pub async fn register(ctx: &SessionContext) -> Result<(), QueryError> {
     ctx.register_udtf("function_stats", Arc::new(FunctionStatsFn { plan }));
     let view = ctx.sql(MONTHLY_COSTS_SQL).await?.into_view();
     ctx.register_table("monthly_costs", view)?;
+    let view = ctx.sql(TRACE_COSTS_SQL).await?.into_view();
+    ctx.register_table("trace_costs", view)?;
     Ok(())
 }
 
