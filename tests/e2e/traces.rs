@@ -172,6 +172,23 @@ fn a_trace_across_three_functions_with_a_cold_start() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("hex"), "{body}");
 
+    // The second trace keeps its link to the checkout's charge span, in the
+    // trace view and in Tempo's protobuf.
+    let linked = get_json(&format!("http://{}/api/v1/traces/{other}", server.api));
+    assert_eq!(linked["root"]["links"][0]["trace_id"], trace_id.as_str());
+    assert_eq!(linked["root"]["links"][0]["span_id"], span("charge card").as_str());
+    assert_eq!(linked["root"]["links"][0]["attributes"]["messaging.operation"], "process");
+    assert_eq!(linked["cost_usd"], Value::Null, "no invocations were reported for it");
+    let forms = run_json(
+        Command::new(python())
+            .arg(client_script("tempo_check.py"))
+            .args(["--api", &format!("http://{}", server.api), "--trace-id", &other]),
+    );
+    assert_eq!(
+        forms["v2_protobuf"]["spans"][0]["links"],
+        json!([[trace_id, span("charge card")]])
+    );
+
     tempo_trace_by_id(&server, &trace_id, &sent);
     tempo_search(&server, &trace_id, &other, &sent);
     tempo_tags(&server);
@@ -276,6 +293,9 @@ fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
         (vec![("q", "{ traceDuration < 500ms }")], one(other)),
         (vec![("q", "{ kind = server && duration > 900ms }")], one(trace)),
         (vec![("q", "{ span.card.brand !~ \"vi.*\" }")], vec![]),
+        // Quotes in literals stay literals.
+        (vec![("q", r#"{ name = "x' OR '1'='1" }"#)], vec![]),
+        (vec![("tags", r#"name="x' OR '1'='1""#)], vec![]),
         (vec![("q", "{}")], both.clone()),
         (vec![("q", "{}"), ("limit", "1")], one(other)),
         (vec![("minDuration", "500ms")], one(trace)),
@@ -382,4 +402,67 @@ fn tempo_tags(server: &TestServer) {
     );
     let (code, body) = get(&format!("{api}/api/v2/search/tag/bogus/values"));
     assert_eq!(code, 400, "{body}");
+}
+
+/// A lookup by trace id reads only the row groups that can hold the trace:
+/// the bloom filters on `trace_id` prune the rest (DataFusion's own scan
+/// metrics, from `EXPLAIN ANALYZE`).
+#[test]
+fn trace_lookup_prunes_row_groups_with_bloom_filters() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let status = Command::new(crate::support::BIN)
+        .args(["generate", "--invocations", "4000", "--functions", "10", "--days", "1"])
+        .args(["--seed", "7", "--trace-share", "1.0", "--until", "2026-11-28T00:00:00Z"])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .status()
+        .expect("generate");
+    assert!(status.success());
+    let server = TestServer::builder().data_dir(dir.path()).start();
+    let files = server.count("SELECT count(*) AS n FROM (SELECT DISTINCT date_trunc('hour', time) FROM spans)");
+    assert!(files >= 20, "one file per hour over a day, got {files}");
+    // A trace id from the middle of the range, so min/max statistics alone
+    // cannot rule files out.
+    let roots = server.count("SELECT count(*) AS n FROM spans WHERE parent_span_id IS NULL");
+    let id = server.sql(&format!(
+        "SELECT trace_id FROM spans WHERE parent_span_id IS NULL ORDER BY trace_id LIMIT 1 OFFSET {}",
+        roots / 2
+    ))[0]["trace_id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let rows = server.sql(&format!(
+        "EXPLAIN ANALYZE SELECT count(*) FROM spans WHERE trace_id = '{id}'"
+    ));
+    let plan: String = rows
+        .iter()
+        .filter_map(|r| r["plan"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
+    // `name=T total → M matched`
+    let metric = |name: &str| -> (i64, i64) {
+        let at = plan
+            .find(&format!("{name}="))
+            .unwrap_or_else(|| panic!("no {name} in the plan:\n{plan}"));
+        let text = &plan[at + name.len() + 1..];
+        let numbers: Vec<i64> = text
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|t| !t.is_empty())
+            .take(2)
+            .map(|t| t.parse().expect("number"))
+            .collect();
+        (numbers[0], numbers[1])
+    };
+    let (total, after_stats) = metric("row_groups_pruned_statistics");
+    let (checked, after_bloom) = metric("row_groups_pruned_bloom_filter");
+    assert!(total >= files, "every hour file has a row group:\n{plan}");
+    assert_eq!(checked, after_stats);
+    assert!(after_stats >= total / 2, "min/max cannot rule out a middle id:\n{plan}");
+    assert!(
+        after_bloom <= 2 && after_stats - after_bloom >= after_stats / 2,
+        "bloom filters left {after_bloom} of {after_stats} row groups (of {total}):\n{plan}"
+    );
+    let view = get_json(&format!("http://{}/api/v1/traces/{id}", server.api));
+    assert!(view["span_count"].as_u64().is_some_and(|n| n >= 1), "{view}");
+    assert!(view["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "generated traces are priced: {view}");
 }

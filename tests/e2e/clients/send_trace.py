@@ -106,8 +106,10 @@ def main():
     record(root)
 
     # A second, short trace from the same service that searches must exclude.
+    # It links to the checkout's charge (an async hop, as through a queue).
+    link = trace.Link(charge.get_span_context(), attributes={"messaging.operation": "process"})
     health = api.start_span("GET /health", kind=SpanKind.SERVER, start_time=at(2000),
-                            attributes={"http.route": "/health"})
+                            attributes={"http.route": "/health"}, links=[link])
     other_trace_id = format(health.get_span_context().trace_id, "032x")
     health.end(end_time=at(2020))
     record(health)

@@ -67,6 +67,7 @@ def spans_of(data):
                     "status": s.status.code,
                     "start": s.start_time_unix_nano,
                     "end": s.end_time_unix_nano,
+                    "links": [[l.trace_id.hex(), l.span_id.hex()] for l in s.links],
                 })
     return sorted(out, key=lambda s: s["span_id"])
 
