@@ -7,7 +7,7 @@
 //! benches/traces-report.md.
 //!
 //! `cargo bench --bench traces`; settings by environment:
-//! `FAASIGHT_BENCH_TRACE_INVOCATIONS` (default 4,000,000),
+//! `FAASIGHT_BENCH_TRACE_INVOCATIONS` (default 7,500,000),
 //! `FAASIGHT_BENCH_TRACE_DATA` (a data directory to reuse; default
 //! target/bench-data/traces-N, generated when missing),
 //! `FAASIGHT_BENCH_LOOKUPS` (default 1,000), `FAASIGHT_BENCH_RUNS` (search
@@ -48,7 +48,7 @@ fn rchar(pid: u32) -> u64 {
 
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let invocations: u64 = env_or("FAASIGHT_BENCH_TRACE_INVOCATIONS", 4_000_000);
+    let invocations: u64 = env_or("FAASIGHT_BENCH_TRACE_INVOCATIONS", 7_500_000);
     let lookups: usize = env_or("FAASIGHT_BENCH_LOOKUPS", 1_000);
     let runs: usize = env_or("FAASIGHT_BENCH_RUNS", 5);
     let data = std::env::var_os("FAASIGHT_BENCH_TRACE_DATA")

@@ -14,7 +14,9 @@ use faasight_collector::model::Table;
 use faasight_collector::telemetry::{Counter, Histogram, render_counter};
 use futures::StreamExt;
 
+use crate::catalog::id_filter::IdFilters;
 use crate::catalog::tables::FaasightTable;
+use crate::catalog::views::ViewPlans;
 use crate::cost::{PriceCatalog, cost_udfs};
 
 /// Why a query failed; each maps to one status per API.
@@ -101,6 +103,10 @@ pub struct QueryEngine {
     buffer: Buffer,
     config: QueryConfig,
     runtime: Arc<RuntimeEnv>,
+    /// Bloom filters of the id columns, shared by every session.
+    ids: Arc<IdFilters>,
+    /// The views, planned by the first session.
+    views: Arc<tokio::sync::OnceCell<Arc<ViewPlans>>>,
     pub metrics: Arc<QueryMetrics>,
 }
 
@@ -130,6 +136,8 @@ impl QueryEngine {
             buffer,
             config,
             runtime,
+            ids: Arc::new(IdFilters::default()),
+            views: Arc::new(tokio::sync::OnceCell::new()),
             metrics: Arc::new(QueryMetrics::default()),
         })
     }
@@ -141,6 +149,21 @@ impl QueryEngine {
 
     /// A fresh session with every table and view registered.
     pub async fn session(&self) -> Result<SessionContext, QueryError> {
+        let plans = self
+            .views
+            .get_or_try_init(|| async {
+                // Planned once, in a session of their own.
+                let template = self.base_session()?;
+                ViewPlans::plan(&template).await.map(Arc::new)
+            })
+            .await?;
+        let ctx = self.base_session()?;
+        plans.register(&ctx)?;
+        Ok(ctx)
+    }
+
+    /// A session with the tables, the cost functions and `prices`.
+    fn base_session(&self) -> Result<SessionContext, QueryError> {
         let config = SessionConfig::new()
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions)
@@ -149,7 +172,11 @@ impl QueryEngine {
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),
-                Arc::new(FaasightTable::new(table, self.buffer.clone())),
+                Arc::new(FaasightTable::new(
+                    table,
+                    self.buffer.clone(),
+                    Arc::clone(&self.ids),
+                )),
             )?;
         }
         for udf in cost_udfs(&self.config.pricing) {
@@ -159,7 +186,6 @@ impl QueryEngine {
             "prices",
             Arc::new(crate::cost::prices_table(&self.config.pricing)?),
         )?;
-        crate::catalog::views::register(&ctx).await?;
         Ok(ctx)
     }
 

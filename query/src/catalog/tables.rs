@@ -24,6 +24,7 @@ use datafusion::physical_plan::union::UnionExec;
 use faasight_collector::buffer::{Buffer, FileMeta};
 use faasight_collector::model::Table;
 
+use super::id_filter::{IdFilters, pinned_ids};
 use super::prune::TimeRange;
 
 /// One faasight table as DataFusion sees it.
@@ -31,11 +32,12 @@ use super::prune::TimeRange;
 pub struct FaasightTable {
     table: Table,
     buffer: Buffer,
+    ids: Arc<IdFilters>,
 }
 
 impl FaasightTable {
-    pub fn new(table: Table, buffer: Buffer) -> Self {
-        FaasightTable { table, buffer }
+    pub fn new(table: Table, buffer: Buffer, ids: Arc<IdFilters>) -> Self {
+        FaasightTable { table, buffer, ids }
     }
 }
 
@@ -89,10 +91,23 @@ impl TableProvider for FaasightTable {
         let schema = self.table.schema();
         let snapshot = self.buffer.snapshot(self.table);
         let range = TimeRange::from_filters(filters);
+        // Id predicates (`trace_id = …`, `request_id IN (…)`) skip the files
+        // whose bloom filters rule the ids out, before any file is opened.
+        let pinned: Vec<(&str, Vec<String>)> = self
+            .table
+            .bloom_columns()
+            .iter()
+            .filter_map(|c| pinned_ids(filters, c).map(|ids| (*c, ids)))
+            .collect();
         let files: Vec<&FileMeta> = snapshot
             .files
             .iter()
             .filter(|f| range.overlaps_hour(f.hour_start_micros))
+            .filter(|f| {
+                pinned
+                    .iter()
+                    .all(|(col, ids)| self.ids.may_contain(&f.path, col, ids))
+            })
             .collect();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {

@@ -169,22 +169,52 @@ LEFT JOIN (
 ) AS r ON i.trace_id = r.trace_id
 "#;
 
-/// Registers the views in a fresh session (trusted SQL, before the
-/// read-only options apply to user statements).
-pub async fn register(ctx: &SessionContext) -> Result<(), QueryError> {
-    let view = ctx.sql(INVOCATIONS_SQL).await?.into_view();
-    ctx.register_table("invocations", view)?;
-    let all_time = FUNCTION_STATS_SQL.replace("{range}", "");
-    let view = ctx.sql(&all_time).await?.into_view();
-    ctx.register_table("function_stats", view)?;
-    let ranged = FUNCTION_STATS_SQL.replace("{range}", FUNCTION_STATS_RANGE);
-    let plan = ctx.sql(&ranged).await?.into_unoptimized_plan();
-    ctx.register_udtf("function_stats", Arc::new(FunctionStatsFn { plan }));
-    let view = ctx.sql(MONTHLY_COSTS_SQL).await?.into_view();
-    ctx.register_table("monthly_costs", view)?;
-    let view = ctx.sql(TRACE_COSTS_SQL).await?.into_view();
-    ctx.register_table("trace_costs", view)?;
-    Ok(())
+/// The views' plans, made once per engine and shared by every session (a
+/// plan reads its tables' snapshots when it runs, so it never goes stale).
+#[derive(Debug, Clone)]
+pub struct ViewPlans {
+    views: Vec<(&'static str, LogicalPlan)>,
+    function_stats_ranged: LogicalPlan,
+}
+
+impl ViewPlans {
+    /// Plans every view in `ctx` (trusted SQL, before the read-only
+    /// options apply to user statements).
+    pub async fn plan(ctx: &SessionContext) -> Result<ViewPlans, QueryError> {
+        let mut views = Vec::new();
+        // In dependency order: later views read earlier ones.
+        let all_time = FUNCTION_STATS_SQL.replace("{range}", "");
+        for (name, sql) in [
+            ("invocations", INVOCATIONS_SQL),
+            ("function_stats", all_time.as_str()),
+            ("monthly_costs", MONTHLY_COSTS_SQL),
+            ("trace_costs", TRACE_COSTS_SQL),
+        ] {
+            let plan = ctx.sql(sql).await?.into_unoptimized_plan();
+            ctx.register_table(name, Arc::new(ViewTable::new(plan.clone(), None)))?;
+            views.push((name, plan));
+        }
+        let ranged = FUNCTION_STATS_SQL.replace("{range}", FUNCTION_STATS_RANGE);
+        let function_stats_ranged = ctx.sql(&ranged).await?.into_unoptimized_plan();
+        Ok(ViewPlans {
+            views,
+            function_stats_ranged,
+        })
+    }
+
+    /// Registers the planned views in a session.
+    pub fn register(&self, ctx: &SessionContext) -> Result<(), QueryError> {
+        for (name, plan) in &self.views {
+            ctx.register_table(*name, Arc::new(ViewTable::new(plan.clone(), None)))?;
+        }
+        ctx.register_udtf(
+            "function_stats",
+            Arc::new(FunctionStatsFn {
+                plan: self.function_stats_ranged.clone(),
+            }),
+        );
+        Ok(())
+    }
 }
 
 /// `function_stats(since)` or `function_stats(start, end)`: the summary over
