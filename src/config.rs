@@ -120,6 +120,9 @@ pub(crate) struct ServeArgs {
         hide_env_values = true
     )]
     pub(crate) ingest_tokens: Vec<String>,
+    /// Grafana's base URL, linked from alert messages
+    #[arg(long, env = "FAASIGHT_GRAFANA_URL")]
+    pub(crate) grafana_url: Option<String>,
 }
 
 /// The `faasight.toml` keys.
@@ -147,8 +150,19 @@ struct FileConfig {
     #[serde(default)]
     ingest_tokens: Vec<String>,
     cloudwatch: Option<CloudWatchFile>,
-    /// A section of a later feature, accepted so a shared file loads.
-    notifiers: Option<toml::Value>,
+    #[serde(default)]
+    notifiers: Vec<NotifierFile>,
+    grafana_url: Option<String>,
+}
+
+/// A `[[notifiers]]` entry; the URL comes from the environment or a file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct NotifierFile {
+    pub(crate) name: String,
+    pub(crate) kind: faasight_query::rules::notify::NotifierKind,
+    pub(crate) webhook_url_env: Option<String>,
+    pub(crate) webhook_url_file: Option<PathBuf>,
 }
 
 /// The `[cloudwatch]` section.
@@ -185,6 +199,8 @@ pub(crate) struct ServeConfig {
     pub(crate) cloudwatch: Option<faasight_collector::cloudwatch::CloudWatchConfig>,
     /// Config sections present but not acted on by this version.
     pub(crate) unsupported_sections: Vec<&'static str>,
+    pub(crate) notifiers: Vec<NotifierFile>,
+    pub(crate) grafana_url: Option<String>,
 }
 
 fn addr(s: &str) -> SocketAddr {
@@ -247,10 +263,7 @@ impl ServeConfig {
             Some(p) => read_file(p)?,
             None => FileConfig::default(),
         };
-        let mut unsupported = Vec::new();
-        if file.notifiers.is_some() {
-            unsupported.push("notifiers");
-        }
+        let unsupported = Vec::new();
         let flush = args
             .flush_interval
             .or(file.flush_interval)
@@ -366,6 +379,8 @@ impl ServeConfig {
                 .filter(|k| !k.is_empty()),
             cloudwatch,
             unsupported_sections: unsupported,
+            notifiers: file.notifiers.clone(),
+            grafana_url: args.grafana_url.clone().or(file.grafana_url.clone()),
         })
     }
 }

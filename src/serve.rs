@@ -13,6 +13,10 @@ use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
 use faasight_query::api::http::{self as api, ApiState};
 use faasight_query::api::pg::PgServer;
 use faasight_query::cost::PriceCatalog;
+use faasight_query::rules::evaluate::resolve_url;
+use faasight_query::rules::load;
+use faasight_query::rules::notify::{MessageContext, Notifier};
+use faasight_query::rules::{Rules, RulesArgs};
 use faasight_query::{QueryConfig, QueryEngine};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -102,6 +106,59 @@ pub(crate) fn open_collector(
     Ok((collector, recovery, receiver))
 }
 
+/// Loads and checks the rules directory (a broken rule stops the start with
+/// file, rule and reason) and resolves the notifiers' URLs.
+async fn load_rules(config: &ServeConfig, engine: &QueryEngine) -> Result<Option<Rules>, BoxError> {
+    if !config.rules_dir.is_dir() {
+        tracing::info!(rules_dir = %config.rules_dir.display(), "no rules directory; rules are off");
+        return Ok(None);
+    }
+    let rules = load::load_dir(&config.rules_dir).map_err(rule_errors)?;
+    let mut notifiers = Vec::new();
+    for n in &config.notifiers {
+        let url = resolve_url(&n.name, n.webhook_url_env.as_deref(), n.webhook_url_file.as_deref())?;
+        notifiers.push(Notifier {
+            name: n.name.clone(),
+            kind: n.kind,
+            url,
+        });
+    }
+    // With no notifier configured, alerts are tracked and shown by the API only.
+    let allowed: Vec<String> = if notifiers.is_empty() {
+        rules.iter().flat_map(|r| r.notify.clone()).collect()
+    } else {
+        notifiers.iter().map(|n| n.name.clone()).collect()
+    };
+    let problems = load::check(engine, &rules, &allowed).await;
+    if !problems.is_empty() {
+        return Err(rule_errors(problems));
+    }
+    if notifiers.is_empty() && !rules.is_empty() {
+        tracing::warn!("no notifiers configured: alerts are shown at /api/v1/alerts but not sent");
+    }
+    tracing::info!(
+        rules = rules.len(),
+        notifiers = notifiers.len(),
+        rules_dir = %config.rules_dir.display(),
+        "rules loaded"
+    );
+    let engine = Rules::new(RulesArgs {
+        engine: engine.clone(),
+        rules,
+        notifiers,
+        data_dir: config.data_dir.clone(),
+        context: MessageContext {
+            grafana_url: config.grafana_url.clone(),
+        },
+    })?;
+    Ok(Some(engine))
+}
+
+fn rule_errors(errors: Vec<load::RuleError>) -> BoxError {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    format!("rules are invalid:\n  {}", lines.join("\n  ")).into()
+}
+
 pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     for section in &config.unsupported_sections {
         tracing::warn!(
@@ -110,11 +167,6 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         );
     }
     warn_if_exposed(&config);
-    // Parts of the contract that later issues build; say so instead of
-    // pretending they run.
-    if config.rules_dir.is_dir() {
-        tracing::warn!(rules_dir = %config.rules_dir.display(), "rules are not evaluated by this version");
-    }
     let (collector, recovery, receiver) = open_collector(&config)?;
     tracing::info!(
         data_dir = %config.data_dir.display(),
@@ -141,6 +193,8 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             ..QueryConfig::default()
         },
     )?;
+
+    let rules = load_rules(&config, &engine).await?;
 
     let grpc_listener = bind("otlp-grpc", config.otlp_grpc_addr).await?;
     let http_listener = bind("otlp-http", config.otlp_http_addr).await?;
@@ -182,6 +236,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         engine,
         collector_metrics: Arc::clone(&collector.metrics),
         ready: Arc::clone(&ready),
+        rules: rules.clone(),
     };
     let api = tokio::spawn(
         axum::serve(api_listener, api::router(api_state))
@@ -189,6 +244,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             .into_future(),
     );
     let pg = tokio::spawn(pg_server.run(stopped()));
+    let rules_task = rules.map(|r| tokio::spawn(r.run(stopped.clone())));
     let flusher = tokio::spawn(
         collector
             .flusher
@@ -236,6 +292,9 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         tracing::error!(error = %e, "api server ended with an error");
     }
     let _ = pg.await;
+    if let Some(r) = rules_task {
+        let _ = r.await;
+    }
     let _ = flusher.await;
     if let Some(p) = poller {
         // A poll in progress is cut short: its events are either durable

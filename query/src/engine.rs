@@ -189,6 +189,21 @@ impl QueryEngine {
         Ok(ctx)
     }
 
+    /// The columns a read-only statement would return, planned against
+    /// the real schema without running it.
+    pub async fn plan_columns(&self, sql: &str) -> Result<Vec<String>, QueryError> {
+        let statement = crate::safety::checked_statement(sql).map_err(QueryError::Sql)?;
+        let ctx = self.session().await?;
+        let plan = ctx.state().statement_to_plan(statement).await?;
+        safe_options().verify_plan(&plan)?;
+        Ok(plan
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect())
+    }
+
     /// Runs one read-only statement within the limits.
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();

@@ -23,6 +23,8 @@ pub struct ApiState {
     pub collector_metrics: Arc<CollectorMetrics>,
     /// Set once recovery is done and every listener is bound.
     pub ready: Arc<AtomicBool>,
+    /// The rules engine, when a rules directory is loaded.
+    pub rules: Option<crate::rules::Rules>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -36,6 +38,8 @@ pub fn router(state: ApiState) -> Router {
     Router::new()
         .route("/api/v1/query", post(query))
         .route("/api/v1/functions", get(functions))
+        .route("/api/v1/alerts", get(alerts))
+        .route("/api/v1/recommendations", get(recommendations))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -114,6 +118,67 @@ async fn functions(
     Ok(axum::Json(body).into_response())
 }
 
+fn time_json(us: Option<i64>) -> serde_json::Value {
+    us.and_then(DateTime::<Utc>::from_timestamp_micros)
+        .map(|t| serde_json::Value::String(t.to_rfc3339_opts(SecondsFormat::Secs, true)))
+        .unwrap_or(serde_json::Value::Null)
+}
+
+fn alert_json(a: &crate::rules::state::Alert) -> serde_json::Value {
+    serde_json::json!({
+        "rule": a.rule,
+        "severity": a.severity.as_str(),
+        "state": a.state,
+        "labels": a.labels,
+        "value": a.value,
+        "savings_usd_month": a.savings_usd_month,
+        "message": a.message,
+        "description": a.description,
+        "since": time_json(Some(a.since_us)),
+        "firing_since": time_json(a.firing_since_us),
+        "last_notified": time_json(a.last_notified_us),
+    })
+}
+
+/// `GET /api/v1/alerts`: active alerts (pending and firing).
+async fn alerts(State(st): State<ApiState>) -> Response {
+    let list: Vec<serde_json::Value> = st
+        .rules
+        .as_ref()
+        .map(|r| r.alerts().iter().map(alert_json).collect())
+        .unwrap_or_default();
+    axum::Json(serde_json::json!({
+        "rules_enabled": st.rules.is_some(),
+        "rules": st.rules.as_ref().map_or(0, |r| r.rule_count()),
+        "alerts": list,
+    }))
+    .into_response()
+}
+
+/// `GET /api/v1/recommendations`: current findings with dollars, largest
+/// savings first.
+async fn recommendations(State(st): State<ApiState>) -> Response {
+    let mut found: Vec<crate::rules::state::Alert> = st
+        .rules
+        .as_ref()
+        .map(|r| r.alerts())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|a| a.savings_usd_month.is_some_and(|s| s > 0.0))
+        .collect();
+    found.sort_by(|a, b| {
+        b.savings_usd_month
+            .unwrap_or(0.0)
+            .total_cmp(&a.savings_usd_month.unwrap_or(0.0))
+    });
+    let total: f64 = found.iter().filter_map(|a| a.savings_usd_month).sum();
+    axum::Json(serde_json::json!({
+        "total_savings_usd_month": total,
+        "recommendations": found.iter().map(alert_json).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
 async fn readyz(State(st): State<ApiState>) -> Response {
     if st.ready.load(Ordering::Relaxed) {
         (StatusCode::OK, "ready").into_response()
@@ -126,5 +191,13 @@ async fn metrics(State(st): State<ApiState>) -> Response {
     let mut out = String::new();
     st.collector_metrics.render(&mut out);
     st.engine.metrics.render(&mut out);
+    if let Some(rules) = &st.rules {
+        let firing = rules
+            .alerts()
+            .iter()
+            .filter(|a| a.state == crate::rules::state::AlertState::Firing)
+            .count();
+        rules.metrics().render(&mut out, firing as u64);
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
