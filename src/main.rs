@@ -34,6 +34,11 @@ enum Command {
     },
     /// Write a realistic synthetic data set straight to Parquet
     Generate(Box<generate::GenerateArgs>),
+    /// Check rule files, or try them on a data directory
+    Rules {
+        #[command(subcommand)]
+        action: RulesCommand,
+    },
     /// Run SQL on a data directory without a server
     Query {
         /// Data directory to read [default: ./data]
@@ -50,6 +55,31 @@ enum Command {
         pricing: Option<PathBuf>,
         /// The SQL statement (read-only)
         sql: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RulesCommand {
+    /// Parse every rule file, plan every rule's SQL against the real schema,
+    /// check conditions, templates and notifier names; exit 1 on any error
+    Check {
+        /// The rules directory
+        dir: PathBuf,
+        /// faasight.toml, for the notifier names
+        #[arg(long, env = "FAASIGHT_CONFIG")]
+        config: Option<PathBuf>,
+    },
+    /// Evaluate every rule once on a data directory and print, as JSON, the
+    /// subjects whose condition holds (no state, nothing sent)
+    Eval {
+        /// The rules directory
+        dir: PathBuf,
+        /// Data directory to read [default: ./data]
+        #[arg(long, env = "FAASIGHT_DATA_DIR", default_value = "./data")]
+        data_dir: PathBuf,
+        /// Price catalog file extending the shipped prices
+        #[arg(long, env = "FAASIGHT_PRICING")]
+        pricing: Option<PathBuf>,
     },
 }
 
@@ -122,6 +152,70 @@ async fn query(
     Ok(())
 }
 
+fn rule_errors(errors: &[faasight_query::rules::load::RuleError]) -> BoxError {
+    let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    format!("{} problem(s) in the rules:\n  {}", lines.len(), lines.join("\n  ")).into()
+}
+
+async fn rules(action: RulesCommand) -> Result<(), BoxError> {
+    use faasight_query::rules::load;
+    match action {
+        RulesCommand::Check { dir, config } => {
+            let rules = load::load_dir(&dir).map_err(|e| rule_errors(&e))?;
+            let configured = config::notifier_names(config.as_deref())?;
+            // With no notifier configured, alerts are only shown by the API.
+            let allowed: Vec<String> = if configured.is_empty() {
+                rules.iter().flat_map(|r| r.notify.clone()).collect()
+            } else {
+                configured.clone()
+            };
+            let engine = QueryEngine::new(faasight_collector::buffer::Buffer::new(), QueryConfig::default())?;
+            let problems = load::check(&engine, &rules, &allowed).await;
+            if !problems.is_empty() {
+                return Err(rule_errors(&problems));
+            }
+            let files: std::collections::BTreeSet<_> = rules.iter().map(|r| r.file.clone()).collect();
+            println!("ok: {} rules in {} files", rules.len(), files.len());
+            if configured.is_empty() {
+                println!("note: no notifiers configured; alerts would only show at /api/v1/alerts");
+            }
+            Ok(())
+        }
+        RulesCommand::Eval { dir, data_dir, pricing } => {
+            let rules = load::load_dir(&dir).map_err(|e| rule_errors(&e))?;
+            if !data_dir.is_dir() {
+                return Err(format!("no data directory at {}", data_dir.display()).into());
+            }
+            let (buffer, _) = faasight_collector::open_read_only(&data_dir)?;
+            let engine = QueryEngine::new(
+                buffer,
+                QueryConfig {
+                    pricing: std::sync::Arc::new(PriceCatalog::load(pricing.as_deref())?),
+                    ..QueryConfig::default()
+                },
+            )?;
+            let mut out = Vec::new();
+            for rule in &rules {
+                let found = faasight_query::rules::evaluate::dry_run(&engine, rule)
+                    .await
+                    .map_err(|e| format!("rule {}: {e}", rule.name))?;
+                for o in found {
+                    out.push(serde_json::json!({
+                        "rule": rule.name,
+                        "severity": rule.severity.as_str(),
+                        "labels": o.labels,
+                        "value": o.value,
+                        "savings_usd_month": o.savings_usd_month,
+                        "message": o.message,
+                    }));
+                }
+            }
+            println!("{}", serde_json::Value::Array(out));
+            Ok(())
+        }
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
@@ -146,6 +240,7 @@ fn main() -> ExitCode {
                 sql,
             } => query(data_dir, format.into(), timeout, pricing, sql).await,
             Command::Generate(args) => generate::run(*args).await,
+            Command::Rules { action } => rules(action).await,
             Command::Import {
                 source: ImportSource::Cloudwatch(args),
             } => import::cloudwatch(*args).await,

@@ -103,7 +103,7 @@ pub fn observations(rule: &Rule, rows: &[BTreeMap<String, Value>]) -> Vec<Observ
         }
         let mut labels: BTreeMap<String, String> = row
             .iter()
-            .filter(|(k, _)| k.as_str() != VALUE && k.as_str() != SAVINGS)
+            .filter(|(k, _)| k.as_str() != VALUE && k.as_str() != SAVINGS && !rule.details.contains(k))
             .map(|(k, v)| (k.clone(), label_text(v)))
             .collect();
         for (k, v) in &rule.labels {
@@ -127,6 +127,13 @@ pub fn observations(rule: &Rule, rows: &[BTreeMap<String, Value>]) -> Vec<Observ
         });
     }
     out
+}
+
+/// Runs a rule's query once and returns the subjects whose condition holds
+/// (no state, no notifications: `faasight rules eval`).
+pub async fn dry_run(engine: &QueryEngine, rule: &Rule) -> Result<Vec<Observation>, String> {
+    let result = engine.execute(&rule.sql).await.map_err(|e| e.to_string())?;
+    Ok(observations(rule, &rows(&result.batches)))
 }
 
 impl Rules {

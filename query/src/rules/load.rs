@@ -62,6 +62,10 @@ struct RuleSpec {
     #[serde(default)]
     notify: Vec<String>,
     repeat_interval: Option<String>,
+    /// Columns shown in messages that do not identify the subject (the
+    /// figures that change from one evaluation to the next).
+    #[serde(default)]
+    details: Vec<String>,
 }
 
 /// A validated rule.
@@ -79,6 +83,8 @@ pub struct Rule {
     pub message: Template,
     pub notify: Vec<String>,
     pub repeat_interval: Duration,
+    /// Result columns that are not labels (besides `value` and `savings_usd_month`).
+    pub details: Vec<String>,
     pub file: PathBuf,
 }
 
@@ -151,6 +157,7 @@ fn validate(spec: RuleSpec, file: &Path) -> Result<Rule, String> {
         message,
         notify: spec.notify,
         repeat_interval,
+        details: spec.details,
         file: file.to_path_buf(),
     })
 }
@@ -259,6 +266,11 @@ pub async fn check(engine: &QueryEngine, rules: &[Rule], notifiers: &[String]) -
         for col in r.message.columns() {
             if !columns.contains(&col) {
                 errors.push(err(format!("message uses {{{{{col}}}}}, which the query does not return ({})", list(&columns))));
+            }
+        }
+        for col in &r.details {
+            if !columns.contains(col) {
+                errors.push(err(format!("details names {col:?}, which the query does not return ({})", list(&columns))));
             }
         }
         for n in &r.notify {
