@@ -1,6 +1,7 @@
 //! End-to-end tests: the real `faasight` binary driven by real clients.
 //! One test binary, one module per area (each extra binary costs a long link).
 
+mod alerts;
 mod bad_input;
 mod cloudwatch;
 mod durability;
