@@ -10,6 +10,7 @@ mod otlp_clients;
 mod pg_wire;
 mod query_api;
 mod query_layer;
+mod rules_golden;
 mod sql_golden;
 mod support;
 mod traces;
