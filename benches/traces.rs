@@ -53,12 +53,24 @@ fn main() {
     let runs: usize = env_or("FAASIGHT_BENCH_RUNS", 5);
     let data = std::env::var_os("FAASIGHT_BENCH_TRACE_DATA")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/bench-data").join(format!("traces-{invocations}")));
+        .unwrap_or_else(|| {
+            root.join("target/bench-data")
+                .join(format!("traces-{invocations}"))
+        });
     if !data.join("spans").is_dir() {
         let started = Instant::now();
         let status = Command::new(BIN)
             .args(["generate", "--invocations", &invocations.to_string()])
-            .args(["--functions", "50", "--days", "7", "--seed", "2", "--until", UNTIL])
+            .args([
+                "--functions",
+                "50",
+                "--days",
+                "7",
+                "--seed",
+                "2",
+                "--until",
+                UNTIL,
+            ])
             .args(["--trace-share", "1.0"])
             .arg("--data-dir")
             .arg(&data)
@@ -91,7 +103,9 @@ fn main() {
 
     // Ids: the roots whose span id starts with '0' (1/16 of them), every
     // k-th of those so they spread over the week.
-    let rows = sql("SELECT trace_id FROM spans WHERE parent_span_id IS NULL AND span_id < '1' ORDER BY time");
+    let rows = sql(
+        "SELECT trace_id FROM spans WHERE parent_span_id IS NULL AND span_id < '1' ORDER BY time",
+    );
     let step = (rows.len() / lookups).max(1);
     let ids: Vec<String> = rows
         .iter()
@@ -126,8 +140,16 @@ fn main() {
         first_bytes as f64 / 1024.0
     );
     for (name, path, accept) in [
-        ("trace view /api/v1/traces/{id}", "/api/v1/traces/", "application/json"),
-        ("Tempo /api/v2/traces/{id} protobuf", "/api/v2/traces/", "application/protobuf"),
+        (
+            "trace view /api/v1/traces/{id}",
+            "/api/v1/traces/",
+            "application/json",
+        ),
+        (
+            "Tempo /api/v2/traces/{id} protobuf",
+            "/api/v2/traces/",
+            "application/protobuf",
+        ),
     ] {
         let (mut ms, bytes) = lookup(path, accept);
         println!(
@@ -141,11 +163,27 @@ fn main() {
 
     let last_day = ("1795737600", "1795824000"); // 2026-11-27T00:00Z .. 2026-11-28T00:00Z
     for (name, q, range) in [
-        ("selective, last 24 h", "{ resource.service.name = \"api-orders\" && status = error }", Some(last_day)),
-        ("selective, 7 days", "{ resource.service.name = \"api-orders\" && status = error }", None),
-        ("unselective, last 24 h", "{ kind = server }", Some(last_day)),
+        (
+            "selective, last 24 h",
+            "{ resource.service.name = \"api-orders\" && status = error }",
+            Some(last_day),
+        ),
+        (
+            "selective, 7 days",
+            "{ resource.service.name = \"api-orders\" && status = error }",
+            None,
+        ),
+        (
+            "unselective, last 24 h",
+            "{ kind = server }",
+            Some(last_day),
+        ),
         ("unselective, 7 days", "{ kind = server }", None),
-        ("duration, last 24 h", "{ kind = server && duration > 2s }", Some(last_day)),
+        (
+            "duration, last 24 h",
+            "{ kind = server && duration > 2s }",
+            Some(last_day),
+        ),
     ] {
         let mut ms = Vec::new();
         let mut found = 0;
@@ -158,7 +196,12 @@ fn main() {
             let url = reqwest::Url::parse_with_params(&format!("http://{api}/api/search"), &params)
                 .expect("url");
             let started = Instant::now();
-            let v: serde_json::Value = client.get(url).send().expect("search").json().expect("json");
+            let v: serde_json::Value = client
+                .get(url)
+                .send()
+                .expect("search")
+                .json()
+                .expect("json");
             ms.push(started.elapsed().as_secs_f64() * 1000.0);
             found = v["traces"].as_array().map_or(0, Vec::len);
         }

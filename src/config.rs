@@ -256,7 +256,11 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// The notifier names a config file defines (none without a file).
 pub(crate) fn notifier_names(path: Option<&Path>) -> Result<Vec<String>, ConfigError> {
     Ok(match path {
-        Some(p) => read_file(p)?.notifiers.into_iter().map(|n| n.name).collect(),
+        Some(p) => read_file(p)?
+            .notifiers
+            .into_iter()
+            .map(|n| n.name)
+            .collect(),
         None => Vec::new(),
     })
 }

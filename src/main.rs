@@ -154,7 +154,12 @@ async fn query(
 
 fn rule_errors(errors: &[faasight_query::rules::load::RuleError]) -> BoxError {
     let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
-    format!("{} problem(s) in the rules:\n  {}", lines.len(), lines.join("\n  ")).into()
+    format!(
+        "{} problem(s) in the rules:\n  {}",
+        lines.len(),
+        lines.join("\n  ")
+    )
+    .into()
 }
 
 async fn rules(action: RulesCommand) -> Result<(), BoxError> {
@@ -169,19 +174,27 @@ async fn rules(action: RulesCommand) -> Result<(), BoxError> {
             } else {
                 configured.clone()
             };
-            let engine = QueryEngine::new(faasight_collector::buffer::Buffer::new(), QueryConfig::default())?;
+            let engine = QueryEngine::new(
+                faasight_collector::buffer::Buffer::new(),
+                QueryConfig::default(),
+            )?;
             let problems = load::check(&engine, &rules, &allowed).await;
             if !problems.is_empty() {
                 return Err(rule_errors(&problems));
             }
-            let files: std::collections::BTreeSet<_> = rules.iter().map(|r| r.file.clone()).collect();
+            let files: std::collections::BTreeSet<_> =
+                rules.iter().map(|r| r.file.clone()).collect();
             println!("ok: {} rules in {} files", rules.len(), files.len());
             if configured.is_empty() {
                 println!("note: no notifiers configured; alerts would only show at /api/v1/alerts");
             }
             Ok(())
         }
-        RulesCommand::Eval { dir, data_dir, pricing } => {
+        RulesCommand::Eval {
+            dir,
+            data_dir,
+            pricing,
+        } => {
             let rules = load::load_dir(&dir).map_err(|e| rule_errors(&e))?;
             if !data_dir.is_dir() {
                 return Err(format!("no data directory at {}", data_dir.display()).into());

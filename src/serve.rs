@@ -116,7 +116,11 @@ async fn load_rules(config: &ServeConfig, engine: &QueryEngine) -> Result<Option
     let rules = load::load_dir(&config.rules_dir).map_err(rule_errors)?;
     let mut notifiers = Vec::new();
     for n in &config.notifiers {
-        let url = resolve_url(&n.name, n.webhook_url_env.as_deref(), n.webhook_url_file.as_deref())?;
+        let url = resolve_url(
+            &n.name,
+            n.webhook_url_env.as_deref(),
+            n.webhook_url_file.as_deref(),
+        )?;
         notifiers.push(Notifier {
             name: n.name.clone(),
             kind: n.kind,

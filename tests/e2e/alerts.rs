@@ -56,7 +56,10 @@ impl FakeSlack {
             if pred(&r) {
                 return r;
             }
-            assert!(Instant::now() < deadline, "timed out waiting for {what}: {r:?}");
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what}: {r:?}"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -126,28 +129,50 @@ fn slack_gets_one_message_per_state_change() {
     let data = dir.path().join("data");
     let mut server = TestServer::builder()
         .data_dir(&data)
-        .args(&["--config", config.to_str().expect("utf-8"), "--rules-dir", rules.to_str().expect("utf-8")])
+        .args(&[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--rules-dir",
+            rules.to_str().expect("utf-8"),
+        ])
         .env("SLACK_WEBHOOK_URL", &url)
         .start();
     server.wait_for_log("rules loaded");
 
-    let (status, body) = server.post_json("/v1/invocations", &[], &json!([invocation("error", "r1")]).to_string());
+    let (status, body) = server.post_json(
+        "/v1/invocations",
+        &[],
+        &json!([invocation("error", "r1")]).to_string(),
+    );
     assert_eq!(status, 200, "{body}");
 
     // First attempt: 429 with Retry-After: 2; the retry comes no sooner.
-    let r = slack.wait_for("the firing message", |r| delivered(r, "checkout is failing") == 1);
+    let r = slack.wait_for("the firing message", |r| {
+        delivered(r, "checkout is failing") == 1
+    });
     assert_eq!(r[0]["status"], 429, "{r:?}");
     assert_eq!(r[1]["status"], 200);
     let gap = r[1]["time"].as_f64().expect("t") - r[0]["time"].as_f64().expect("t");
     assert!(gap >= 1.95, "retried after {gap:.2} s, before Retry-After");
     let msg = &r[1]["body"];
     assert_eq!(r[1]["content_type"], "application/json");
-    assert!(msg["text"].as_str().is_some_and(|t| t.contains("failing_functions")), "{msg}");
+    assert!(
+        msg["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("failing_functions")),
+        "{msg}"
+    );
     let blocks = msg["blocks"].to_string();
-    assert!(blocks.contains("CRITICAL · failing_functions (1)"), "{blocks}");
+    assert!(
+        blocks.contains("CRITICAL · failing_functions (1)"),
+        "{blocks}"
+    );
     assert!(blocks.contains("*Function*\\ncheckout"), "{blocks}");
     assert!(blocks.contains("/ month"), "{blocks}");
-    assert!(blocks.contains("http://grafana.example:3000/d/faasight-overview"), "{blocks}");
+    assert!(
+        blocks.contains("http://grafana.example:3000/d/faasight-overview"),
+        "{blocks}"
+    );
     assert!(blocks.contains("look at the errors"), "{blocks}");
 
     // The API shows the firing alert; nothing more is sent while it fires.
@@ -160,10 +185,11 @@ fn slack_gets_one_message_per_state_change() {
     assert_eq!(a["state"], "firing");
     assert_eq!(a["labels"]["function_name"], "checkout");
     assert_eq!(a["value"], 1.0);
-    let recs: Value = reqwest::blocking::get(format!("http://{}/api/v1/recommendations", server.api))
-        .expect("recommendations")
-        .json()
-        .expect("json");
+    let recs: Value =
+        reqwest::blocking::get(format!("http://{}/api/v1/recommendations", server.api))
+            .expect("recommendations")
+            .json()
+            .expect("json");
     assert_eq!(recs["recommendations"][0]["rule"], "failing_functions");
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(slack.requests().len(), 2, "no repeat while firing");
@@ -171,8 +197,14 @@ fn slack_gets_one_message_per_state_change() {
         .expect("metrics")
         .text()
         .expect("text");
-    assert!(metrics.contains("faasight_alerts_sent_total 1"), "{metrics}");
-    assert!(metrics.contains("faasight_alert_delivery_retries_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("faasight_alerts_sent_total 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("faasight_alert_delivery_retries_total 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("faasight_alerts_firing 1"), "{metrics}");
 
     // A restart does not announce the firing alert again.
@@ -181,7 +213,11 @@ fn slack_gets_one_message_per_state_change() {
     let server = server.restart();
     server.wait_for_log("rules loaded");
     std::thread::sleep(Duration::from_secs(4));
-    assert_eq!(slack.requests().len(), 2, "nothing re-sent after the restart");
+    assert_eq!(
+        slack.requests().len(),
+        2,
+        "nothing re-sent after the restart"
+    );
 
     // Two successes make the condition false: one resolved message.
     let (status, _) = server.post_json(
@@ -192,7 +228,11 @@ fn slack_gets_one_message_per_state_change() {
     assert_eq!(status, 200);
     let r = slack.wait_for("the resolved message", |r| delivered(r, "RESOLVED") == 1);
     assert_eq!(r.len(), 3, "{r:?}");
-    assert!(r[2]["body"].to_string().contains("Resolved: checkout is failing"));
+    assert!(
+        r[2]["body"]
+            .to_string()
+            .contains("Resolved: checkout is failing")
+    );
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(slack.requests().len(), 3, "resolved once");
     let alerts: Value = reqwest::blocking::get(format!("http://{}/api/v1/alerts", server.api))
@@ -206,7 +246,11 @@ fn slack_gets_one_message_per_state_change() {
         .expect("metrics")
         .text()
         .expect("text");
-    for (what, text) in [("log before restart", log_before), ("log", server.log()), ("metrics", metrics)] {
+    for (what, text) in [
+        ("log before restart", log_before),
+        ("log", server.log()),
+        ("metrics", metrics),
+    ] {
         assert!(!text.contains(SECRET), "{what} shows the webhook URL");
     }
     assert!(r.iter().all(|x| x["path_ok"] == true));
@@ -228,16 +272,30 @@ fn broken_rules_stop_the_start_and_rules_check_names_them() {
         .expect("rules check");
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.yaml: rule no_such_column: message uses {{nope}}"), "{err}");
+    assert!(
+        err.contains("bad.yaml: rule no_such_column: message uses {{nope}}"),
+        "{err}"
+    );
     assert!(err.contains("bad.yaml: rule bad_table: sql:"), "{err}");
     assert!(err.contains("nowhere"), "{err}");
 
     // The shipped rules pass.
     let out = Command::new(crate::support::BIN)
-        .args(["rules", "check", crate::support::repo_root().join("rules").to_str().expect("utf-8")])
+        .args([
+            "rules",
+            "check",
+            crate::support::repo_root()
+                .join("rules")
+                .to_str()
+                .expect("utf-8"),
+        ])
         .output()
         .expect("rules check");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 12 rules in 4 files"));
 
     // serve refuses to start with the broken file, naming it.

@@ -85,7 +85,10 @@ fn a_trace_across_three_functions_with_a_cold_start() {
                 break v;
             }
         }
-        assert!(Instant::now() < deadline, "trace not complete in time: {status} {body}");
+        assert!(
+            Instant::now() < deadline,
+            "trace not complete in time: {status} {body}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     };
 
@@ -105,7 +108,11 @@ fn a_trace_across_three_functions_with_a_cold_start() {
     assert_eq!(orders["name"], "orders handler");
     assert_eq!(orders["service_name"], "orders");
     assert_eq!(orders["cold_start"], true);
-    assert!(close(view["duration_ms"].as_f64().expect("duration"), 1000.0, 0.01));
+    assert!(close(
+        view["duration_ms"].as_f64().expect("duration"),
+        1000.0,
+        0.01
+    ));
     assert_eq!(view["orphan_count"], 0);
 
     // The critical path and the self time of each span on it (ms).
@@ -124,7 +131,10 @@ fn a_trace_across_three_functions_with_a_cold_start() {
         .iter()
         .map(|s| s.as_str().expect("id").to_string())
         .collect();
-    assert_eq!(path, expected.iter().map(|(n, _)| span(n)).collect::<Vec<_>>());
+    assert_eq!(
+        path,
+        expected.iter().map(|(n, _)| span(n)).collect::<Vec<_>>()
+    );
     for (detail, (name, self_ms)) in view["critical_path_detail"]
         .as_array()
         .expect("detail")
@@ -133,7 +143,10 @@ fn a_trace_across_three_functions_with_a_cold_start() {
     {
         assert_eq!(detail["name"], name);
         let got = detail["self_time_ms"].as_f64().expect("self time");
-        assert!(close(got, self_ms, 0.01), "{name}: self time {got}, expected {self_ms}");
+        assert!(
+            close(got, self_ms, 0.01),
+            "{name}: self time {got}, expected {self_ms}"
+        );
     }
 
     // One cold start, on the critical path: the caller waited 300 ms for
@@ -166,9 +179,16 @@ fn a_trace_across_three_functions_with_a_cold_start() {
     }
 
     // Unknown and malformed ids.
-    let (status, body) = get(&format!("http://{}/api/v1/traces/{}", server.api, "ab".repeat(16)));
+    let (status, body) = get(&format!(
+        "http://{}/api/v1/traces/{}",
+        server.api,
+        "ab".repeat(16)
+    ));
     assert_eq!(status, 404, "{body}");
-    let (status, body) = get(&format!("http://{}/api/v1/traces/not-a-trace-id", server.api));
+    let (status, body) = get(&format!(
+        "http://{}/api/v1/traces/not-a-trace-id",
+        server.api
+    ));
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("hex"), "{body}");
 
@@ -176,13 +196,28 @@ fn a_trace_across_three_functions_with_a_cold_start() {
     // trace view and in Tempo's protobuf.
     let linked = get_json(&format!("http://{}/api/v1/traces/{other}", server.api));
     assert_eq!(linked["root"]["links"][0]["trace_id"], trace_id.as_str());
-    assert_eq!(linked["root"]["links"][0]["span_id"], span("charge card").as_str());
-    assert_eq!(linked["root"]["links"][0]["attributes"]["messaging.operation"], "process");
-    assert_eq!(linked["cost_usd"], Value::Null, "no invocations were reported for it");
+    assert_eq!(
+        linked["root"]["links"][0]["span_id"],
+        span("charge card").as_str()
+    );
+    assert_eq!(
+        linked["root"]["links"][0]["attributes"]["messaging.operation"],
+        "process"
+    );
+    assert_eq!(
+        linked["cost_usd"],
+        Value::Null,
+        "no invocations were reported for it"
+    );
     let forms = run_json(
         Command::new(python())
             .arg(client_script("tempo_check.py"))
-            .args(["--api", &format!("http://{}", server.api), "--trace-id", &other]),
+            .args([
+                "--api",
+                &format!("http://{}", server.api),
+                "--trace-id",
+                &other,
+            ]),
     );
     assert_eq!(
         forms["v2_protobuf"]["spans"][0]["links"],
@@ -206,7 +241,11 @@ fn a_trace_across_three_functions_with_a_cold_start() {
     assert_eq!(rows[0]["functions"], 3);
     assert_eq!(rows[0]["cold_starts"], 1);
     assert_eq!(rows[0]["errors"], 1);
-    assert!(close(rows[0]["cost_usd"].as_f64().expect("cost"), total, 1e-12));
+    assert!(close(
+        rows[0]["cost_usd"].as_f64().expect("cost"),
+        total,
+        1e-12
+    ));
     let rows = server.sql(
         "SELECT date_trunc('day', time) AS day, route, sum(cost_usd) AS cost_usd \
          FROM trace_costs GROUP BY 1, 2 ORDER BY cost_usd DESC",
@@ -218,7 +257,12 @@ fn tempo_trace_by_id(server: &TestServer, trace_id: &str, sent: &Value) {
     let forms = run_json(
         Command::new(python())
             .arg(client_script("tempo_check.py"))
-            .args(["--api", &format!("http://{}", server.api), "--trace-id", trace_id]),
+            .args([
+                "--api",
+                &format!("http://{}", server.api),
+                "--trace-id",
+                trace_id,
+            ]),
     );
     let api_spans = ["POST /checkout", "validate", "prefetch", "invoke orders"];
     let expected: BTreeSet<(String, String)> = sent["spans"]
@@ -240,7 +284,12 @@ fn tempo_trace_by_id(server: &TestServer, trace_id: &str, sent: &Value) {
         let spans = f["spans"].as_array().expect("spans");
         let got: BTreeSet<(String, String)> = spans
             .iter()
-            .map(|s| (s["span_id"].as_str().expect("id").to_string(), s["name"].as_str().expect("name").to_string()))
+            .map(|s| {
+                (
+                    s["span_id"].as_str().expect("id").to_string(),
+                    s["name"].as_str().expect("name").to_string(),
+                )
+            })
             .collect();
         assert_eq!(got, expected, "{form} must hold every span");
         for s in spans {
@@ -266,16 +315,27 @@ fn tempo_trace_by_id(server: &TestServer, trace_id: &str, sent: &Value) {
         }
     }
     // Unknown trace: 404 in every form.
-    let (status, _) = get(&format!("http://{}/api/traces/{}", server.api, "cd".repeat(16)));
+    let (status, _) = get(&format!(
+        "http://{}/api/traces/{}",
+        server.api,
+        "cd".repeat(16)
+    ));
     assert_eq!(status, 404);
-    let (status, _) = get(&format!("http://{}/api/v2/traces/{}", server.api, "cd".repeat(16)));
+    let (status, _) = get(&format!(
+        "http://{}/api/v2/traces/{}",
+        server.api,
+        "cd".repeat(16)
+    ));
     assert_eq!(status, 404);
     let (status, _) = get(&format!("http://{}/api/traces/zz", server.api));
     assert_eq!(status, 400);
     let (status, body) = get(&format!("http://{}/api/echo", server.api));
     assert_eq!((status, body.as_str()), (200, "echo"));
     let info = get_json(&format!("http://{}/api/status/buildinfo", server.api));
-    assert!(info["version"].as_str().is_some_and(|v| v.starts_with('2')), "{info}");
+    assert!(
+        info["version"].as_str().is_some_and(|v| v.starts_with('2')),
+        "{info}"
+    );
 }
 
 fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
@@ -284,14 +344,38 @@ fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
     for (params, expected) in [
         (vec![("tags", "service.name=payments")], one(trace)),
         (vec![("tags", "http.route=/health")], one(other)),
-        (vec![("tags", "service.name=api http.route=/checkout")], one(trace)),
-        (vec![("q", r#"{ resource.service.name = "payments" && span.card.brand = "visa" }"#)], one(trace)),
+        (
+            vec![("tags", "service.name=api http.route=/checkout")],
+            one(trace),
+        ),
+        (
+            vec![(
+                "q",
+                r#"{ resource.service.name = "payments" && span.card.brand = "visa" }"#,
+            )],
+            one(trace),
+        ),
         (vec![("q", "{ status = error }")], one(trace)),
         (vec![("q", r#"{ name = "GET /health" }"#)], one(other)),
-        (vec![("q", r#"{ rootServiceName = "api" } && { resource.service.name = "orders" }"#)], one(trace)),
-        (vec![("q", r#"{ name = "GET /health" } || { .card.brand =~ "vi.*" }"#)], both.clone()),
+        (
+            vec![(
+                "q",
+                r#"{ rootServiceName = "api" } && { resource.service.name = "orders" }"#,
+            )],
+            one(trace),
+        ),
+        (
+            vec![(
+                "q",
+                r#"{ name = "GET /health" } || { .card.brand =~ "vi.*" }"#,
+            )],
+            both.clone(),
+        ),
         (vec![("q", "{ traceDuration < 500ms }")], one(other)),
-        (vec![("q", "{ kind = server && duration > 900ms }")], one(trace)),
+        (
+            vec![("q", "{ kind = server && duration > 900ms }")],
+            one(trace),
+        ),
         (vec![("q", "{ span.card.brand !~ \"vi.*\" }")], vec![]),
         // Quotes in literals stay literals.
         (vec![("q", r#"{ name = "x' OR '1'='1" }"#)], vec![]),
@@ -306,9 +390,18 @@ fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
     // Time range (unix seconds): before the traces → nothing; around them → both.
     let t0 = sent["start_ns"].as_i64().expect("start") / 1_000_000_000;
     let (before_s, before_e) = ((t0 - 100).to_string(), (t0 - 50).to_string());
-    assert!(search(server, &[("q", "{}"), ("start", &before_s), ("end", &before_e)]).is_empty());
+    assert!(
+        search(
+            server,
+            &[("q", "{}"), ("start", &before_s), ("end", &before_e)]
+        )
+        .is_empty()
+    );
     let (s, e) = ((t0 - 10).to_string(), (t0 + 60).to_string());
-    assert_eq!(search(server, &[("q", "{}"), ("start", &s), ("end", &e)]), both);
+    assert_eq!(
+        search(server, &[("q", "{}"), ("start", &s), ("end", &e)]),
+        both
+    );
 
     // The metadata Grafana shows, and the spans that matched.
     let url = reqwest::Url::parse_with_params(
@@ -322,10 +415,20 @@ fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
     assert_eq!(hit["rootServiceName"], "api");
     assert_eq!(hit["rootTraceName"], "POST /checkout");
     assert_eq!(hit["durationMs"], 1000);
-    let start_ns: i64 = hit["startTimeUnixNano"].as_str().expect("ns string").parse().expect("ns");
-    assert_eq!(start_ns / 1000, sent["start_ns"].as_i64().expect("start") / 1000);
+    let start_ns: i64 = hit["startTimeUnixNano"]
+        .as_str()
+        .expect("ns string")
+        .parse()
+        .expect("ns");
+    assert_eq!(
+        start_ns / 1000,
+        sent["start_ns"].as_i64().expect("start") / 1000
+    );
     assert_eq!(hit["spanSets"][0]["matched"], 1);
-    assert_eq!(hit["spanSets"][0]["spans"][0]["spanID"], sent["spans"]["charge card"]);
+    assert_eq!(
+        hit["spanSets"][0]["spans"][0]["spanID"],
+        sent["spans"]["charge card"]
+    );
     assert_eq!(hit["spanSets"][0]["spans"][0]["durationNanos"], "350000000");
 
     // Refusals say what is wrong.
@@ -334,15 +437,24 @@ fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
         ("{} | count() > 1", "pipelines"),
         ("{ name = \"a\" } >> { name = \"b\" }", "structural"),
     ] {
-        let url = reqwest::Url::parse_with_params(&format!("http://{}/api/search", server.api), [("q", q)])
-            .expect("url");
+        let url = reqwest::Url::parse_with_params(
+            &format!("http://{}/api/search", server.api),
+            [("q", q)],
+        )
+        .expect("url");
         let (status, body) = get(url.as_str());
         assert_eq!(status, 400, "{q}: {body}");
         assert!(body.contains(needle), "{q}: {body}");
     }
-    for bad in [("limit", "x"), ("minDuration", "fast"), ("start", "yesterday"), ("tags", "novalue")] {
-        let url = reqwest::Url::parse_with_params(&format!("http://{}/api/search", server.api), [bad])
-            .expect("url");
+    for bad in [
+        ("limit", "x"),
+        ("minDuration", "fast"),
+        ("start", "yesterday"),
+        ("tags", "novalue"),
+    ] {
+        let url =
+            reqwest::Url::parse_with_params(&format!("http://{}/api/search", server.api), [bad])
+                .expect("url");
         let (status, body) = get(url.as_str());
         assert_eq!(status, 400, "{bad:?}: {body}");
     }
@@ -359,8 +471,17 @@ fn strings(v: &Value) -> Vec<String> {
 fn tempo_tags(server: &TestServer) {
     let api = format!("http://{}", server.api);
     let names = strings(&get_json(&format!("{api}/api/search/tags"))["tagNames"]);
-    for tag in ["http.route", "card.brand", "service.name", "cloud.region", "faas.invocation_id"] {
-        assert!(names.iter().any(|n| n == tag), "{tag} missing from {names:?}");
+    for tag in [
+        "http.route",
+        "card.brand",
+        "service.name",
+        "cloud.region",
+        "faas.invocation_id",
+    ] {
+        assert!(
+            names.iter().any(|n| n == tag),
+            "{tag} missing from {names:?}"
+        );
     }
     let v2 = get_json(&format!("{api}/api/v2/search/tags"));
     let scope = |name: &str| {
@@ -379,9 +500,12 @@ fn tempo_tags(server: &TestServer) {
     let only = get_json(&format!("{api}/api/v2/search/tags?scope=resource"));
     assert_eq!(only["scopes"].as_array().map(Vec::len), Some(1));
 
-    let services = strings(&get_json(&format!("{api}/api/search/tag/service.name/values"))["tagValues"]);
+    let services =
+        strings(&get_json(&format!("{api}/api/search/tag/service.name/values"))["tagValues"]);
     assert_eq!(services, ["api", "orders", "payments"]);
-    let typed = get_json(&format!("{api}/api/v2/search/tag/resource.service.name/values"));
+    let typed = get_json(&format!(
+        "{api}/api/v2/search/tag/resource.service.name/values"
+    ));
     assert_eq!(
         typed["tagValues"],
         json!([
@@ -397,7 +521,10 @@ fn tempo_tags(server: &TestServer) {
     );
     let status = get_json(&format!("{api}/api/v2/search/tag/status/values"));
     assert!(
-        status["tagValues"].as_array().expect("values").contains(&json!({"type": "keyword", "value": "error"})),
+        status["tagValues"]
+            .as_array()
+            .expect("values")
+            .contains(&json!({"type": "keyword", "value": "error"})),
         "{status}"
     );
     let (code, body) = get(&format!("{api}/api/v2/search/tag/bogus/values"));
@@ -411,15 +538,31 @@ fn tempo_tags(server: &TestServer) {
 fn trace_lookup_prunes_row_groups_with_bloom_filters() {
     let dir = tempfile::tempdir().expect("tempdir");
     let status = Command::new(crate::support::BIN)
-        .args(["generate", "--invocations", "4000", "--functions", "10", "--days", "1"])
-        .args(["--seed", "7", "--trace-share", "1.0", "--until", "2026-11-28T00:00:00Z"])
+        .args([
+            "generate",
+            "--invocations",
+            "4000",
+            "--functions",
+            "10",
+            "--days",
+            "1",
+        ])
+        .args([
+            "--seed",
+            "7",
+            "--trace-share",
+            "1.0",
+            "--until",
+            "2026-11-28T00:00:00Z",
+        ])
         .arg("--data-dir")
         .arg(dir.path())
         .status()
         .expect("generate");
     assert!(status.success());
     let server = TestServer::builder().data_dir(dir.path()).start();
-    let files = server.count("SELECT count(*) AS n FROM (SELECT DISTINCT date_trunc('hour', time) FROM spans)");
+    let files = server
+        .count("SELECT count(*) AS n FROM (SELECT DISTINCT date_trunc('hour', time) FROM spans)");
     assert!(files >= 20, "one file per hour over a day, got {files}");
     // A trace id from the middle of the range, so min/max statistics alone
     // cannot rule files out.
@@ -467,11 +610,29 @@ fn trace_lookup_prunes_row_groups_with_bloom_filters() {
     let rows = server.sql(&format!(
         "EXPLAIN ANALYZE SELECT count(*) FROM spans WHERE lower(trace_id) = '{id}'"
     ));
-    let plan: String = rows.iter().filter_map(|r| r["plan"].as_str()).collect::<Vec<_>>().join("\n");
+    let plan: String = rows
+        .iter()
+        .filter_map(|r| r["plan"].as_str())
+        .collect::<Vec<_>>()
+        .join("\n");
     let at = plan.find("files_opened=").expect("files_opened");
-    let all: i64 = plan[at + 13..].chars().take_while(char::is_ascii_digit).collect::<String>().parse().expect("n");
-    assert!(all >= files, "without the id predicate every file is read ({all} of {files})");
+    let all: i64 = plan[at + 13..]
+        .chars()
+        .take_while(char::is_ascii_digit)
+        .collect::<String>()
+        .parse()
+        .expect("n");
+    assert!(
+        all >= files,
+        "without the id predicate every file is read ({all} of {files})"
+    );
     let view = get_json(&format!("http://{}/api/v1/traces/{id}", server.api));
-    assert!(view["span_count"].as_u64().is_some_and(|n| n >= 1), "{view}");
-    assert!(view["cost_usd"].as_f64().is_some_and(|c| c > 0.0), "generated traces are priced: {view}");
+    assert!(
+        view["span_count"].as_u64().is_some_and(|n| n >= 1),
+        "{view}"
+    );
+    assert!(
+        view["cost_usd"].as_f64().is_some_and(|c| c > 0.0),
+        "generated traces are priced: {view}"
+    );
 }

@@ -69,7 +69,11 @@ struct FunctionsParams {
 }
 
 /// A time parameter: RFC 3339, or a duration back from `now`.
-pub(crate) fn time_param(name: &str, value: &str, now: DateTime<Utc>) -> Result<DateTime<Utc>, ApiError> {
+pub(crate) fn time_param(
+    name: &str,
+    value: &str,
+    now: DateTime<Utc>,
+) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(t) = DateTime::parse_from_rfc3339(value) {
         return Ok(t.with_timezone(&Utc));
     }

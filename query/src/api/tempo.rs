@@ -267,9 +267,9 @@ async fn tempo_search(
 /// Range of a tag listing: `start`/`end`, by default the last 24 hours.
 fn tag_range(p: &HashMap<String, String>) -> Result<String, ApiError> {
     let (start, end) = range_params(p)?;
-    let start = start.or_else(|| end.map(|e| e - 24 * 3_600_000_000)).unwrap_or_else(|| {
-        Utc::now().timestamp_micros() - 24 * 3_600_000_000
-    });
+    let start = start
+        .or_else(|| end.map(|e| e - 24 * 3_600_000_000))
+        .unwrap_or_else(|| Utc::now().timestamp_micros() - 24 * 3_600_000_000);
     let mut parts = vec![format!("s.time >= {}", micros_literal(start))];
     if let Some(e) = end {
         parts.push(format!("s.time < {}", micros_literal(e)));
@@ -308,7 +308,10 @@ async fn tags_v1(
     Query(p): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let range = tag_range(&p)?;
-    let mut names: BTreeSet<String> = attribute_keys(&st, "attributes", &range).await?.into_iter().collect();
+    let mut names: BTreeSet<String> = attribute_keys(&st, "attributes", &range)
+        .await?
+        .into_iter()
+        .collect();
     names.extend(attribute_keys(&st, "resource_attributes", &range).await?);
     names.insert("service.name".into());
     Ok(axum::Json(json!({ "tagNames": names })).into_response())
@@ -333,7 +336,10 @@ async fn tags_v2(
         scopes.push(json!({ "name": "span", "tags": tags }));
     }
     if want("resource") {
-        let mut tags: BTreeSet<String> = attribute_keys(&st, "resource_attributes", &range).await?.into_iter().collect();
+        let mut tags: BTreeSet<String> = attribute_keys(&st, "resource_attributes", &range)
+            .await?
+            .into_iter()
+            .collect();
         tags.insert("service.name".into());
         scopes.push(json!({ "name": "resource", "tags": tags }));
     }
@@ -347,11 +353,16 @@ async fn tags_v2(
 /// Distinct values of a tag (a parsed attribute) in the range.
 async fn tag_values(st: &ApiState, attr: &Attribute, range: &str) -> Result<Vec<String>, ApiError> {
     let (expr, extra) = match attr {
-        Attribute::Intrinsic(Intrinsic::Duration | Intrinsic::TraceDuration) => return Ok(Vec::new()),
-        Attribute::Intrinsic(Intrinsic::RootName) => ("s.name".to_string(), " AND s.parent_span_id IS NULL"),
-        Attribute::Intrinsic(Intrinsic::RootServiceName) => {
-            ("s.service_name".to_string(), " AND s.parent_span_id IS NULL")
+        Attribute::Intrinsic(Intrinsic::Duration | Intrinsic::TraceDuration) => {
+            return Ok(Vec::new());
         }
+        Attribute::Intrinsic(Intrinsic::RootName) => {
+            ("s.name".to_string(), " AND s.parent_span_id IS NULL")
+        }
+        Attribute::Intrinsic(Intrinsic::RootServiceName) => (
+            "s.service_name".to_string(),
+            " AND s.parent_span_id IS NULL",
+        ),
         other => (attribute_sql(other), ""),
     };
     let sql = format!(

@@ -38,9 +38,12 @@ pub fn pinned_ids(filters: &[Expr], column: &str) -> Option<Vec<String>> {
 
 fn literal_text(e: &Expr) -> Option<String> {
     match e {
-        Expr::Literal(ScalarValue::Utf8(Some(s)) | ScalarValue::LargeUtf8(Some(s)) | ScalarValue::Utf8View(Some(s)), _) => {
-            Some(s.clone())
-        }
+        Expr::Literal(
+            ScalarValue::Utf8(Some(s))
+            | ScalarValue::LargeUtf8(Some(s))
+            | ScalarValue::Utf8View(Some(s)),
+            _,
+        ) => Some(s.clone()),
         Expr::Cast(c) => literal_text(&c.expr),
         _ => None,
     }
@@ -56,7 +59,11 @@ fn is_column(e: &Expr, column: &str) -> bool {
 
 fn ids_of(e: &Expr, column: &str) -> Option<Vec<String>> {
     match e {
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Eq, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Eq,
+            right,
+        }) => {
             if is_column(left, column) {
                 literal_text(right).map(|v| vec![v])
             } else if is_column(right, column) {
@@ -65,14 +72,20 @@ fn ids_of(e: &Expr, column: &str) -> Option<Vec<String>> {
                 None
             }
         }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::Or, right }) => {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::Or,
+            right,
+        }) => {
             let mut a = ids_of(left, column)?;
             a.extend(ids_of(right, column)?);
             Some(a)
         }
-        Expr::BinaryExpr(BinaryExpr { left, op: Operator::And, right }) => {
-            ids_of(left, column).or_else(|| ids_of(right, column))
-        }
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::And,
+            right,
+        }) => ids_of(left, column).or_else(|| ids_of(right, column)),
         Expr::InList(list) if !list.negated && is_column(&list.expr, column) => {
             list.list.iter().map(literal_text).collect()
         }
@@ -83,7 +96,11 @@ fn ids_of(e: &Expr, column: &str) -> Option<Vec<String>> {
 fn read_filters(path: &Path, column: &str) -> FileFilters {
     let file = File::open(path).ok()?;
     let options = ReadOptionsBuilder::new()
-        .with_reader_properties(ReaderProperties::builder().set_read_bloom_filter(true).build())
+        .with_reader_properties(
+            ReaderProperties::builder()
+                .set_read_bloom_filter(true)
+                .build(),
+        )
         .build();
     let reader = SerializedFileReader::new_with_options(file, options).ok()?;
     let meta = reader.metadata();

@@ -105,7 +105,9 @@ fn lex(s: &str) -> Result<Vec<Tok>, ConditionError> {
             _ if c.is_ascii_digit() || c == '-' || c == '.' => {
                 let start = i;
                 i += 1;
-                while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.' || chars[i] == '_') {
+                while i < chars.len()
+                    && (chars[i].is_ascii_alphanumeric() || chars[i] == '.' || chars[i] == '_')
+                {
                     i += 1;
                 }
                 let text: String = chars[start..i].iter().filter(|&&d| d != '_').collect();
@@ -179,7 +181,9 @@ impl Parser {
                 let lit = match self.toks.get(self.pos).cloned() {
                     Some(Tok::Num(n)) => Literal::Number(n),
                     Some(Tok::Str(s)) => Literal::Text(s),
-                    Some(Tok::Ident(w)) if w == "true" || w == "false" => Literal::Bool(w == "true"),
+                    Some(Tok::Ident(w)) if w == "true" || w == "false" => {
+                        Literal::Bool(w == "true")
+                    }
                     _ => {
                         return Err(ConditionError(format!(
                             "{col} must compare with a number, a quoted string, true or false"
@@ -238,7 +242,9 @@ impl Condition {
                     (Value::Number(v), Literal::Number(n)) => v.partial_cmp(n),
                     (Value::Text(v), Literal::Text(t)) => Some(v.as_str().cmp(t.as_str())),
                     (Value::Bool(v), Literal::Bool(b)) => Some(v.cmp(b)),
-                    (Value::Text(v), Literal::Number(n)) => v.parse::<f64>().ok().and_then(|v| v.partial_cmp(n)),
+                    (Value::Text(v), Literal::Number(n)) => {
+                        v.parse::<f64>().ok().and_then(|v| v.partial_cmp(n))
+                    }
                     _ => None,
                 };
                 let Some(ord) = ord else { return false };

@@ -14,12 +14,12 @@ use arrow::datatypes::DataType;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use super::RuleMetrics;
 use super::condition::Value;
 use super::load::{Rule, SAVINGS, VALUE};
 use super::notify::delivery::Deliverer;
 use super::notify::{MessageContext, Notifier, NotifierKind, slack, webhook};
 use super::state::{Alert, AlertState, Observation, StateStore, Status, Transition};
-use super::RuleMetrics;
 use crate::engine::QueryEngine;
 
 /// Subjects one evaluation of a rule may produce.
@@ -62,21 +62,36 @@ fn rows(batches: &[RecordBatch]) -> Vec<BTreeMap<String, Value>> {
         for (field, col) in schema.fields().iter().zip(b.columns()) {
             let values: Vec<Value> = if field.data_type().is_numeric() {
                 match cast(col, &DataType::Float64) {
-                    Ok(a) => a.as_primitive::<arrow::datatypes::Float64Type>().iter().map(|v| v.map_or(Value::Null, Value::Number)).collect(),
+                    Ok(a) => a
+                        .as_primitive::<arrow::datatypes::Float64Type>()
+                        .iter()
+                        .map(|v| v.map_or(Value::Null, Value::Number))
+                        .collect(),
                     Err(_) => vec![Value::Null; b.num_rows()],
                 }
             } else if field.data_type() == &DataType::Boolean {
-                col.as_boolean().iter().map(|v| v.map_or(Value::Null, Value::Bool)).collect()
+                col.as_boolean()
+                    .iter()
+                    .map(|v| v.map_or(Value::Null, Value::Bool))
+                    .collect()
             } else {
                 match cast(col, &DataType::Utf8) {
-                    Ok(a) => a.as_string::<i32>().iter().map(|v| v.map_or(Value::Null, |s| Value::Text(s.to_string()))).collect(),
+                    Ok(a) => a
+                        .as_string::<i32>()
+                        .iter()
+                        .map(|v| v.map_or(Value::Null, |s| Value::Text(s.to_string())))
+                        .collect(),
                     Err(_) => vec![Value::Null; b.num_rows()],
                 }
             };
             cols.push((field.name().clone(), values));
         }
         for i in 0..b.num_rows() {
-            out.push(cols.iter().map(|(n, v)| (n.clone(), v[i].clone())).collect());
+            out.push(
+                cols.iter()
+                    .map(|(n, v)| (n.clone(), v[i].clone()))
+                    .collect(),
+            );
         }
     }
     out
@@ -103,7 +118,9 @@ pub fn observations(rule: &Rule, rows: &[BTreeMap<String, Value>]) -> Vec<Observ
         }
         let mut labels: BTreeMap<String, String> = row
             .iter()
-            .filter(|(k, _)| k.as_str() != VALUE && k.as_str() != SAVINGS && !rule.details.contains(k))
+            .filter(|(k, _)| {
+                k.as_str() != VALUE && k.as_str() != SAVINGS && !rule.details.contains(k)
+            })
             .map(|(k, v)| (k.clone(), label_text(v)))
             .collect();
         for (k, v) in &rule.labels {
@@ -116,7 +133,11 @@ pub fn observations(rule: &Rule, rows: &[BTreeMap<String, Value>]) -> Vec<Observ
         let key = format!(
             "{}|{}",
             rule.name,
-            labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",")
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
         );
         out.push(Observation {
             key,
@@ -178,7 +199,15 @@ impl Rules {
 
     /// Active alerts, firing first, then by severity and age.
     pub fn alerts(&self) -> Vec<Alert> {
-        let mut v: Vec<Alert> = self.inner.deliverer.doc.lock().alerts.values().cloned().collect();
+        let mut v: Vec<Alert> = self
+            .inner
+            .deliverer
+            .doc
+            .lock()
+            .alerts
+            .values()
+            .cloned()
+            .collect();
         v.sort_by(|a, b| {
             (b.state == AlertState::Firing)
                 .cmp(&(a.state == AlertState::Firing))
@@ -206,7 +235,11 @@ impl Rules {
             let mut doc = inner.deliverer.doc.lock();
             let transitions = doc.apply(rule, holding, now);
             for status in [Status::Firing, Status::Resolved] {
-                let group: Vec<Transition> = transitions.iter().filter(|t| t.status == status).cloned().collect();
+                let group: Vec<Transition> = transitions
+                    .iter()
+                    .filter(|t| t.status == status)
+                    .cloned()
+                    .collect();
                 if group.is_empty() {
                     continue;
                 }
@@ -215,8 +248,17 @@ impl Rules {
                         continue;
                     };
                     let body = match n.kind {
-                        NotifierKind::Slack => slack::message(&rule.name, status, &group, &inner.context),
-                        NotifierKind::Webhook => webhook::message(&n.name, &rule.name, status, &group, &inner.context, now),
+                        NotifierKind::Slack => {
+                            slack::message(&rule.name, status, &group, &inner.context)
+                        }
+                        NotifierKind::Webhook => webhook::message(
+                            &n.name,
+                            &rule.name,
+                            status,
+                            &group,
+                            &inner.context,
+                            now,
+                        ),
                     };
                     doc.enqueue(&n.name, &rule.name, status, body, now);
                 }
@@ -236,7 +278,9 @@ impl Rules {
     {
         let mut tasks = Vec::new();
         for n in &self.inner.notifiers {
-            tasks.push(tokio::spawn(Arc::clone(&self.inner.deliverer).run(n.clone(), stop())));
+            tasks.push(tokio::spawn(
+                Arc::clone(&self.inner.deliverer).run(n.clone(), stop()),
+            ));
         }
         for (i, rule) in self.inner.rules.iter().enumerate() {
             let me = self.clone();
@@ -267,12 +311,26 @@ impl Rules {
 
 /// Resolves notifier URLs from the environment or files (the URL itself is
 /// never in the config file, logs or errors).
-pub fn resolve_url(name: &str, env: Option<&str>, file: Option<&Path>) -> Result<super::notify::SecretUrl, String> {
+pub fn resolve_url(
+    name: &str,
+    env: Option<&str>,
+    file: Option<&Path>,
+) -> Result<super::notify::SecretUrl, String> {
     let raw = match (env, file) {
-        (Some(var), None) => std::env::var(var).map_err(|_| format!("notifier {name}: environment variable {var} is not set"))?,
-        (None, Some(path)) => std::fs::read_to_string(path)
-            .map_err(|e| format!("notifier {name}: cannot read {}: {}", path.display(), e.kind()))?,
-        _ => return Err(format!("notifier {name}: set exactly one of webhook_url_env and webhook_url_file")),
+        (Some(var), None) => std::env::var(var)
+            .map_err(|_| format!("notifier {name}: environment variable {var} is not set"))?,
+        (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+            format!(
+                "notifier {name}: cannot read {}: {}",
+                path.display(),
+                e.kind()
+            )
+        })?,
+        _ => {
+            return Err(format!(
+                "notifier {name}: set exactly one of webhook_url_env and webhook_url_file"
+            ));
+        }
     };
     super::notify::SecretUrl::new(raw).map_err(|e| format!("notifier {name}: {e}"))
 }

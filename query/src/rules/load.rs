@@ -124,7 +124,11 @@ fn validate(spec: RuleSpec, file: &Path) -> Result<Rule, String> {
         return Err("every must be at least 1s".into());
     }
     let for_ = duration("for", spec.for_.as_deref(), Duration::ZERO)?;
-    let repeat_interval = duration("repeat_interval", spec.repeat_interval.as_deref(), DEFAULT_REPEAT)?;
+    let repeat_interval = duration(
+        "repeat_interval",
+        spec.repeat_interval.as_deref(),
+        DEFAULT_REPEAT,
+    )?;
     if repeat_interval < Duration::from_secs(60) {
         return Err("repeat_interval must be at least 1m".into());
     }
@@ -140,7 +144,7 @@ fn validate(spec: RuleSpec, file: &Path) -> Result<Rule, String> {
         .transpose()
         .map_err(|e| e.to_string())?;
     let message = Template::parse(&spec.message).map_err(|e| format!("message: {e}"))?;
-    for (k, _) in &spec.labels {
+    for k in spec.labels.keys() {
         if k == VALUE || k == SAVINGS || k.is_empty() {
             return Err(format!("label name {k:?} is reserved or empty"));
         }
@@ -169,7 +173,8 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Rule>, Vec<RuleError>> 
         rule: rule.map(str::to_string),
         reason,
     };
-    let parsed: RuleFile = serde_saphyr::from_str(text).map_err(|e| vec![err(None, e.to_string())])?;
+    let parsed: RuleFile =
+        serde_saphyr::from_str(text).map_err(|e| vec![err(None, e.to_string())])?;
     let mut rules = Vec::new();
     let mut errors = Vec::new();
     for spec in parsed.rules {
@@ -179,7 +184,11 @@ pub fn parse_file(file: &Path, text: &str) -> Result<Vec<Rule>, Vec<RuleError>> 
             Err(reason) => errors.push(err(Some(&name), reason)),
         }
     }
-    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Every rule file of a directory (sorted by name); all errors at once.
@@ -191,11 +200,14 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, Vec<RuleError>> {
             reason,
         }]
     };
-    let entries = std::fs::read_dir(dir).map_err(|e| dir_err(format!("cannot read the rules directory: {e}")))?;
+    let entries = std::fs::read_dir(dir)
+        .map_err(|e| dir_err(format!("cannot read the rules directory: {e}")))?;
     let mut paths: Vec<PathBuf> = entries
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")))
+        .filter(|p| {
+            p.is_file() && matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml"))
+        })
         .collect();
     paths.sort();
     let mut rules: Vec<Rule> = Vec::new();
@@ -237,7 +249,11 @@ pub fn load_dir(dir: &Path) -> Result<Vec<Rule>, Vec<RuleError>> {
             });
         }
     }
-    if errors.is_empty() { Ok(rules) } else { Err(errors) }
+    if errors.is_empty() {
+        Ok(rules)
+    } else {
+        Err(errors)
+    }
 }
 
 /// Plans every rule against the real schema and checks columns and notifiers.
@@ -259,25 +275,38 @@ pub async fn check(engine: &QueryEngine, rules: &[Rule], notifiers: &[String]) -
         if let Some(c) = &r.condition {
             for col in c.columns() {
                 if !columns.contains(&col) {
-                    errors.push(err(format!("condition reads {col:?}, which the query does not return ({})", list(&columns))));
+                    errors.push(err(format!(
+                        "condition reads {col:?}, which the query does not return ({})",
+                        list(&columns)
+                    )));
                 }
             }
         }
         for col in r.message.columns() {
             if !columns.contains(&col) {
-                errors.push(err(format!("message uses {{{{{col}}}}}, which the query does not return ({})", list(&columns))));
+                errors.push(err(format!(
+                    "message uses {{{{{col}}}}}, which the query does not return ({})",
+                    list(&columns)
+                )));
             }
         }
         for col in &r.details {
             if !columns.contains(col) {
-                errors.push(err(format!("details names {col:?}, which the query does not return ({})", list(&columns))));
+                errors.push(err(format!(
+                    "details names {col:?}, which the query does not return ({})",
+                    list(&columns)
+                )));
             }
         }
         for n in &r.notify {
             if !notifiers.contains(n) {
                 errors.push(err(format!(
                     "notify names {n:?}, which is not a configured notifier ({})",
-                    if notifiers.is_empty() { "none configured".to_string() } else { notifiers.join(", ") }
+                    if notifiers.is_empty() {
+                        "none configured".to_string()
+                    } else {
+                        notifiers.join(", ")
+                    }
                 )));
             }
         }
@@ -286,5 +315,8 @@ pub async fn check(engine: &QueryEngine, rules: &[Rule], notifiers: &[String]) -
 }
 
 fn list(columns: &BTreeSet<String>) -> String {
-    format!("columns: {}", columns.iter().cloned().collect::<Vec<_>>().join(", "))
+    format!(
+        "columns: {}",
+        columns.iter().cloned().collect::<Vec<_>>().join(", ")
+    )
 }

@@ -34,14 +34,24 @@ pub struct RuleMetrics {
 
 impl RuleMetrics {
     pub fn render(&self, out: &mut String, firing: u64) {
-        render_counter(out, "faasight_rule_evaluations_total", "Rule evaluations", &[("", self.evaluations.get())]);
+        render_counter(
+            out,
+            "faasight_rule_evaluations_total",
+            "Rule evaluations",
+            &[("", self.evaluations.get())],
+        );
         render_counter(
             out,
             "faasight_rule_evaluation_failures_total",
             "Rule evaluations that failed (SQL error or timeout)",
             &[("", self.evaluation_failures.get())],
         );
-        render_counter(out, "faasight_alerts_sent_total", "Alert notifications delivered", &[("", self.sent.get())]);
+        render_counter(
+            out,
+            "faasight_alerts_sent_total",
+            "Alert notifications delivered",
+            &[("", self.sent.get())],
+        );
         render_counter(
             out,
             "faasight_alert_delivery_retries_total",

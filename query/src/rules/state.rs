@@ -107,7 +107,12 @@ fn micros(d: std::time::Duration) -> i64 {
 impl StateDoc {
     /// Applies one evaluation of `rule` (the subjects whose condition held)
     /// at `now_us`; returns the transitions to announce.
-    pub fn apply(&mut self, rule: &Rule, holding: Vec<Observation>, now_us: i64) -> Vec<Transition> {
+    pub fn apply(
+        &mut self,
+        rule: &Rule,
+        holding: Vec<Observation>,
+        now_us: i64,
+    ) -> Vec<Transition> {
         let mut out = Vec::new();
         let mut seen = std::collections::BTreeSet::new();
         for obs in holding {
@@ -179,7 +184,14 @@ impl StateDoc {
         self.alerts.retain(|_, a| names.contains(&a.rule));
     }
 
-    pub fn enqueue(&mut self, notifier: &str, rule: &str, status: Status, body: serde_json::Value, now_us: i64) {
+    pub fn enqueue(
+        &mut self,
+        notifier: &str,
+        rule: &str,
+        status: Status,
+        body: serde_json::Value,
+        now_us: i64,
+    ) {
         self.next_delivery_id += 1;
         self.deliveries.push(Delivery {
             id: self.next_delivery_id,
@@ -217,7 +229,9 @@ impl StateStore {
         let path = self.path();
         let text = match std::fs::read(&path) {
             Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((StateDoc::default(), None)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Ok((StateDoc::default(), None));
+            }
             Err(e) => return Err(e),
         };
         match serde_json::from_slice(&text) {
@@ -227,7 +241,10 @@ impl StateStore {
                 std::fs::rename(&path, &aside)?;
                 Ok((
                     StateDoc::default(),
-                    Some(format!("alert state was unreadable ({e}); moved to {}", aside.display())),
+                    Some(format!(
+                        "alert state was unreadable ({e}); moved to {}",
+                        aside.display()
+                    )),
                 ))
             }
         }

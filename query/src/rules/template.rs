@@ -122,7 +122,10 @@ pub fn dollars(v: f64) -> String {
     }
     let grouped: String = grouped.chars().rev().collect();
     let sign = if cents < 0.0 { "-" } else { "" };
-    format!("{sign}${grouped}.{:02}", ((cents.abs().fract()) * 100.0).round() as u64)
+    format!(
+        "{sign}${grouped}.{:02}",
+        ((cents.abs().fract()) * 100.0).round() as u64
+    )
 }
 
 pub fn duration_ms(v: f64) -> String {

@@ -57,19 +57,49 @@ fn rule_file_errors_name_file_rule_and_reason() {
     };
     let base = "sql: SELECT 1 AS value\n    message: m";
     for (body, needle) in [
-        (format!("name: Bad-Name\n    {base}"), "rule Bad-Name: name must be"),
-        (format!("name: a\n    every: soon\n    {base}"), "every: \"soon\" is not a duration"),
-        (format!("name: a\n    every: 10ms\n    {base}"), "at least 1s"),
-        (format!("name: a\n    condition: value <\n    {base}"), "condition:"),
-        (format!("name: a\n    condition: value ~ 3\n    {base}"), "unexpected '~'"),
-        ("name: a\n    sql: DROP TABLE spans\n    message: m".to_string(), "sql:"),
-        ("name: a\n    sql: SELECT 1\n    message: \"{{x | shout}}\"".to_string(), "unknown filter"),
-        ("name: a\n    sql: SELECT 1\n    message: \"{{x\"".to_string(), "unclosed"),
-        (format!("name: a\n    severity: fatal\n    {base}"), "bad.yaml"),
+        (
+            format!("name: Bad-Name\n    {base}"),
+            "rule Bad-Name: name must be",
+        ),
+        (
+            format!("name: a\n    every: soon\n    {base}"),
+            "every: \"soon\" is not a duration",
+        ),
+        (
+            format!("name: a\n    every: 10ms\n    {base}"),
+            "at least 1s",
+        ),
+        (
+            format!("name: a\n    condition: value <\n    {base}"),
+            "condition:",
+        ),
+        (
+            format!("name: a\n    condition: value ~ 3\n    {base}"),
+            "unexpected '~'",
+        ),
+        (
+            "name: a\n    sql: DROP TABLE spans\n    message: m".to_string(),
+            "sql:",
+        ),
+        (
+            "name: a\n    sql: SELECT 1\n    message: \"{{x | shout}}\"".to_string(),
+            "unknown filter",
+        ),
+        (
+            "name: a\n    sql: SELECT 1\n    message: \"{{x\"".to_string(),
+            "unclosed",
+        ),
+        (
+            format!("name: a\n    severity: fatal\n    {base}"),
+            "bad.yaml",
+        ),
         (format!("name: a\n    colour: red\n    {base}"), "colour"),
     ] {
         let e = bad(&body);
-        assert!(e.contains(needle), "{body:?}: {e:?} should mention {needle:?}");
+        assert!(
+            e.contains(needle),
+            "{body:?}: {e:?} should mention {needle:?}"
+        );
         assert!(e.starts_with("bad.yaml"), "{e}");
     }
     assert!(parse_file(Path::new("x.yaml"), "rules: [").is_err());
@@ -78,7 +108,8 @@ fn rule_file_errors_name_file_rule_and_reason() {
 
 #[test]
 fn conditions_compare_and_combine() {
-    let c = Condition::parse("value < 0.5 && (savings_usd_month >= 10 || team == 'core')").expect("valid");
+    let c = Condition::parse("value < 0.5 && (savings_usd_month >= 10 || team == 'core')")
+        .expect("valid");
     let row = |v: f64, s: f64, team: &str| {
         let team = team.to_string();
         move |k: &str| match k {
@@ -93,12 +124,25 @@ fn conditions_compare_and_combine() {
     assert!(!c.eval(&row(0.3, 1.0, "x")));
     assert!(!c.eval(&row(0.7, 100.0, "core")));
     // Null never satisfies a comparison.
-    assert!(!Condition::parse("value != 1").expect("valid").eval(&|_| Value::Null));
+    assert!(
+        !Condition::parse("value != 1")
+            .expect("valid")
+            .eval(&|_| Value::Null)
+    );
     assert_eq!(
         c.columns().into_iter().collect::<Vec<_>>(),
         ["savings_usd_month", "team", "value"]
     );
-    for bad in ["", "value", "value <", "(value < 1", "value < 1 &&", "1 < value", "value < 'x", "value < 1e999"] {
+    for bad in [
+        "",
+        "value",
+        "value <",
+        "(value < 1",
+        "value < 1 &&",
+        "1 < value",
+        "value < 'x",
+        "value < 1e999",
+    ] {
         assert!(Condition::parse(bad).is_err(), "{bad:?}");
     }
 }
@@ -148,7 +192,10 @@ fn lifecycle_pending_firing_repeat_resolved() {
     let mut doc = StateDoc::default();
     // t=0: condition true → pending, nothing sent.
     assert!(doc.apply(&r, vec![obs("a", 0.3)], 0).is_empty());
-    assert_eq!(doc.alerts.values().next().map(|a| a.state), Some(AlertState::Pending));
+    assert_eq!(
+        doc.alerts.values().next().map(|a| a.state),
+        Some(AlertState::Pending)
+    );
     // Still pending at 29 minutes.
     assert!(doc.apply(&r, vec![obs("a", 0.3)], 29 * MIN).is_empty());
     // Fires once at 30 minutes.
@@ -157,7 +204,10 @@ fn lifecycle_pending_firing_repeat_resolved() {
     assert_eq!(t[0].status, Status::Firing);
     // No repeat while firing within the repeat interval…
     for m in [35, 60, 120, 269] {
-        assert!(doc.apply(&r, vec![obs("a", 0.3)], m * MIN).is_empty(), "minute {m}");
+        assert!(
+            doc.apply(&r, vec![obs("a", 0.3)], m * MIN).is_empty(),
+            "minute {m}"
+        );
     }
     // …then one reminder at 4 hours after the last message.
     let t = doc.apply(&r, vec![obs("a", 0.3)], 270 * MIN);
@@ -196,7 +246,13 @@ fn state_survives_a_restart_and_damage_is_moved_aside() {
     let mut r = rule();
     r.for_ = Duration::ZERO;
     doc.apply(&r, vec![obs("a", 0.3)], 0);
-    doc.enqueue("slack", &r.name, Status::Firing, serde_json::json!({"text": "x"}), 0);
+    doc.enqueue(
+        "slack",
+        &r.name,
+        Status::Firing,
+        serde_json::json!({"text": "x"}),
+        0,
+    );
     store.save(&doc).expect("save");
     let (loaded, warning) = store.load().expect("load");
     assert_eq!(loaded, doc);
@@ -225,7 +281,12 @@ fn slack_messages_group_and_cap() {
     };
     let m = slack::message(&r.name, Status::Firing, &transitions, &ctx);
     let blocks = m["blocks"].as_array().expect("blocks");
-    assert!(blocks[0]["text"]["text"].as_str().expect("header").contains("WARNING · memory_overprovisioned (14)"));
+    assert!(
+        blocks[0]["text"]["text"]
+            .as_str()
+            .expect("header")
+            .contains("WARNING · memory_overprovisioned (14)")
+    );
     let sections = blocks.iter().filter(|b| b["type"] == "section").count();
     assert_eq!(sections, 10, "at most 10 alerts listed");
     let text = m.to_string();
@@ -233,8 +294,18 @@ fn slack_messages_group_and_cap() {
     assert!(text.contains("$12.50 / month"));
     assert!(text.contains("Right-size it."));
     assert!(text.contains("http://grafana:3000/d/faasight-overview"));
-    assert!(m["text"].as_str().expect("fallback").contains("$175.00 / month"));
-    let resolved = slack::message(&r.name, Status::Resolved, &transitions[..1], &MessageContext::default());
+    assert!(
+        m["text"]
+            .as_str()
+            .expect("fallback")
+            .contains("$175.00 / month")
+    );
+    let resolved = slack::message(
+        &r.name,
+        Status::Resolved,
+        &transitions[..1],
+        &MessageContext::default(),
+    );
     assert!(resolved.to_string().contains("RESOLVED"));
 }
 
@@ -252,7 +323,8 @@ fn retry_after_and_backoff_are_bounded() {
 
 #[test]
 fn webhook_urls_never_print() {
-    let url = SecretUrl::new("https://hooks.slack.com/services/T000/B000/SECRET".into()).expect("valid");
+    let url =
+        SecretUrl::new("https://hooks.slack.com/services/T000/B000/SECRET".into()).expect("valid");
     assert_eq!(format!("{url:?}"), "SecretUrl(***)");
     assert!(SecretUrl::new("ftp://x".into()).is_err());
 }

@@ -99,7 +99,9 @@ impl TraceTree {
             }
         }
 
-        let mut roots: Vec<usize> = (0..n).filter(|&i| placement[i] == Placement::Root).collect();
+        let mut roots: Vec<usize> = (0..n)
+            .filter(|&i| placement[i] == Placement::Root)
+            .collect();
         let orphans: Vec<usize> = (0..n)
             .filter(|&i| placement[i] == Placement::Orphan)
             .collect();

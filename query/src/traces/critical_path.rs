@@ -112,7 +112,14 @@ pub fn critical_path(tree: &TraceTree) -> CriticalPath {
     let mut segments = Vec::new();
     let mut stack = walk(None, start, end, &tree.roots, tree, &mut segments);
     while let Some((span, lo, hi)) = stack.pop() {
-        let handed = walk(Some(span), lo, hi, &tree.children[span], tree, &mut segments);
+        let handed = walk(
+            Some(span),
+            lo,
+            hi,
+            &tree.children[span],
+            tree,
+            &mut segments,
+        );
         stack.extend(handed);
     }
     // Zero-length traces (one instant span) still have their root on the path.

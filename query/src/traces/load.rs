@@ -123,7 +123,11 @@ impl<'a> Cols<'a> {
                 (from..to)
                     .filter(|&i| keys.is_valid(i))
                     .map(|i| {
-                        let v = if values.is_valid(i) { values.value(i) } else { "" };
+                        let v = if values.is_valid(i) {
+                            values.value(i)
+                        } else {
+                            ""
+                        };
                         (keys.value(i).to_string(), v.to_string())
                     })
                     .collect()
@@ -219,7 +223,12 @@ pub async fn load_invocations(
     let result = engine.execute(&sql).await?;
     let mut ids: Vec<String> = span_request_ids.to_vec();
     for batch in &result.batches {
-        ids.extend(Cols::new(batch).strings("request_id")?.into_iter().flatten());
+        ids.extend(
+            Cols::new(batch)
+                .strings("request_id")?
+                .into_iter()
+                .flatten(),
+        );
     }
     ids.sort();
     ids.dedup();
@@ -274,4 +283,3 @@ pub async fn load_invocations(
     }
     Ok(out)
 }
-

@@ -5,15 +5,11 @@
 
 use std::collections::BTreeMap;
 
-use opentelemetry_proto::tonic::common::v1::{
-    AnyValue, InstrumentationScope, KeyValue, any_value,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::span::{Event, Link, SpanKind};
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
-use opentelemetry_proto::tonic::trace::v1::{
-    ResourceSpans, ScopeSpans, Span, Status, TracesData,
-};
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, TracesData};
 
 use super::SpanRecord;
 
@@ -96,8 +92,15 @@ fn otlp_span(s: &SpanRecord) -> Span {
     let events = json_array(s.events.as_deref())
         .iter()
         .map(|e| Event {
-            time_unix_nano: e.get("time_unix_nano").and_then(|t| t.as_u64()).unwrap_or(0),
-            name: e.get("name").and_then(|n| n.as_str()).unwrap_or_default().into(),
+            time_unix_nano: e
+                .get("time_unix_nano")
+                .and_then(|t| t.as_u64())
+                .unwrap_or(0),
+            name: e
+                .get("name")
+                .and_then(|n| n.as_str())
+                .unwrap_or_default()
+                .into(),
             attributes: json_attributes(e.get("attributes")),
             dropped_attributes_count: 0,
         })

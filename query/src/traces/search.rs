@@ -62,7 +62,10 @@ pub const ROOT_NOT_YET: &str = "<root span not yet received>";
 
 fn timestamp(us: i64) -> String {
     let t = DateTime::<Utc>::from_timestamp_micros(us).unwrap_or_default();
-    format!("TIMESTAMP {}", sql_string(&t.to_rfc3339_opts(SecondsFormat::Micros, true)))
+    format!(
+        "TIMESTAMP {}",
+        sql_string(&t.to_rfc3339_opts(SecondsFormat::Micros, true))
+    )
 }
 
 /// `time` bounds for `spans` (alias `s`), or `TRUE`.
@@ -141,7 +144,10 @@ pub fn step1_sql(req: &SearchRequest) -> String {
 }
 
 /// Runs a search.
-pub async fn search(engine: &QueryEngine, req: &SearchRequest) -> Result<Vec<TraceHit>, QueryError> {
+pub async fn search(
+    engine: &QueryEngine,
+    req: &SearchRequest,
+) -> Result<Vec<TraceHit>, QueryError> {
     let result = engine.execute(&step1_sql(req)).await?;
     let mut ids = Vec::new();
     for b in &result.batches {
@@ -150,7 +156,11 @@ pub async fn search(engine: &QueryEngine, req: &SearchRequest) -> Result<Vec<Tra
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let list = ids.iter().map(|i| sql_string(i)).collect::<Vec<_>>().join(", ");
+    let list = ids
+        .iter()
+        .map(|i| sql_string(i))
+        .collect::<Vec<_>>()
+        .join(", ");
 
     // Bounds and roots of the found traces.
     let sql = format!(
@@ -169,13 +179,21 @@ pub async fn search(engine: &QueryEngine, req: &SearchRequest) -> Result<Vec<Tra
     let needs_t = req.query.uses_trace_level();
     let mut sql = String::new();
     if needs_t {
-        let _ = write!(sql, "WITH {} ", trace_summary_cte(&format!("trace_id IN ({list})")));
+        let _ = write!(
+            sql,
+            "WITH {} ",
+            trace_summary_cte(&format!("trace_id IN ({list})"))
+        );
     }
     let _ = write!(
         sql,
         "SELECT s.trace_id, s.span_id, s.name, s.time, s.duration_ms, s.service_name FROM spans s{} \
          WHERE s.trace_id IN ({list}) AND ({}) ORDER BY s.time",
-        if needs_t { " JOIN t ON s.trace_id = t.trace_id" } else { "" },
+        if needs_t {
+            " JOIN t ON s.trace_id = t.trace_id"
+        } else {
+            ""
+        },
         flags.join(" OR ")
     );
     let matched = engine.execute(&sql).await?;
@@ -183,7 +201,11 @@ pub async fn search(engine: &QueryEngine, req: &SearchRequest) -> Result<Vec<Tra
     let mut hits: HashMap<String, TraceHit> = HashMap::new();
     for b in &bounds.batches {
         let c = Cols::new(b);
-        let (tid, start, end) = (c.strings("trace_id")?, c.micros("start_time")?, c.micros("end_time")?);
+        let (tid, start, end) = (
+            c.strings("trace_id")?,
+            c.micros("start_time")?,
+            c.micros("end_time")?,
+        );
         let name = c.strings("first_name")?;
         for i in 0..b.num_rows() {
             let Some(id) = tid[i].clone() else { continue };
@@ -213,8 +235,12 @@ pub async fn search(engine: &QueryEngine, req: &SearchRequest) -> Result<Vec<Tra
             c.micros("time")?,
         );
         for i in 0..b.num_rows() {
-            let (Some(id), Some(t)) = (tid[i].as_deref(), time[i]) else { continue };
-            let Some(hit) = hits.get_mut(id) else { continue };
+            let (Some(id), Some(t)) = (tid[i].as_deref(), time[i]) else {
+                continue;
+            };
+            let Some(hit) = hits.get_mut(id) else {
+                continue;
+            };
             if root_start.get(id).is_none_or(|&prev| t < prev) {
                 root_start.insert(id.to_string(), t);
                 hit.root_trace_name = name[i].clone().unwrap_or_default();
@@ -233,7 +259,9 @@ pub async fn search(engine: &QueryEngine, req: &SearchRequest) -> Result<Vec<Tra
             c.strings("service_name")?,
         );
         for i in 0..b.num_rows() {
-            let Some(hit) = tid[i].as_deref().and_then(|id| hits.get_mut(id)) else { continue };
+            let Some(hit) = tid[i].as_deref().and_then(|id| hits.get_mut(id)) else {
+                continue;
+            };
             hit.matched += 1;
             if hit.spans.len() < req.spans_per_set.max(1) {
                 hit.spans.push(MatchedSpan {
@@ -258,12 +286,23 @@ pub fn tags_to_query(tags: &str) -> Result<SpansetExpr, String> {
     for (k, v) in pairs {
         let (attr, value) = match k.as_str() {
             "name" => (Attribute::Intrinsic(Intrinsic::Name), Static::Str(v)),
-            "status" | "status.code" => (Attribute::Intrinsic(Intrinsic::Status), Static::Str(v.to_ascii_lowercase())),
-            "kind" => (Attribute::Intrinsic(Intrinsic::Kind), Static::Str(v.to_ascii_lowercase())),
+            "status" | "status.code" => (
+                Attribute::Intrinsic(Intrinsic::Status),
+                Static::Str(v.to_ascii_lowercase()),
+            ),
+            "kind" => (
+                Attribute::Intrinsic(Intrinsic::Kind),
+                Static::Str(v.to_ascii_lowercase()),
+            ),
             "root.name" => (Attribute::Intrinsic(Intrinsic::RootName), Static::Str(v)),
-            "root.service.name" => (Attribute::Intrinsic(Intrinsic::RootServiceName), Static::Str(v)),
+            "root.service.name" => (
+                Attribute::Intrinsic(Intrinsic::RootServiceName),
+                Static::Str(v),
+            ),
             _ => match parse_attribute(&k) {
-                Ok(a @ (Attribute::Span(_) | Attribute::Resource(_) | Attribute::Any(_))) => (a, Static::Str(v)),
+                Ok(a @ (Attribute::Span(_) | Attribute::Resource(_) | Attribute::Any(_))) => {
+                    (a, Static::Str(v))
+                }
                 _ => (Attribute::Any(k), Static::Str(v)),
             },
         };
@@ -307,7 +346,9 @@ pub fn logfmt(s: &str) -> Result<Vec<(String, String)>, String> {
                     Some('"') => break,
                     Some('\\') => match chars.next() {
                         Some(c) => value.push(c),
-                        None => return Err(format!("tags: unterminated quote in the value of {key}")),
+                        None => {
+                            return Err(format!("tags: unterminated quote in the value of {key}"));
+                        }
                     },
                     Some(c) => value.push(c),
                 }

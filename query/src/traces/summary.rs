@@ -63,7 +63,13 @@ pub fn cold_starts(
     let mut candidates: Vec<(String, String, Option<f64>)> = invocations
         .iter()
         .filter(|i| i.cold_start)
-        .map(|i| (i.function_name.clone(), i.request_id.clone(), i.init_duration_ms))
+        .map(|i| {
+            (
+                i.function_name.clone(),
+                i.request_id.clone(),
+                i.init_duration_ms,
+            )
+        })
         .collect();
     for s in &tree.spans {
         if let (Some(true), Some(rid)) = (s.cold_start, s.request_id.as_deref())
@@ -131,7 +137,10 @@ fn span_object(
     o.insert("request_id".into(), json!(s.request_id));
     o.insert("cold_start".into(), json!(s.cold_start));
     o.insert("start".into(), rfc3339(s.start_us));
-    o.insert("start_offset_ms".into(), json!(ms(s.start_us - trace_start)));
+    o.insert(
+        "start_offset_ms".into(),
+        json!(ms(s.start_us - trace_start)),
+    );
     o.insert("duration_ms".into(), json!(s.duration_ms()));
     let attrs: Map<String, Value> = s
         .attributes

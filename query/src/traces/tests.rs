@@ -3,7 +3,7 @@
 use super::assemble::{Placement, TraceTree};
 use super::critical_path::critical_path;
 use super::load::TraceInvocation;
-use super::search::{logfmt, step1_sql, tags_to_query, SearchRequest};
+use super::search::{SearchRequest, logfmt, step1_sql, tags_to_query};
 use super::summary::{cold_starts, trace_json};
 use super::traceql::{Attribute, FieldExpr, Intrinsic, Op, SpansetExpr, Static, parse};
 use super::{SpanRecord, parse_trace_id};
@@ -43,7 +43,11 @@ fn assert_covers(tree: &TraceTree) {
     let (start, end) = tree.bounds();
     let mut at = start;
     for seg in &path.segments {
-        assert_eq!(seg.start_us, at, "segments must be contiguous: {:?}", path.segments);
+        assert_eq!(
+            seg.start_us, at,
+            "segments must be contiguous: {:?}",
+            path.segments
+        );
         assert!(seg.end_us > seg.start_us || start == end);
         at = seg.end_us;
     }
@@ -195,7 +199,11 @@ fn duplicates_and_cycles_do_not_break_the_tree() {
     assert_eq!(tree.spans.len(), 4, "the duplicate root is dropped");
     let a = tree.find("a").expect("a");
     let s = tree.find("self").expect("self");
-    assert_eq!(tree.placement[a], Placement::Orphan, "the cycle is cut at its earliest span");
+    assert_eq!(
+        tree.placement[a],
+        Placement::Orphan,
+        "the cycle is cut at its earliest span"
+    );
     assert_eq!(tree.placement[s], Placement::Orphan);
     assert_covers(&tree);
 }
@@ -205,7 +213,12 @@ fn a_very_deep_chain_needs_no_recursion() {
     let n = 20_000;
     let mut spans = vec![span("s0", None, 0, 2 * n)];
     for i in 1..n {
-        spans.push(span(&format!("s{i}"), Some(&format!("s{}", i - 1)), i, 2 * n - i));
+        spans.push(span(
+            &format!("s{i}"),
+            Some(&format!("s{}", i - 1)),
+            i,
+            2 * n - i,
+        ));
     }
     let tree = TraceTree::assemble(spans).expect("spans");
     let path = critical_path(&tree);
@@ -215,7 +228,10 @@ fn a_very_deep_chain_needs_no_recursion() {
     let text = serde_json::to_string(&json).expect("serializes");
     // Each span once in the tree and once in the critical path detail.
     assert_eq!(text.matches("\"span_id\":\"s").count(), 2 * n as usize);
-    assert_eq!(text.matches("\"depth_capped\":true").count(), n as usize - 201);
+    assert_eq!(
+        text.matches("\"depth_capped\":true").count(),
+        n as usize - 201
+    );
 }
 
 #[test]
@@ -285,7 +301,13 @@ fn trace_ids_from_urls() {
         parse_trace_id("c80319c").as_deref(),
         Ok("0000000000000000000000000c80319c")
     );
-    for bad in ["", "xyz", "0af7651916cd43dd8448eb211c80319c0", "0000", "12'34"] {
+    for bad in [
+        "",
+        "xyz",
+        "0af7651916cd43dd8448eb211c80319c0",
+        "0000",
+        "12'34",
+    ] {
         assert!(parse_trace_id(bad).is_err(), "{bad:?} must be refused");
     }
 }
@@ -304,23 +326,46 @@ fn traceql_parses_filters_and_precedence() {
     assert_eq!(
         *left,
         FieldExpr::And(
-            Box::new(cmp(Attribute::Resource("service.name".into()), Op::Eq, Static::Str("checkout".into()))),
-            Box::new(cmp(Attribute::Span("http.status_code".into()), Op::Ge, Static::Int(500))),
+            Box::new(cmp(
+                Attribute::Resource("service.name".into()),
+                Op::Eq,
+                Static::Str("checkout".into())
+            )),
+            Box::new(cmp(
+                Attribute::Span("http.status_code".into()),
+                Op::Ge,
+                Static::Int(500)
+            )),
         )
     );
     assert_eq!(
         *right,
-        cmp(Attribute::Intrinsic(Intrinsic::Name), Op::Re, Static::Str("GET .*".into()))
+        cmp(
+            Attribute::Intrinsic(Intrinsic::Name),
+            Op::Re,
+            Static::Str("GET .*".into())
+        )
     );
 
-    let q = parse("{ duration > 1.5s } && ({ status = error } || { kind = server && .cold = true })").expect("valid");
-    let SpansetExpr::And(a, b) = q else { panic!("{q:?}") };
+    let q =
+        parse("{ duration > 1.5s } && ({ status = error } || { kind = server && .cold = true })")
+            .expect("valid");
+    let SpansetExpr::And(a, b) = q else {
+        panic!("{q:?}")
+    };
     assert_eq!(
         *a,
-        SpansetExpr::Filter(Some(cmp(Attribute::Intrinsic(Intrinsic::Duration), Op::Gt, Static::Duration(1_500_000_000))))
+        SpansetExpr::Filter(Some(cmp(
+            Attribute::Intrinsic(Intrinsic::Duration),
+            Op::Gt,
+            Static::Duration(1_500_000_000)
+        )))
     );
     assert!(matches!(*b, SpansetExpr::Or(..)));
-    assert_eq!(q_filters("{} || {name = \"x\"} && {traceDuration < 100ms}"), 3);
+    assert_eq!(
+        q_filters("{} || {name = \"x\"} && {traceDuration < 100ms}"),
+        3
+    );
 
     // Forms Grafana sends.
     for ok in [
@@ -369,9 +414,19 @@ fn traceql_errors_say_what_is_wrong() {
         assert!(e.contains(needle), "{q:?}: {e:?} should mention {needle:?}");
     }
     let deep = format!("{}{{}}{}", "(".repeat(100), ")".repeat(100));
-    assert!(parse(&deep).expect_err("too deep").to_string().contains("nesting"));
+    assert!(
+        parse(&deep)
+            .expect_err("too deep")
+            .to_string()
+            .contains("nesting")
+    );
     let long = format!("{{ name = \"{}\" }}", "x".repeat(20_000));
-    assert!(parse(&long).expect_err("too long").to_string().contains("longer than"));
+    assert!(
+        parse(&long)
+            .expect_err("too long")
+            .to_string()
+            .contains("longer than")
+    );
 }
 
 #[test]
@@ -386,10 +441,19 @@ fn traceql_translates_to_sql_with_quoted_literals() {
         limit: 20,
         spans_per_set: 3,
     });
-    assert!(sql.contains("s.attributes['http.route'] = '/it''s'"), "{sql}");
-    assert!(sql.contains("TRY_CAST(s.attributes['http.status_code'] AS DOUBLE) >= 500"), "{sql}");
+    assert!(
+        sql.contains("s.attributes['http.route'] = '/it''s'"),
+        "{sql}"
+    );
+    assert!(
+        sql.contains("TRY_CAST(s.attributes['http.status_code'] AS DOUBLE) >= 500"),
+        "{sql}"
+    );
     assert!(sql.contains("t.duration_ms > 2000.000000000"), "{sql}");
-    assert!(sql.contains("WITH t AS"), "trace-level intrinsics need the summary: {sql}");
+    assert!(
+        sql.contains("WITH t AS"),
+        "trace-level intrinsics need the summary: {sql}"
+    );
     assert!(sql.contains("HAVING (bool_or("), "{sql}");
     assert!(sql.contains("LIMIT 20"), "{sql}");
 }
@@ -407,5 +471,7 @@ fn tags_in_logfmt() {
     assert!(logfmt("novalue").is_err());
     assert!(logfmt("k=\"open").is_err());
     let q = tags_to_query("service.name=checkout name=GET").expect("valid");
-    let SpansetExpr::Filter(Some(FieldExpr::And(..))) = q else { panic!("{q:?}") };
+    let SpansetExpr::Filter(Some(FieldExpr::And(..))) = q else {
+        panic!("{q:?}")
+    };
 }

@@ -244,7 +244,8 @@ fn lex(q: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
             }
             b'0'..=b'9' | b'-' => {
                 let mut j = i + 1;
-                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_') {
+                while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'.' || b[j] == b'_')
+                {
                     j += 1;
                 }
                 // `µs` is two bytes.
@@ -261,7 +262,8 @@ fn lex(q: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
             b'.' | b'a'..=b'z' | b'A'..=b'Z' | b'_' => {
                 let mut j = i + 1;
                 while j < b.len()
-                    && (b[j].is_ascii_alphanumeric() || matches!(b[j], b'.' | b'_' | b'-' | b'/' | b':'))
+                    && (b[j].is_ascii_alphanumeric()
+                        || matches!(b[j], b'.' | b'_' | b'-' | b'/' | b':'))
                 {
                     j += 1;
                 }
@@ -277,16 +279,17 @@ fn lex(q: &str) -> Result<Vec<(usize, Tok)>, ParseError> {
                 continue;
             }
             other => {
-                return Err(err(
-                    at,
-                    format!("unexpected character {:?}", other as char),
-                ));
+                return Err(err(at, format!("unexpected character {:?}", other as char)));
             }
         };
         i += match tok {
             Tok::LBrace | Tok::RBrace | Tok::LParen | Tok::RParen | Tok::Not => 1,
             Tok::Op(Op::Eq | Op::Gt | Op::Lt) => 1,
-            Tok::Unsupported(_) if matches!(c, b'|' | b'~' | b'+' | b'*' | b'/' | b'%' | b'^' | b'&') => 1,
+            Tok::Unsupported(_)
+                if matches!(c, b'|' | b'~' | b'+' | b'*' | b'/' | b'%' | b'^' | b'&') =>
+            {
+                1
+            }
             _ => 2,
         };
         out.push((at, tok));
@@ -373,7 +376,8 @@ impl Parser {
                     if self.peek() != Some(&Tok::RBrace) {
                         return match self.peek() {
                             Some(Tok::Unsupported(_)) | None => self.unsupported_here(),
-                            Some(t) => self.fail(format!("expected '}}' or && / ||, found {}", describe(t))),
+                            Some(t) => self
+                                .fail(format!("expected '}}' or && / ||, found {}", describe(t))),
                         };
                     }
                     self.pos += 1;
@@ -450,7 +454,9 @@ impl Parser {
         self.pos += 1;
         let op = match self.peek() {
             Some(Tok::Op(op)) => *op,
-            Some(Tok::LParen) => return self.fail(format!("functions like {name}() are not supported")),
+            Some(Tok::LParen) => {
+                return self.fail(format!("functions like {name}() are not supported"));
+            }
             Some(Tok::RBrace | Tok::AndAnd | Tok::OrOr | Tok::RParen) | None => {
                 return self.fail(format!(
                     "{name} needs a comparison (existence checks are not supported)"
@@ -530,7 +536,10 @@ pub fn parse_attribute(name: &str) -> Result<Attribute, String> {
     }
     for scope in ["event.", "link.", "instrumentation.", "parent."] {
         if name.starts_with(scope) {
-            return Err(format!("the {} scope is not supported", scope.trim_end_matches('.')));
+            return Err(format!(
+                "the {} scope is not supported",
+                scope.trim_end_matches('.')
+            ));
         }
     }
     Err(format!(
@@ -646,7 +655,11 @@ impl SpansetExpr {
                     *next += 1;
                 }
                 SpansetExpr::And(a, b) | SpansetExpr::Or(a, b) => {
-                    let op = if matches!(e, SpansetExpr::And(..)) { "AND" } else { "OR" };
+                    let op = if matches!(e, SpansetExpr::And(..)) {
+                        "AND"
+                    } else {
+                        "OR"
+                    };
                     out.push('(');
                     go(a, next, flag, out);
                     let _ = write!(out, " {op} ");
@@ -671,7 +684,9 @@ impl SpansetExpr {
 impl FieldExpr {
     pub fn uses_trace_level(&self) -> bool {
         match self {
-            FieldExpr::And(a, b) | FieldExpr::Or(a, b) => a.uses_trace_level() || b.uses_trace_level(),
+            FieldExpr::And(a, b) | FieldExpr::Or(a, b) => {
+                a.uses_trace_level() || b.uses_trace_level()
+            }
             FieldExpr::Not(a) => a.uses_trace_level(),
             FieldExpr::Cmp(Attribute::Intrinsic(i), _, _) => i.is_trace_level(),
             FieldExpr::Cmp(..) => false,
@@ -724,9 +739,14 @@ fn float_sql(f: f64) -> String {
 fn comparison_sql(attr: &Attribute, op: Op, value: &Static) -> String {
     let a = attribute_sql(attr);
     match (op, value) {
-        (Op::Re, Static::Str(p)) => format!("regexp_like({a}, {})", sql_string(&format!("^(?:{p})$"))),
+        (Op::Re, Static::Str(p)) => {
+            format!("regexp_like({a}, {})", sql_string(&format!("^(?:{p})$")))
+        }
         (Op::NotRe, Static::Str(p)) => {
-            format!("(NOT regexp_like({a}, {}))", sql_string(&format!("^(?:{p})$")))
+            format!(
+                "(NOT regexp_like({a}, {}))",
+                sql_string(&format!("^(?:{p})$"))
+            )
         }
         (_, Static::Str(s) | Static::Status(s) | Static::Kind(s)) => {
             format!("{a} {} {}", op.sql(), sql_string(s))

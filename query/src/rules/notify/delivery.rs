@@ -51,11 +51,20 @@ pub fn retry_after(value: Option<&str>) -> Duration {
 }
 
 pub fn backoff(attempts: u32) -> Duration {
-    Duration::from_secs(1u64.checked_shl(attempts.min(16)).unwrap_or(MAX_BACKOFF_SECS).min(MAX_BACKOFF_SECS))
+    Duration::from_secs(
+        1u64.checked_shl(attempts.min(16))
+            .unwrap_or(MAX_BACKOFF_SECS)
+            .min(MAX_BACKOFF_SECS),
+    )
 }
 
 /// Posts one message.
-pub async fn post(client: &reqwest::Client, n: &Notifier, body: &serde_json::Value, attempts: u32) -> Outcome {
+pub async fn post(
+    client: &reqwest::Client,
+    n: &Notifier,
+    body: &serde_json::Value,
+    attempts: u32,
+) -> Outcome {
     let resp = client
         .post(n.url.expose())
         .timeout(Duration::from_secs(10))
@@ -111,7 +120,9 @@ impl Deliverer {
             };
             let wait = match &head {
                 None => Duration::from_secs(3600),
-                Some(d) => Duration::from_micros(u64::try_from(d.next_attempt_us - now_us()).unwrap_or(0)),
+                Some(d) => {
+                    Duration::from_micros(u64::try_from(d.next_attempt_us - now_us()).unwrap_or(0))
+                }
             };
             if head.is_none() || !wait.is_zero() {
                 tokio::select! {
@@ -139,7 +150,9 @@ impl Deliverer {
             {
                 let mut doc = self.doc.lock();
                 let now = now_us();
-                let Some(pos) = doc.deliveries.iter().position(|x| x.id == d.id) else { continue };
+                let Some(pos) = doc.deliveries.iter().position(|x| x.id == d.id) else {
+                    continue;
+                };
                 match &outcome {
                     Outcome::Delivered => {
                         doc.deliveries.remove(pos);
@@ -149,7 +162,8 @@ impl Deliverer {
                     Outcome::Retry(after, why) if now - d.created_us < GIVE_UP_AFTER_US => {
                         let entry = &mut doc.deliveries[pos];
                         entry.attempts += 1;
-                        entry.next_attempt_us = now + i64::try_from(after.as_micros()).unwrap_or(i64::MAX / 2);
+                        entry.next_attempt_us =
+                            now + i64::try_from(after.as_micros()).unwrap_or(i64::MAX / 2);
                         self.metrics.retries.add(1);
                         tracing::warn!(notifier = %n.name, rule = %d.rule, reason = %why, retry_in = ?after, "alert delivery will be retried");
                     }

@@ -38,7 +38,10 @@ pub fn message(rule: &str, status: Status, alerts: &[Transition], ctx: &MessageC
         ),
         Status::Resolved => ("✅", "RESOLVED"),
     };
-    let header = cut(&format!("{icon} {state} · {rule} ({})", alerts.len()), HEADER_MAX);
+    let header = cut(
+        &format!("{icon} {state} · {rule} ({})", alerts.len()),
+        HEADER_MAX,
+    );
     let mut blocks = vec![json!({
         "type": "header",
         "text": { "type": "plain_text", "text": header, "emoji": true },
@@ -51,13 +54,16 @@ pub fn message(rule: &str, status: Status, alerts: &[Transition], ctx: &MessageC
         }
         let mut fields = Vec::new();
         if let Some(f) = a.labels.get("function_name") {
-            fields.push(json!({ "type": "mrkdwn", "text": format!("*Function*\n{}", cut(f, 200)) }));
+            fields
+                .push(json!({ "type": "mrkdwn", "text": format!("*Function*\n{}", cut(f, 200)) }));
         }
         if let Some(v) = a.value {
             fields.push(json!({ "type": "mrkdwn", "text": format!("*Value*\n{}", crate::rules::template::format_value(&crate::rules::condition::Value::Number(v), crate::rules::template::Filter::Plain)) }));
         }
         if let Some(s) = a.savings_usd_month.filter(|s| *s > 0.0) {
-            fields.push(json!({ "type": "mrkdwn", "text": format!("*Savings*\n{} / month", dollars(s)) }));
+            fields.push(
+                json!({ "type": "mrkdwn", "text": format!("*Savings*\n{} / month", dollars(s)) }),
+            );
         }
         let mut section = json!({
             "type": "section",
@@ -91,9 +97,16 @@ pub fn message(rule: &str, status: Status, alerts: &[Transition], ctx: &MessageC
             }],
         }));
     }
-    let total: f64 = alerts.iter().filter_map(|t| t.alert.savings_usd_month).sum();
+    let total: f64 = alerts
+        .iter()
+        .filter_map(|t| t.alert.savings_usd_month)
+        .sum();
     let fallback = match status {
-        Status::Firing if total > 0.0 => format!("[{state}] {rule}: {} alert(s), {} / month to save", alerts.len(), dollars(total)),
+        Status::Firing if total > 0.0 => format!(
+            "[{state}] {rule}: {} alert(s), {} / month to save",
+            alerts.len(),
+            dollars(total)
+        ),
         Status::Firing => format!("[{state}] {rule}: {} alert(s)", alerts.len()),
         Status::Resolved => format!("[RESOLVED] {rule}: {} alert(s)", alerts.len()),
     };

@@ -12,7 +12,14 @@ fn time(us: i64) -> String {
         .to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-pub fn message(receiver: &str, rule: &str, status: Status, alerts: &[Transition], ctx: &MessageContext, now_us: i64) -> Value {
+pub fn message(
+    receiver: &str,
+    rule: &str,
+    status: Status,
+    alerts: &[Transition],
+    ctx: &MessageContext,
+    now_us: i64,
+) -> Value {
     let items: Vec<Value> = alerts
         .iter()
         .take(GROUP_CAP * 10)
