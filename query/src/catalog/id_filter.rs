@@ -144,3 +144,46 @@ impl IdFilters {
         self.len() == 0
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::{col, lit};
+
+    use super::pinned_ids;
+
+    #[test]
+    fn id_predicates_are_recognised() {
+        let ids = |e| pinned_ids(&[e], "trace_id");
+        assert_eq!(
+            ids(col("trace_id").eq(lit("a"))),
+            Some(vec!["a".to_string()])
+        );
+        assert_eq!(
+            ids(lit("a").eq(col("trace_id"))),
+            Some(vec!["a".to_string()])
+        );
+        assert_eq!(
+            ids(col("trace_id").in_list(vec![lit("a"), lit("b")], false)),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            ids(col("trace_id")
+                .eq(lit("a"))
+                .or(col("trace_id").eq(lit("b")))),
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        assert_eq!(
+            ids(col("trace_id").eq(lit("a")).and(col("name").eq(lit("x")))),
+            Some(vec!["a".to_string()])
+        );
+        // Anything that could match other ids is not pinned.
+        assert_eq!(ids(col("trace_id").in_list(vec![lit("a")], true)), None);
+        assert_eq!(
+            ids(col("trace_id").eq(lit("a")).or(col("name").eq(lit("x")))),
+            None
+        );
+        assert_eq!(ids(col("trace_id").not_eq(lit("a"))), None);
+        assert_eq!(ids(col("span_id").eq(lit("a"))), None);
+        assert_eq!(ids(col("trace_id").like(lit("a%"))), None);
+    }
+}
