@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Runs every check and test of faasight on a fresh machine: installs what
 # the tests need (psql from Debian; a Python venv with the OpenTelemetry
-# SDK, DuckDB, pyarrow, moto and psycopg; the JS SDK from npm), then fmt,
-# clippy and all Rust tests.
+# SDK, DuckDB, pyarrow, moto, psycopg, PyYAML and hadolint; the JS SDK from
+# npm), then fmt, clippy and all Rust tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

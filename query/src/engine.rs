@@ -14,6 +14,7 @@ use faasight_collector::model::Table;
 use faasight_collector::telemetry::{Counter, Histogram, render_counter};
 use futures::StreamExt;
 
+use crate::catalog::alerts::AlertBoard;
 use crate::catalog::id_filter::IdFilters;
 use crate::catalog::tables::FaasightTable;
 use crate::catalog::views::ViewPlans;
@@ -107,6 +108,8 @@ pub struct QueryEngine {
     ids: Arc<IdFilters>,
     /// The views, planned by the first session.
     views: Arc<tokio::sync::OnceCell<Arc<ViewPlans>>>,
+    /// The rules engine's active alerts, the `alerts` table.
+    alerts: Arc<AlertBoard>,
     pub metrics: Arc<QueryMetrics>,
 }
 
@@ -138,8 +141,14 @@ impl QueryEngine {
             runtime,
             ids: Arc::new(IdFilters::default()),
             views: Arc::new(tokio::sync::OnceCell::new()),
+            alerts: Arc::new(AlertBoard::default()),
             metrics: Arc::new(QueryMetrics::default()),
         })
+    }
+
+    /// Where the rules engine publishes its alerts for the `alerts` table.
+    pub fn alert_board(&self) -> &Arc<AlertBoard> {
+        &self.alerts
     }
 
     /// The query timeout and the row limit.
@@ -186,6 +195,7 @@ impl QueryEngine {
             "prices",
             Arc::new(crate::cost::prices_table(&self.config.pricing)?),
         )?;
+        ctx.register_table("alerts", Arc::new(self.alerts.table()?))?;
         Ok(ctx)
     }
 

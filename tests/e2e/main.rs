@@ -4,6 +4,7 @@
 mod alerts;
 mod bad_input;
 mod cloudwatch;
+mod dashboards;
 mod durability;
 mod invocations;
 mod otlp_clients;

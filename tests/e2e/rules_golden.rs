@@ -192,3 +192,291 @@ fn shipped_rules_flag_the_right_functions_with_the_right_dollars() {
     );
     check("memory_near_limit", "leaky", 1.0, None);
 }
+
+/// One invocation record as `POST /v1/invocations` takes it.
+#[allow(clippy::too_many_arguments)]
+fn invocation(
+    function: &str,
+    id: String,
+    time_ms: i64,
+    version: &str,
+    architecture: &str,
+    memory: i64,
+    used: i64,
+    billed: i64,
+    status: &str,
+) -> Value {
+    json!({
+        "time": time_ms, "function_name": function, "request_id": id,
+        "function_version": version, "provider": "aws", "region": "us-east-1",
+        "architecture": architecture, "duration_ms": billed as f64,
+        "billed_duration_ms": billed, "memory_size_mb": memory,
+        "max_memory_used_mb": used, "status": status, "cold_start": false,
+    })
+}
+
+/// A server span of `function` with client children of the given
+/// durations, as OTLP/JSON resource spans.
+fn handler_trace(function: &str, trace: usize, start_ns: i64, ms: i64, calls: &[i64]) -> Value {
+    let trace_id = format!("{:032x}", 0xabc0_0000_u64 as usize + trace);
+    let root = format!("{:016x}", 0x1000 + trace);
+    let mut spans = vec![json!({
+        "traceId": trace_id, "spanId": root, "name": "handler", "kind": 2,
+        "startTimeUnixNano": start_ns.to_string(),
+        "endTimeUnixNano": (start_ns + ms * 1_000_000).to_string(),
+    })];
+    for (i, call) in calls.iter().enumerate() {
+        spans.push(json!({
+            "traceId": trace_id, "spanId": format!("{:016x}", 0x9000_0000 + trace * 16 + i),
+            "parentSpanId": root, "name": "GET downstream", "kind": 3,
+            "startTimeUnixNano": (start_ns + 1_000_000).to_string(),
+            "endTimeUnixNano": (start_ns + 1_000_000 + call * 1_000_000).to_string(),
+        }));
+    }
+    json!({
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": function}},
+            {"key": "faas.name", "value": {"stringValue": function}},
+        ]},
+        "scopeSpans": [{"scope": {"name": "golden"}, "spans": spans}],
+    })
+}
+
+#[test]
+fn the_other_shipped_rules_flag_spikes_regressions_timeouts_loops_and_waiting() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = TestServer::builder().data_dir(&data).start();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let (hour, day) = (3_600_000_i64, 86_400_000_i64);
+    let mut v = Vec::new();
+    // spiky (arm64, 10 GB, 15 min each): one a day for the 7 days before
+    // the last 24 hours, then 20 in the last hour.
+    for i in 0..7 {
+        v.push(invocation(
+            "spiky",
+            format!("spiky-week-{i}"),
+            now_ms - day * 3 / 2 - i * day,
+            "1",
+            "arm64",
+            10240,
+            9000,
+            900_000,
+            "ok",
+        ));
+    }
+    for i in 0..20 {
+        v.push(invocation(
+            "spiky",
+            format!("spiky-today-{i}"),
+            now_ms - hour + i,
+            "1",
+            "arm64",
+            10240,
+            9000,
+            900_000,
+            "ok",
+        ));
+    }
+    // steady: the same every day, no spike.
+    for i in 0..8 {
+        v.push(invocation(
+            "steady",
+            format!("steady-{i}"),
+            now_ms - hour - i * day,
+            "1",
+            "arm64",
+            10240,
+            9000,
+            900_000,
+            "ok",
+        ));
+    }
+    // versioned: version 1 (1 s) ten days ago, version 2 (1.5 s) now.
+    for i in 0..60 {
+        v.push(invocation(
+            "versioned",
+            format!("v1-{i}"),
+            now_ms - 10 * day + i,
+            "1",
+            "x86_64",
+            1024,
+            700,
+            1000,
+            "ok",
+        ));
+        v.push(invocation(
+            "versioned",
+            format!("v2-{i}"),
+            now_ms - hour + i,
+            "2",
+            "x86_64",
+            1024,
+            700,
+            1500,
+            "ok",
+        ));
+        // evenly: a new version at the same cost.
+        v.push(invocation(
+            "evenly",
+            format!("e1-{i}"),
+            now_ms - 10 * day + i,
+            "1",
+            "x86_64",
+            1024,
+            700,
+            1000,
+            "ok",
+        ));
+        v.push(invocation(
+            "evenly",
+            format!("e2-{i}"),
+            now_ms - hour + i,
+            "2",
+            "x86_64",
+            1024,
+            700,
+            1050,
+            "ok",
+        ));
+    }
+    // slowpoke: 2 of 52 invocations time out at 3 s.
+    for i in 0..50 {
+        v.push(invocation(
+            "slowpoke",
+            format!("slow-ok-{i}"),
+            now_ms - hour + i,
+            "1",
+            "arm64",
+            128,
+            100,
+            500,
+            "ok",
+        ));
+    }
+    for i in 0..2 {
+        v.push(invocation(
+            "slowpoke",
+            format!("slow-to-{i}"),
+            now_ms - hour + 100 + i,
+            "1",
+            "arm64",
+            128,
+            100,
+            3000,
+            "timeout",
+        ));
+    }
+    let (status, body) = server.post_json("/v1/invocations", &[], &Value::Array(v).to_string());
+    assert_eq!(status, 200, "{body}");
+
+    // Spans: looper runs 4 times in one trace (and once in another);
+    // waiter waits 900 of 1000 ms on a call in each of 20 traces; busy
+    // waits 100 ms of 1000.
+    let start_ns = (now_ms - 30 * 60_000) * 1_000_000;
+    let mut resource_spans = Vec::new();
+    for hop in 0..4 {
+        let mut t = handler_trace("looper", 1, start_ns + hop * 1_000_000_000, 100, &[]);
+        let span = &mut t["scopeSpans"][0]["spans"][0];
+        span["spanId"] = json!(format!("{:016x}", 0x5000 + hop));
+        resource_spans.push(t);
+    }
+    resource_spans.push(handler_trace("looper", 2, start_ns, 100, &[]));
+    for trace in 0..20 {
+        resource_spans.push(handler_trace("waiter", 100 + trace, start_ns, 1000, &[900]));
+        resource_spans.push(handler_trace("busy", 200 + trace, start_ns, 1000, &[100]));
+    }
+    let (status, body) = server.post_json(
+        "/v1/traces",
+        &[],
+        &json!({ "resourceSpans": resource_spans }).to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    server.terminate();
+
+    let out = Command::new(BIN)
+        .args([
+            "rules",
+            "eval",
+            repo_root().join("rules").to_str().expect("utf-8"),
+        ])
+        .arg("--data-dir")
+        .arg(&data)
+        .output()
+        .expect("rules eval");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let found: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let by_subject: BTreeMap<(String, String), &Value> = found
+        .iter()
+        .map(|f| {
+            let rule = f["rule"].as_str().expect("rule").to_string();
+            let function = f["labels"]["function_name"]
+                .as_str()
+                .expect("function")
+                .to_string();
+            ((rule, function), f)
+        })
+        .collect();
+    let subjects: Vec<(&str, &str)> = by_subject
+        .keys()
+        .map(|(r, f)| (r.as_str(), f.as_str()))
+        .collect();
+    assert_eq!(
+        subjects,
+        [
+            ("cost_spike", "spiky"),
+            ("recursive_invocation_loop", "looper"),
+            ("timeout_risk", "slowpoke"),
+            ("version_cost_regression", "versioned"),
+            ("waiting_on_downstream", "waiter"),
+        ],
+        "{found:#?}"
+    );
+    let get = |rule: &str, f: &str| by_subject[&(rule.to_string(), f.to_string())];
+    let value = |rule: &str, f: &str| get(rule, f)["value"].as_f64().expect("value");
+
+    // spiky: 20 invocations today against a daily average of one.
+    let arm = 900.0 * 10.0 * ARM + REQ;
+    assert!(close(value("cost_spike", "spiky"), 20.0));
+    let msg = get("cost_spike", "spiky")["message"]
+        .as_str()
+        .expect("message");
+    assert!(
+        msg.contains(&format!("${:.2}", 20.0 * arm)) && msg.contains("20"),
+        "{msg}"
+    );
+    // versioned: 1.5 GB-s against 1 GB-s per invocation, 60 a week.
+    let (c1, c2) = (X86 + REQ, 1.5 * X86 + REQ);
+    assert!(close(
+        value("version_cost_regression", "versioned"),
+        c2 / c1
+    ));
+    let s = get("version_cost_regression", "versioned");
+    assert!(close(
+        s["savings_usd_month"].as_f64().expect("savings"),
+        (c2 - c1) * 60.0 * 30.0 / 7.0
+    ));
+    assert_eq!(s["labels"]["version"], "2");
+    assert_eq!(s["labels"]["previous_version"], "1");
+    // slowpoke: two timeouts at 3 s.
+    assert!(close(value("timeout_risk", "slowpoke"), 2.0));
+    assert!(
+        get("timeout_risk", "slowpoke")["message"]
+            .as_str()
+            .expect("message")
+            .contains("at about 3 s"),
+        "{}",
+        get("timeout_risk", "slowpoke")["message"]
+    );
+    // looper: four server spans in one trace.
+    assert!(close(value("recursive_invocation_loop", "looper"), 4.0));
+    // waiter: 900 of 1000 ms waiting.
+    assert!(close(value("waiting_on_downstream", "waiter"), 0.9));
+}

@@ -58,7 +58,8 @@ pub(crate) fn serve_command(data_dir: &Path) -> Command {
 }
 
 /// The tables and views in `information_schema.tables` (schema `public`).
-pub(crate) const PUBLIC_TABLES: [&str; 9] = [
+pub(crate) const PUBLIC_TABLES: [&str; 10] = [
+    "alerts",
     "function_stats",
     "invocation_records",
     "invocations",

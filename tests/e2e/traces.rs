@@ -635,4 +635,28 @@ fn trace_lookup_prunes_row_groups_with_bloom_filters() {
         view["cost_usd"].as_f64().is_some_and(|c| c > 0.0),
         "generated traces are priced: {view}"
     );
+
+    // A search that one span decides runs backwards in growing windows; it
+    // must answer exactly like the same search run over the whole range at
+    // once (`{ X } && { X }` means the same but is never windowed).
+    let day = ("1795737600", "1795824000"); // 2026-11-27T00:00Z .. 2026-11-28T00:00Z
+    for (q, limit) in [
+        ("{ kind = server }", "5"),
+        ("{ kind = server }", "300"),
+        ("{ status = error }", "50"),
+        ("{ span.http.route =~ \"/.*\" }", "20"),
+    ] {
+        let whole = format!("{q} && {q}");
+        for range in [None, Some(day)] {
+            let mut a = vec![("q", q), ("limit", limit)];
+            let mut b = vec![("q", whole.as_str()), ("limit", limit)];
+            if let Some((s, e)) = range {
+                a.extend([("start", s), ("end", e)]);
+                b.extend([("start", s), ("end", e)]);
+            }
+            let (windowed, at_once) = (search(&server, &a), search(&server, &b));
+            assert!(!at_once.is_empty(), "{q}: nothing found");
+            assert_eq!(windowed, at_once, "{q} limit {limit} range {range:?}");
+        }
+    }
 }

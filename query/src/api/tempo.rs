@@ -20,7 +20,7 @@ use super::errors::ApiError;
 use super::http::ApiState;
 use crate::traces::assemble::TraceTree;
 use crate::traces::critical_path::critical_path;
-use crate::traces::load::{Cols, load_invocations, load_spans};
+use crate::traces::load::{Cols, load_invocations, load_spans, record_request_ids};
 use crate::traces::search::{self, MAX_LIMIT, SearchRequest};
 use crate::traces::traceql::{self, Attribute, Intrinsic, attribute_sql, parse_attribute};
 use crate::traces::{parse_trace_id, summary};
@@ -56,12 +56,18 @@ async fn trace_view(
     Path(raw): Path<String>,
 ) -> Result<Response, ApiError> {
     let id = parse_trace_id(&raw).map_err(ApiError::BadRequest)?;
-    let (spans, truncated) = load_spans(&st.engine, &id).await?;
+    // The spans and the records that carry the trace id are independent
+    // lookups; the invocations need both.
+    let (spans, record_ids) = tokio::join!(
+        load_spans(&st.engine, &id),
+        record_request_ids(&st.engine, &id)
+    );
+    let (spans, truncated) = spans?;
     let mut request_ids: Vec<String> = spans.iter().filter_map(|s| s.request_id.clone()).collect();
     request_ids.sort();
     request_ids.dedup();
     let tree = TraceTree::assemble(spans).ok_or_else(|| not_found(&id))?;
-    let invocations = load_invocations(&st.engine, &id, &request_ids).await?;
+    let invocations = load_invocations(&st.engine, &id, &request_ids, record_ids?).await?;
     let path = critical_path(&tree);
     Ok(axum::Json(summary::trace_json(&tree, &path, &invocations, truncated)).into_response())
 }

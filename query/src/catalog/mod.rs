@@ -1,5 +1,6 @@
 //! The SQL catalog: faasight's tables over the buffer and Parquet files.
 
+pub mod alerts;
 pub mod id_filter;
 pub mod prune;
 pub mod tables;

@@ -12,6 +12,9 @@ use datafusion::datasource::TableProvider;
 use datafusion::datasource::TableType;
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::datasource::physical_plan::parquet::{
+    CachedParquetFileReaderFactory, ParquetAccessPlan,
+};
 use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::source::DataSourceExec;
 use datafusion::error::Result;
@@ -41,20 +44,27 @@ impl FaasightTable {
     }
 }
 
+/// A file to scan, with the row groups to read when not all.
+type ScanFile<'a> = (&'a FileMeta, Option<ParquetAccessPlan>);
+
 /// Splits files into `n` groups of similar total size so that scans run in
 /// parallel.
-fn file_groups(files: &[&FileMeta], n: usize) -> Vec<FileGroup> {
+fn file_groups(files: Vec<ScanFile<'_>>, n: usize) -> Vec<FileGroup> {
     let n = n.max(1).min(files.len().max(1));
     let mut groups: Vec<(u64, Vec<PartitionedFile>)> = (0..n).map(|_| (0, Vec::new())).collect();
-    let mut sorted: Vec<&&FileMeta> = files.iter().collect();
-    sorted.sort_by_key(|f| std::cmp::Reverse(f.size));
-    for f in sorted {
+    let mut sorted = files;
+    sorted.sort_by_key(|f| std::cmp::Reverse(f.0.size));
+    for (f, plan) in sorted {
         let Some(smallest) = groups.iter_mut().min_by_key(|g| g.0) else {
             break;
         };
         smallest.0 += f.size;
         let location = f.path.to_string_lossy().trim_start_matches('/').to_string();
-        smallest.1.push(PartitionedFile::new(location, f.size));
+        let mut file = PartitionedFile::new(location, f.size);
+        if let Some(plan) = plan {
+            file = file.with_extension(plan);
+        }
+        smallest.1.push(file);
     }
     groups
         .into_iter()
@@ -99,26 +109,66 @@ impl TableProvider for FaasightTable {
             .iter()
             .filter_map(|c| pinned_ids(filters, c).map(|ids| (*c, ids)))
             .collect();
-        let files: Vec<&FileMeta> = snapshot
+        let files: Vec<ScanFile> = snapshot
             .files
             .iter()
             .filter(|f| range.overlaps_hour(f.hour_start_micros))
-            .filter(|f| {
-                pinned
-                    .iter()
-                    .all(|(col, ids)| self.ids.may_contain(&f.path, col, ids))
+            .filter_map(|f| {
+                // The row groups every pinned column's filters allow.
+                let mut keep: Option<Vec<bool>> = None;
+                for (col, ids) in &pinned {
+                    let Some(groups) = self.ids.row_groups(&f.path, col, ids) else {
+                        continue;
+                    };
+                    keep = Some(match keep {
+                        Some(k) if k.len() == groups.len() => {
+                            k.iter().zip(&groups).map(|(a, b)| *a && *b).collect()
+                        }
+                        _ => groups,
+                    });
+                }
+                match keep {
+                    None => Some((f, None)),
+                    Some(k) if !k.contains(&true) => None,
+                    Some(k) if !k.contains(&false) => Some((f, None)),
+                    Some(k) => {
+                        let mut plan = ParquetAccessPlan::new_all(k.len());
+                        for (i, _) in k.iter().enumerate().filter(|(_, scan)| !**scan) {
+                            plan.skip(i);
+                        }
+                        Some((f, Some(plan)))
+                    }
+                }
             })
             .collect();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
         if !files.is_empty() {
-            let mut source =
-                ParquetSource::new(Arc::clone(&schema)).with_bloom_filter_on_read(true);
+            // Footers and page indexes come from the runtime's metadata
+            // cache, so a hot lookup does not re-read them from disk.
+            let store = state
+                .runtime_env()
+                .object_store(ObjectStoreUrl::local_filesystem())?;
+            let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+            let mut source = ParquetSource::new(Arc::clone(&schema))
+                .with_bloom_filter_on_read(true)
+                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+                    store,
+                    metadata_cache,
+                )));
+            if !pinned.is_empty() {
+                // An id lookup keeps a handful of rows out of a row group:
+                // decode the id column first and the rest only where it
+                // matches.
+                source = source
+                    .with_pushdown_filters(true)
+                    .with_reorder_filters(true);
+            }
             if let Some(predicate) = conjunction(filters.iter().cloned()) {
                 let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
                 let physical = state.create_physical_expr(predicate, &df_schema)?;
                 source = source.with_predicate(physical);
             }
-            let groups = file_groups(&files, state.config().target_partitions());
+            let groups = file_groups(files, state.config().target_partitions());
             let config =
                 FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
                     .with_file_groups(groups)

@@ -177,7 +177,11 @@ impl Rules {
             metrics: Arc::new(RuleMetrics::default()),
             wake: Arc::new(Notify::new()),
             client,
+            board: Arc::clone(args.engine.alert_board()),
         });
+        deliverer
+            .board
+            .publish(deliverer.doc.lock().alerts.values().cloned().collect());
         Ok(Rules {
             inner: Arc::new(Inner {
                 engine: args.engine,

@@ -209,19 +209,18 @@ pub async fn load_spans(
     Ok((spans, truncated))
 }
 
-/// The invocations of a trace: those whose records carry its trace id, and
-/// those its spans name by request id.
-pub async fn load_invocations(
+/// The request ids of the invocation records that carry the trace id (runs
+/// alongside [`load_spans`]).
+pub async fn record_request_ids(
     engine: &QueryEngine,
     trace_id: &str,
-    span_request_ids: &[String],
-) -> Result<Vec<TraceInvocation>, QueryError> {
+) -> Result<Vec<String>, QueryError> {
     let sql = format!(
         "SELECT DISTINCT request_id FROM invocation_records WHERE trace_id = {}",
         sql_string(trace_id)
     );
     let result = engine.execute(&sql).await?;
-    let mut ids: Vec<String> = span_request_ids.to_vec();
+    let mut ids = Vec::new();
     for batch in &result.batches {
         ids.extend(
             Cols::new(batch)
@@ -230,6 +229,19 @@ pub async fn load_invocations(
                 .flatten(),
         );
     }
+    Ok(ids)
+}
+
+/// The invocations of a trace: those whose records carry its trace id
+/// (`record_ids`), and those its spans name by request id.
+pub async fn load_invocations(
+    engine: &QueryEngine,
+    trace_id: &str,
+    span_request_ids: &[String],
+    record_ids: Vec<String>,
+) -> Result<Vec<TraceInvocation>, QueryError> {
+    let mut ids = record_ids;
+    ids.extend_from_slice(span_request_ids);
     ids.sort();
     ids.dedup();
     if ids.is_empty() {

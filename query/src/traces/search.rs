@@ -4,7 +4,8 @@
 //!
 //! Step 1 finds up to `limit` trace ids whose spans satisfy the spanset
 //! combination, newest first, within the time range (pruned by hour
-//! partition). Step 2 reads those traces by id (bloom filters) for their
+//! partition; searched backwards in growing windows when one span decides a
+//! match). Step 2 reads those traces by id (bloom filters) for their
 //! roots, bounds and matched spans.
 
 use std::collections::HashMap;
@@ -104,11 +105,16 @@ fn filter_sql(f: &Option<FieldExpr>) -> String {
 
 /// The SQL of step 1: matching trace ids, newest first.
 pub fn step1_sql(req: &SearchRequest) -> String {
+    step1_sql_in(req, req.start_us, req.end_us)
+}
+
+/// Step 1 over `[start, end)` instead of the request's range.
+fn step1_sql_in(req: &SearchRequest, start: Option<i64>, end: Option<i64>) -> String {
     let filters = req.query.filters();
     let needs_t = req.query.uses_trace_level()
         || req.min_duration_ms.is_some()
         || req.max_duration_ms.is_some();
-    let range = time_filter("", req.start_us, req.end_us);
+    let range = time_filter("", start, end);
     let mut sql = String::new();
     if needs_t {
         let _ = write!(sql, "WITH {} ", trace_summary_cte(&range));
@@ -125,7 +131,7 @@ pub fn step1_sql(req: &SearchRequest) -> String {
     let _ = write!(
         sql,
         " WHERE {} AND ({})",
-        time_filter("s.", req.start_us, req.end_us),
+        time_filter("s.", start, end),
         flags.join(" OR ")
     );
     if let Some(min) = req.min_duration_ms {
@@ -143,16 +149,73 @@ pub fn step1_sql(req: &SearchRequest) -> String {
     sql
 }
 
+const HOUR_US: i64 = 3_600_000_000;
+
+/// Windows a piecewise search looks at before one last look at the rest of
+/// the range: 1 h, 2 h, 4 h, … 128 h back from the end (10.6 days).
+const WINDOWS: u32 = 8;
+
+async fn step1_ids(
+    engine: &QueryEngine,
+    req: &SearchRequest,
+    start: Option<i64>,
+    end: Option<i64>,
+) -> Result<Vec<String>, QueryError> {
+    let result = engine.execute(&step1_sql_in(req, start, end)).await?;
+    let mut ids = Vec::new();
+    for b in &result.batches {
+        ids.extend(Cols::new(b).strings("trace_id")?.into_iter().flatten());
+    }
+    Ok(ids)
+}
+
+/// The ids of step 1, newest first. When one span decides a match, the
+/// range is searched backwards from its end in windows that double (1 h,
+/// 2 h, 4 h, …) until `limit` traces are found: a common query (`{ kind =
+/// server }`) then reads the last hour, not the week. The answer is the
+/// same as one query over the whole range: a trace's newest matching span
+/// lies in the first window that finds it.
+async fn matching_ids(
+    engine: &QueryEngine,
+    req: &SearchRequest,
+) -> Result<Vec<String>, QueryError> {
+    let whole =
+        !req.query.per_span() || req.min_duration_ms.is_some() || req.max_duration_ms.is_some();
+    if whole {
+        return step1_ids(engine, req, req.start_us, req.end_us).await;
+    }
+    let limit = req.limit.clamp(1, MAX_LIMIT);
+    let anchor = req
+        .end_us
+        .unwrap_or_else(|| Utc::now().timestamp_micros() + HOUR_US);
+    let mut ids: Vec<String> = Vec::new();
+    let mut upper = req.end_us;
+    let mut back = HOUR_US;
+    for window in 0..=WINDOWS {
+        let lower = anchor.saturating_sub(back);
+        let done = window == WINDOWS || req.start_us.is_some_and(|s| lower <= s);
+        let lo = if done { req.start_us } else { Some(lower) };
+        for id in step1_ids(engine, req, lo, upper).await? {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        if done || ids.len() >= limit {
+            break;
+        }
+        upper = Some(lower);
+        back = back.saturating_mul(2);
+    }
+    ids.truncate(limit);
+    Ok(ids)
+}
+
 /// Runs a search.
 pub async fn search(
     engine: &QueryEngine,
     req: &SearchRequest,
 ) -> Result<Vec<TraceHit>, QueryError> {
-    let result = engine.execute(&step1_sql(req)).await?;
-    let mut ids = Vec::new();
-    for b in &result.batches {
-        ids.extend(Cols::new(b).strings("trace_id")?.into_iter().flatten());
-    }
+    let ids = matching_ids(engine, req).await?;
     if ids.is_empty() {
         return Ok(Vec::new());
     }

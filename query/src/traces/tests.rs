@@ -475,3 +475,16 @@ fn tags_in_logfmt() {
         panic!("{q:?}")
     };
 }
+
+#[test]
+fn searches_that_one_span_decides_can_run_in_windows() {
+    let q = |text: &str| parse(text).expect("TraceQL");
+    assert!(q("{ kind = server }").per_span());
+    assert!(q("{}").per_span());
+    assert!(q("{ .a = 1 } || { .b = 2 }").per_span());
+    assert!(q("{ .a = 1 && .b = 2 }").per_span());
+    assert!(!q("{ .a = 1 } && { .b = 2 }").per_span());
+    assert!(!q("({ .a = 1 } && { .b = 2 }) || { .c = 3 }").per_span());
+    assert!(!q("{ traceDuration > 1s }").per_span());
+    assert!(!q("{ rootName = \"x\" }").per_span());
+}

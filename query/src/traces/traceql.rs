@@ -679,6 +679,20 @@ impl SpansetExpr {
             .flatten()
             .any(FieldExpr::uses_trace_level)
     }
+
+    /// Whether one matching span is enough for a trace to match (no `&&` of
+    /// spansets, no trace-level fields), so that a search may look at a time
+    /// range piece by piece and stop when it has enough traces.
+    pub fn per_span(&self) -> bool {
+        fn has_and(e: &SpansetExpr) -> bool {
+            match e {
+                SpansetExpr::Filter(_) => false,
+                SpansetExpr::And(..) => true,
+                SpansetExpr::Or(a, b) => has_and(a) || has_and(b),
+            }
+        }
+        !self.uses_trace_level() && !has_and(self)
+    }
 }
 
 impl FieldExpr {

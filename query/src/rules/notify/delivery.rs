@@ -13,6 +13,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use super::Notifier;
+use crate::catalog::alerts::AlertBoard;
 use crate::rules::RuleMetrics;
 use crate::rules::state::{StateDoc, StateStore};
 
@@ -94,11 +95,15 @@ pub struct Deliverer {
     pub metrics: Arc<RuleMetrics>,
     pub wake: Arc<Notify>,
     pub client: reqwest::Client,
+    /// Where the alerts are published for the `alerts` SQL table.
+    pub board: Arc<AlertBoard>,
 }
 
 impl Deliverer {
+    /// Persists the state and publishes its alerts to SQL.
     pub fn save(&self) {
         let doc = self.doc.lock().clone();
+        self.board.publish(doc.alerts.values().cloned().collect());
         if let Err(e) = self.store.save(&doc) {
             tracing::error!(error = %e, "could not save the alert state");
         }
