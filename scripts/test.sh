@@ -2,7 +2,8 @@
 # Runs every check and test of faasight on a fresh machine: installs what
 # the tests need (psql from Debian; a Python venv with the OpenTelemetry
 # SDK, DuckDB, pyarrow, moto, psycopg, PyYAML and hadolint; the JS SDK from
-# npm), then fmt, clippy and all Rust tests.
+# npm), then fmt, clippy, the release build of the Dockerfile and all Rust
+# tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -35,6 +36,9 @@ cargo fmt --all --check
 
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+echo "== release build (the Dockerfile's build stage runs this same command)"
+cargo build --release --locked --bin faasight
 
 echo "== cargo test"
 cargo test --workspace --locked
