@@ -2,7 +2,9 @@
 //! local HTTP server stands in for Slack. The alert is delivered once, after
 //! a 429 with `Retry-After` (and not sooner), is not repeated while firing
 //! nor re-sent after a restart, resolves when new data makes the condition
-//! false, and the webhook URL never appears in the server's output.
+//! false, and the webhook URL never appears in the server's output. A
+//! generic JSON webhook gets the same transitions as Alertmanager-style
+//! payloads.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -21,8 +23,8 @@ struct FakeSlack {
 }
 
 impl FakeSlack {
-    fn start(dir: &std::path::Path) -> FakeSlack {
-        let log = dir.join("slack.jsonl");
+    fn start(dir: &std::path::Path, name: &str) -> FakeSlack {
+        let log = dir.join(format!("{name}.jsonl"));
         let mut child = Command::new(python())
             .arg(client_script("fake_slack.py"))
             .args(["--log", log.to_str().expect("utf-8")])
@@ -97,7 +99,9 @@ fn delivered(r: &[Value], marker: &str) -> usize {
 #[test]
 fn slack_gets_one_message_per_state_change() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let slack = FakeSlack::start(dir.path());
+    let slack = FakeSlack::start(dir.path(), "slack");
+    // A generic JSON webhook (Alertmanager-like), its URL read from a file.
+    let hook = FakeSlack::start(dir.path(), "hook");
     let rules = dir.path().join("rules");
     std::fs::create_dir(&rules).expect("rules dir");
     std::fs::write(
@@ -115,17 +119,25 @@ fn slack_gets_one_message_per_state_change() {
       FROM invocations GROUP BY function_name
     condition: value > 0
     message: "{{function_name}} is failing ({{savings_usd_month | dollars}} a month)"
-    notify: [slack]
+    notify: [slack, hook]
 "#,
     )
     .expect("rule file");
     let config = dir.path().join("faasight.toml");
     std::fs::write(
         &config,
-        "grafana_url = \"http://grafana.example:3000\"\n\n[[notifiers]]\nname = \"slack\"\nkind = \"slack\"\nwebhook_url_env = \"SLACK_WEBHOOK_URL\"\n",
+        format!(
+            "grafana_url = \"http://grafana.example:3000\"\n\n[[notifiers]]\nname = \"slack\"\nkind = \"slack\"\nwebhook_url_env = \"SLACK_WEBHOOK_URL\"\n\n[[notifiers]]\nname = \"hook\"\nkind = \"webhook\"\nwebhook_url_file = \"{}\"\n",
+            dir.path().join("hook-url").display()
+        ),
     )
     .expect("config");
     let url = format!("http://127.0.0.1:{}/services/T0/B0/{SECRET}", slack.port);
+    std::fs::write(
+        dir.path().join("hook-url"),
+        format!("http://127.0.0.1:{}/services/T0/B0/{SECRET}\n", hook.port),
+    )
+    .expect("hook url file");
     let data = dir.path().join("data");
     let mut server = TestServer::builder()
         .data_dir(&data)
@@ -197,12 +209,35 @@ fn slack_gets_one_message_per_state_change() {
         .expect("metrics")
         .text()
         .expect("text");
+    // The webhook got the same alert as an Alertmanager-style payload,
+    // also after its own 429.
+    let h = hook.wait_for("the webhook's firing payload", |r| {
+        delivered(r, "checkout is failing") == 1
+    });
+    assert_eq!(h[0]["status"], 429, "{h:?}");
+    let payload = &h[1]["body"];
+    assert_eq!(payload["status"], "firing", "{payload}");
+    assert_eq!(payload["receiver"], "hook");
+    assert_eq!(payload["groupLabels"]["alertname"], "failing_functions");
+    let alert = &payload["alerts"][0];
+    assert_eq!(alert["labels"]["alertname"], "failing_functions");
+    assert_eq!(alert["labels"]["function_name"], "checkout");
+    assert_eq!(alert["labels"]["severity"], "critical");
+    assert_eq!(alert["values"]["value"], 1.0);
     assert!(
-        metrics.contains("faasight_alerts_sent_total 1"),
+        alert["annotations"]["summary"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("checkout is failing")),
+        "{alert}"
+    );
+    assert_eq!(alert["endsAt"], "0001-01-01T00:00:00Z");
+    // One message per notifier, each sent once after one retry.
+    assert!(
+        metrics.contains("faasight_alerts_sent_total 2"),
         "{metrics}"
     );
     assert!(
-        metrics.contains("faasight_alert_delivery_retries_total 1"),
+        metrics.contains("faasight_alert_delivery_retries_total 2"),
         "{metrics}"
     );
     assert!(metrics.contains("faasight_alerts_firing 1"), "{metrics}");
@@ -233,8 +268,16 @@ fn slack_gets_one_message_per_state_change() {
             .to_string()
             .contains("Resolved: checkout is failing")
     );
+    let h = hook.wait_for("the webhook's resolved payload", |r| {
+        r.iter()
+            .any(|x| x["status"] == 200 && x["body"]["status"] == "resolved")
+    });
+    let resolved = &h.last().expect("payload")["body"];
+    assert_eq!(resolved["alerts"][0]["status"], "resolved");
+    assert_ne!(resolved["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!(slack.requests().len(), 3, "resolved once");
+    assert_eq!(hook.requests().len(), 3, "the webhook too");
     let alerts: Value = reqwest::blocking::get(format!("http://{}/api/v1/alerts", server.api))
         .expect("alerts")
         .json()
@@ -254,6 +297,7 @@ fn slack_gets_one_message_per_state_change() {
         assert!(!text.contains(SECRET), "{what} shows the webhook URL");
     }
     assert!(r.iter().all(|x| x["path_ok"] == true));
+    assert!(hook.requests().iter().all(|x| x["path_ok"] == true));
 }
 
 #[test]
