@@ -15,7 +15,6 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-const BIN: &str = env!("CARGO_BIN_EXE_faasight");
 const UNTIL: &str = "2026-11-28T00:00:00Z";
 
 /// (name, SQL run by faasight and by DuckDB alike).
@@ -75,28 +74,7 @@ fn main() {
         .unwrap_or_else(|| root.join(".venv/bin/python"));
 
     if !data.join("invocation_records").is_dir() {
-        let started = Instant::now();
-        let status = Command::new(BIN)
-            .args(["generate", "--invocations", &invocations.to_string()])
-            .args([
-                "--functions",
-                "50",
-                "--days",
-                "7",
-                "--seed",
-                "1",
-                "--until",
-                UNTIL,
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .status()
-            .expect("faasight generate");
-        assert!(status.success(), "generate failed");
-        println!(
-            "generated {invocations} invocations in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        support::generate(&data, invocations, 1, UNTIL, &[]);
     }
     let bytes: u64 = walk(&data.join("invocation_records"));
     println!(

@@ -15,10 +15,8 @@
 
 mod support;
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
-const BIN: &str = env!("CARGO_BIN_EXE_faasight");
 const UNTIL: &str = "2026-11-28T00:00:00Z";
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
@@ -58,29 +56,7 @@ fn main() {
                 .join(format!("traces-{invocations}"))
         });
     if !data.join("spans").is_dir() {
-        let started = Instant::now();
-        let status = Command::new(BIN)
-            .args(["generate", "--invocations", &invocations.to_string()])
-            .args([
-                "--functions",
-                "50",
-                "--days",
-                "7",
-                "--seed",
-                "2",
-                "--until",
-                UNTIL,
-            ])
-            .args(["--trace-share", "1.0"])
-            .arg("--data-dir")
-            .arg(&data)
-            .status()
-            .expect("faasight generate");
-        assert!(status.success(), "generate failed");
-        println!(
-            "generated {invocations} invocations in {:.1} s",
-            started.elapsed().as_secs_f64()
-        );
+        support::generate(&data, invocations, 2, UNTIL, &["--trace-share", "1.0"]);
     }
     let mut server = support::Serve::start(&data, &["--query-timeout", "10m"]);
     let api = server.addr("api");

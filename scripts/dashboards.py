@@ -34,6 +34,10 @@ TRACES_OF_FUNCTIONS = (
     "trace_id IN (SELECT trace_id FROM invocations"
     f" WHERE $__timeFilter(time) AND trace_id IS NOT NULL AND {FILTER})"
 )
+# Per-group figures several panels show.
+COLD_RATE = "avg(CASE WHEN cold_start THEN 1.0 ELSE 0.0 END) AS cold_start_rate"
+FAILURE_RATE = "avg(CASE WHEN status = 'ok' THEN 0.0 ELSE 1.0 END) AS failure_rate"
+P99 = "percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_duration_ms"
 TODAY = "time >= date_trunc('day', CAST($__timeTo() AS TIMESTAMP)) AND time <= $__timeTo()"
 MONTH = "time >= date_trunc('month', CAST($__timeTo() AS TIMESTAMP)) AND time <= $__timeTo()"
 
@@ -159,6 +163,15 @@ def table(title, sql, units, description="", trace_links=False, expect_rows=True
                  expect_rows=expect_rows)
 
 
+def alerts_table(title, columns, where, order, description):
+    """A table of the `alerts` SQL table (empty while no rule fires): the
+    alerts that had begun by the end of the time range."""
+    return table(title, f"SELECT {columns} FROM alerts WHERE since <= $__timeTo() AND {where} "
+                        f"ORDER BY {order}",
+                 {"savings_usd_month": "currencyUSD", "since": "dateTimeAsIso"}, description,
+                 expect_rows=False)
+
+
 def dashboard(uid, title, description, tags, rows):
     layout = Layout()
     panels = [layout.place(p, w, h) for (p, w, h) in rows]
@@ -192,7 +205,7 @@ def overview():
             (stat("Timeouts", f"SELECT count(*) FILTER (WHERE status = 'timeout') AS timeouts {INV}",
                   "short"), 4, 4),
             (stat("Cold-start rate",
-                  f"SELECT avg(CASE WHEN cold_start THEN 1.0 ELSE 0.0 END) AS cold_start_rate {INV}",
+                  f"SELECT {COLD_RATE} {INV}",
                   "percentunit"), 4, 4),
             (stat("p99 duration",
                   f"SELECT percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99 {INV}",
@@ -215,20 +228,15 @@ def overview():
             (table("Top functions by cost",
                    "SELECT function_name, count(*) AS invocations, sum(cost_usd) AS cost_usd, "
                    "sum(cost_usd) / count(*) AS cost_per_invocation_usd, "
-                   "avg(CASE WHEN cold_start THEN 1.0 ELSE 0.0 END) AS cold_start_rate, "
-                   "avg(CASE WHEN status = 'ok' THEN 0.0 ELSE 1.0 END) AS failure_rate, "
-                   "percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_duration_ms "
+                   f"{COLD_RATE}, {FAILURE_RATE}, {P99} "
                    f"{INV} GROUP BY function_name ORDER BY cost_usd DESC LIMIT 20",
                    {"cost_usd": "currencyUSD", "cost_per_invocation_usd": "currencyUSD",
                     "cold_start_rate": "percentunit", "failure_rate": "percentunit",
                     "p99_duration_ms": "ms"}), 14, 10),
-            (table("Active alerts",
-                   "SELECT severity, rule, state, summary, value, savings_usd_month, since "
-                   "FROM alerts WHERE state IN ('firing', 'pending') "
-                   "ORDER BY savings_usd_month DESC NULLS LAST, since",
-                   {"savings_usd_month": "currencyUSD", "since": "dateTimeAsIso"},
-                   "Alerts of the rules in rules/ (see /api/v1/alerts).",
-                   expect_rows=False), 10, 10),
+            (alerts_table("Active alerts",
+                          "severity, rule, state, summary, value, savings_usd_month, since",
+                          "state IN ('firing', 'pending')", "savings_usd_month DESC NULLS LAST, since",
+                          "Alerts of the rules in rules/ (see /api/v1/alerts)."), 10, 10),
         ],
     )
 
@@ -268,9 +276,7 @@ def function_detail():
             (table("Versions compared",
                    "SELECT function_name, function_version, min(time) AS first_seen, count(*) AS invocations, "
                    "avg(billed_duration_ms) AS avg_billed_ms, "
-                   "percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99_duration_ms, "
-                   "avg(CASE WHEN status = 'ok' THEN 0.0 ELSE 1.0 END) AS failure_rate, "
-                   "avg(CASE WHEN cold_start THEN 1.0 ELSE 0.0 END) AS cold_start_rate, "
+                   f"{P99}, {FAILURE_RATE}, {COLD_RATE}, "
                    "sum(cost_usd) / count(*) AS cost_per_invocation_usd "
                    f"{INV} GROUP BY function_name, function_version ORDER BY function_name, first_seen",
                    {"first_seen": "dateTimeAsIso", "avg_billed_ms": "ms", "p99_duration_ms": "ms",
@@ -281,7 +287,7 @@ def function_detail():
 
 
 def cold_starts():
-    rate = "avg(CASE WHEN cold_start THEN 1.0 ELSE 0.0 END) AS cold_start_rate"
+    rate = COLD_RATE
     price = (
         "(SELECT max(price_usd) FROM prices WHERE provider = 'aws' AND region = 'us-east-1' "
         "AND item = '{item}')"
@@ -397,12 +403,11 @@ def cost_explorer():
                     "right_size_saves_usd": "currencyUSD"},
                    "Savings over the time range, at the same billed durations: arm64 at the same memory, "
                    "and memory cut to the peak used + 30% (64 MB steps) per invocation."), 24, 9),
-            (table("Savings recommendations",
-                   "SELECT rule, summary, savings_usd_month, severity, since FROM alerts "
-                   "WHERE savings_usd_month IS NOT NULL ORDER BY savings_usd_month DESC",
-                   {"savings_usd_month": "currencyUSD", "since": "dateTimeAsIso"},
-                   "Findings of the rules in rules/ with dollars a month (see /api/v1/recommendations).",
-                   expect_rows=False), 24, 8),
+            (alerts_table("Savings recommendations",
+                          "rule, summary, savings_usd_month, severity, since",
+                          "savings_usd_month IS NOT NULL", "savings_usd_month DESC",
+                          "Findings of the rules in rules/ with dollars a month "
+                          "(see /api/v1/recommendations)."), 24, 8),
         ],
     )
 

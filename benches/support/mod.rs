@@ -1,9 +1,10 @@
 //! Starting the real server for a benchmark: every listener on a free
-//! port, the addresses read from its first line.
+//! port, the addresses read from its first line; writing its data set.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
+use std::time::Instant;
 
 /// A running `faasight serve` and the addresses it printed.
 pub(crate) struct Serve {
@@ -49,4 +50,33 @@ impl Serve {
             .unwrap_or_else(|| panic!("no {key} in {:?}", self.line))
             .to_string()
     }
+}
+
+/// `faasight generate --invocations N --functions 50 --days 7 --seed S
+/// --until UNTIL` plus `extra` into `data`, timed. (The ingest bench
+/// shares this module and writes no data set.)
+#[allow(dead_code)]
+pub(crate) fn generate(data: &Path, invocations: u64, seed: u64, until: &str, extra: &[&str]) {
+    let started = Instant::now();
+    let status = Command::new(env!("CARGO_BIN_EXE_faasight"))
+        .args(["generate", "--invocations", &invocations.to_string()])
+        .args([
+            "--functions",
+            "50",
+            "--days",
+            "7",
+            "--seed",
+            &seed.to_string(),
+        ])
+        .args(["--until", until])
+        .args(extra)
+        .arg("--data-dir")
+        .arg(data)
+        .status()
+        .expect("faasight generate");
+    assert!(status.success(), "generate failed");
+    println!(
+        "generated {invocations} invocations in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 }

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
+use datafusion::datasource::TableProvider;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -195,7 +196,7 @@ impl QueryEngine {
             "prices",
             Arc::new(crate::cost::prices_table(&self.config.pricing)?),
         )?;
-        ctx.register_table("alerts", Arc::new(self.alerts.table()?))?;
+        ctx.register_table("alerts", Arc::clone(&self.alerts) as Arc<dyn TableProvider>)?;
         Ok(ctx)
     }
 

@@ -10,35 +10,7 @@ use std::time::{Duration, Instant};
 use chrono::{DurationRound, TimeDelta, Utc};
 use serde_json::Value;
 
-use crate::support::{BIN, TestServer, client_script, python, repo_root, run_json};
-
-fn generate(dir: &std::path::Path, until: &str) {
-    let out = Command::new(BIN)
-        .args([
-            "generate",
-            "--invocations",
-            "30000",
-            "--functions",
-            "12",
-            "--days",
-            "2",
-            "--trace-share",
-            "0.3",
-            "--seed",
-            "5",
-            "--until",
-            until,
-            "--data-dir",
-        ])
-        .arg(dir)
-        .output()
-        .expect("faasight generate");
-    assert!(
-        out.status.success(),
-        "generate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use crate::support::{TestServer, client_script, generate, python, repo_root, run_json, run_ok};
 
 #[test]
 fn every_dashboard_query_runs_on_faasight_as_grafana_expands_it() {
@@ -50,7 +22,23 @@ fn every_dashboard_query_runs_on_faasight_as_grafana_expands_it() {
         .expect("hour");
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    generate(&data, &until.to_rfc3339());
+    generate(
+        &data,
+        &[
+            "--invocations",
+            "30000",
+            "--functions",
+            "12",
+            "--days",
+            "2",
+            "--trace-share",
+            "0.3",
+            "--seed",
+            "5",
+            "--until",
+            &until.to_rfc3339(),
+        ],
+    );
     let rules = root.join("rules");
     let server = TestServer::builder()
         .data_dir(&data)
@@ -140,28 +128,13 @@ fn every_dashboard_query_runs_on_faasight_as_grafana_expands_it() {
 #[test]
 fn dashboards_are_generated_and_the_dockerfile_lints() {
     let root = repo_root();
-    let out = Command::new(python())
-        .arg(root.join("scripts/dashboards.py"))
-        .arg("--check")
-        .output()
-        .expect("dashboards.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    run_ok(
+        Command::new(python())
+            .arg(root.join("scripts/dashboards.py"))
+            .arg("--check"),
     );
-
-    let hadolint = python().with_file_name("hadolint");
-    let out = Command::new(&hadolint)
-        .arg(root.join("Dockerfile"))
-        .output()
-        .expect("hadolint (installed by scripts/test.sh)");
-    assert!(
-        out.status.success(),
-        "hadolint: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // hadolint comes from PyPI into the venv (scripts/test.sh).
+    run_ok(Command::new(python().with_file_name("hadolint")).arg(root.join("Dockerfile")));
     // The build stage builds what CI builds, the way CI builds it.
     let dockerfile = std::fs::read_to_string(root.join("Dockerfile")).expect("Dockerfile");
     let ci = std::fs::read_to_string(root.join("scripts/test.sh")).expect("test.sh");

@@ -9,26 +9,27 @@ use std::process::Command;
 use serde_json::Value;
 
 use crate::sql_golden::same_value;
-use crate::support::{BIN, TestServer, client_script, python, repo_root, run_json, serve_command};
+use crate::support::{self, TestServer, client_script, python, repo_root, run_json, serve_command};
 
 const UNTIL: &str = "2026-11-28T12:00:00Z";
 
 fn generate(dir: &Path, invocations: u64, seed: u64) -> String {
-    let out = Command::new(BIN)
-        .args(["generate", "--invocations"])
-        .arg(invocations.to_string())
-        .args(["--functions", "12", "--days", "2", "--seed"])
-        .arg(seed.to_string())
-        .args(["--until", UNTIL, "--data-dir"])
-        .arg(dir)
-        .output()
-        .expect("faasight generate");
-    assert!(
-        out.status.success(),
-        "generate failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).to_string()
+    let (invocations, seed) = (invocations.to_string(), seed.to_string());
+    support::generate(
+        dir,
+        &[
+            "--invocations",
+            &invocations,
+            "--functions",
+            "12",
+            "--days",
+            "2",
+            "--seed",
+            &seed,
+            "--until",
+            UNTIL,
+        ],
+    )
 }
 
 /// Every Parquet file's bytes by table/partition (file names carry a random

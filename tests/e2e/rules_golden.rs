@@ -4,11 +4,12 @@
 //! binary; `faasight rules eval` runs the shipped `rules/` on it.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::process::Command;
 
 use serde_json::{Value, json};
 
-use crate::support::{BIN, TestServer, repo_root};
+use crate::support::{BIN, TestServer, repo_root, run_ok};
 
 /// us-east-1 x86_64 and arm64 first-tier GB-second prices, request price.
 const X86: f64 = 0.0000166667;
@@ -36,6 +37,33 @@ fn records(
             "status": status, "cold_start": cold_init.is_some(), "init_duration_ms": cold_init,
         }));
     }
+}
+
+/// `faasight rules eval` of the shipped `rules/` on a data directory.
+fn eval_shipped_rules(data: &Path) -> Vec<Value> {
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["rules", "eval"])
+            .arg(repo_root().join("rules"))
+            .arg("--data-dir")
+            .arg(data),
+    );
+    serde_json::from_slice(&out.stdout).expect("json")
+}
+
+/// The findings by (rule, function).
+fn by_subject(found: &[Value]) -> BTreeMap<(String, String), &Value> {
+    found
+        .iter()
+        .map(|f| {
+            let rule = f["rule"].as_str().expect("rule").to_string();
+            let function = f["labels"]["function_name"]
+                .as_str()
+                .expect("function")
+                .to_string();
+            ((rule, function), f)
+        })
+        .collect()
 }
 
 fn close(got: f64, want: f64) -> bool {
@@ -88,33 +116,8 @@ fn shipped_rules_flag_the_right_functions_with_the_right_dollars() {
     assert_eq!(status, 200, "{body}");
     server.terminate();
 
-    let out = Command::new(BIN)
-        .args([
-            "rules",
-            "eval",
-            repo_root().join("rules").to_str().expect("utf-8"),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .expect("rules eval");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
-    let by_subject: BTreeMap<(String, String), &Value> = found
-        .iter()
-        .map(|f| {
-            let rule = f["rule"].as_str().expect("rule").to_string();
-            let function = f["labels"]["function_name"]
-                .as_str()
-                .expect("function")
-                .to_string();
-            ((rule, function), f)
-        })
-        .collect();
+    let found = eval_shipped_rules(&data);
+    let by_subject = by_subject(&found);
     let subjects: Vec<(&str, &str)> = by_subject
         .keys()
         .map(|(r, f)| (r.as_str(), f.as_str()))
@@ -397,33 +400,8 @@ fn the_other_shipped_rules_flag_spikes_regressions_timeouts_loops_and_waiting() 
     assert_eq!(status, 200, "{body}");
     server.terminate();
 
-    let out = Command::new(BIN)
-        .args([
-            "rules",
-            "eval",
-            repo_root().join("rules").to_str().expect("utf-8"),
-        ])
-        .arg("--data-dir")
-        .arg(&data)
-        .output()
-        .expect("rules eval");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let found: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
-    let by_subject: BTreeMap<(String, String), &Value> = found
-        .iter()
-        .map(|f| {
-            let rule = f["rule"].as_str().expect("rule").to_string();
-            let function = f["labels"]["function_name"]
-                .as_str()
-                .expect("function")
-                .to_string();
-            ((rule, function), f)
-        })
-        .collect();
+    let found = eval_shipped_rules(&data);
+    let by_subject = by_subject(&found);
     let subjects: Vec<(&str, &str)> = by_subject
         .keys()
         .map(|(r, f)| (r.as_str(), f.as_str()))

@@ -25,8 +25,8 @@ pub(crate) fn client_script(name: &str) -> PathBuf {
     repo_root().join("tests/e2e/clients").join(name)
 }
 
-/// Runs a client to completion and parses the JSON it prints last.
-pub(crate) fn run_json(cmd: &mut Command) -> Value {
+/// Runs a command to completion; panics with its output unless it succeeds.
+pub(crate) fn run_ok(cmd: &mut Command) -> std::process::Output {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("could not run {cmd:?}: {e}"));
@@ -36,6 +36,24 @@ pub(crate) fn run_json(cmd: &mut Command) -> Value {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
+    out
+}
+
+/// `faasight generate … --data-dir DIR`; returns its summary line.
+pub(crate) fn generate(dir: &Path, args: &[&str]) -> String {
+    let out = run_ok(
+        Command::new(BIN)
+            .arg("generate")
+            .args(args)
+            .arg("--data-dir")
+            .arg(dir),
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// Runs a client to completion and parses the JSON it prints last.
+pub(crate) fn run_json(cmd: &mut Command) -> Value {
+    let out = run_ok(cmd);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     serde_json::from_str(last).unwrap_or_else(|e| panic!("bad JSON from {cmd:?}: {e}: {stdout}"))

@@ -537,29 +537,23 @@ fn tempo_tags(server: &TestServer) {
 #[test]
 fn trace_lookup_prunes_row_groups_with_bloom_filters() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let status = Command::new(crate::support::BIN)
-        .args([
-            "generate",
+    crate::support::generate(
+        dir.path(),
+        &[
             "--invocations",
             "4000",
             "--functions",
             "10",
             "--days",
             "1",
-        ])
-        .args([
             "--seed",
             "7",
             "--trace-share",
             "1.0",
             "--until",
             "2026-11-28T00:00:00Z",
-        ])
-        .arg("--data-dir")
-        .arg(dir.path())
-        .status()
-        .expect("generate");
-    assert!(status.success());
+        ],
+    );
     let server = TestServer::builder().data_dir(dir.path()).start();
     let files = server
         .count("SELECT count(*) AS n FROM (SELECT DISTINCT date_trunc('hour', time) FROM spans)");

@@ -1,14 +1,19 @@
 //! The `alerts` table: the rules engine's active alerts (pending and
 //! firing) as SQL rows, so that dashboards and psql see what
 //! `GET /api/v1/alerts` shows. The rules engine publishes its alerts to the
-//! board after every evaluation; each session reads one snapshot.
+//! board whenever its state changes; a scan reads one snapshot, so queries
+//! that do not read `alerts` cost nothing.
 
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
-use datafusion::datasource::MemTable;
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::datasource::{MemTable, TableProvider, TableType};
 use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
 use parking_lot::RwLock;
 
 use crate::rules::state::{Alert, AlertState};
@@ -55,7 +60,7 @@ impl AlertBoard {
     }
 
     /// The alerts as a table, one row per alert subject.
-    pub fn table(&self) -> Result<MemTable> {
+    fn table(&self) -> Result<MemTable> {
         let alerts = self.snapshot();
         let schema = alerts_schema();
         let text = |f: &dyn Fn(&Alert) -> String| -> ArrayRef {
@@ -100,5 +105,26 @@ impl AlertBoard {
         ];
         let batch = RecordBatch::try_new(Arc::clone(&schema), columns)?;
         MemTable::try_new(schema, vec![vec![batch]])
+    }
+}
+
+#[async_trait]
+impl TableProvider for AlertBoard {
+    fn schema(&self) -> SchemaRef {
+        alerts_schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.table()?.scan(state, projection, filters, limit).await
     }
 }

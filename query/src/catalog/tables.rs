@@ -114,18 +114,16 @@ impl TableProvider for FaasightTable {
             .iter()
             .filter(|f| range.overlaps_hour(f.hour_start_micros))
             .filter_map(|f| {
-                // The row groups every pinned column's filters allow.
+                // The row groups every pinned column's filters allow (the
+                // lists of one file have one entry per row group each).
                 let mut keep: Option<Vec<bool>> = None;
                 for (col, ids) in &pinned {
-                    let Some(groups) = self.ids.row_groups(&f.path, col, ids) else {
-                        continue;
-                    };
-                    keep = Some(match keep {
-                        Some(k) if k.len() == groups.len() => {
-                            k.iter().zip(&groups).map(|(a, b)| *a && *b).collect()
-                        }
-                        _ => groups,
-                    });
+                    if let Some(groups) = self.ids.row_groups(&f.path, col, ids) {
+                        keep = Some(match keep {
+                            Some(k) => k.iter().zip(&groups).map(|(a, b)| *a && *b).collect(),
+                            None => groups,
+                        });
+                    }
                 }
                 match keep {
                     None => Some((f, None)),

@@ -179,9 +179,7 @@ impl Rules {
             client,
             board: Arc::clone(args.engine.alert_board()),
         });
-        deliverer
-            .board
-            .publish(deliverer.doc.lock().alerts.values().cloned().collect());
+        deliverer.publish();
         Ok(Rules {
             inner: Arc::new(Inner {
                 engine: args.engine,

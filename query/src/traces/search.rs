@@ -189,6 +189,7 @@ async fn matching_ids(
         .end_us
         .unwrap_or_else(|| Utc::now().timestamp_micros() + HOUR_US);
     let mut ids: Vec<String> = Vec::new();
+    let mut seen = std::collections::HashSet::new();
     let mut upper = req.end_us;
     let mut back = HOUR_US;
     for window in 0..=WINDOWS {
@@ -196,7 +197,7 @@ async fn matching_ids(
         let done = window == WINDOWS || req.start_us.is_some_and(|s| lower <= s);
         let lo = if done { req.start_us } else { Some(lower) };
         for id in step1_ids(engine, req, lo, upper).await? {
-            if !ids.contains(&id) {
+            if seen.insert(id.clone()) {
                 ids.push(id);
             }
         }

@@ -100,10 +100,16 @@ pub struct Deliverer {
 }
 
 impl Deliverer {
+    /// Shows the current alerts in the `alerts` SQL table.
+    pub fn publish(&self) {
+        let alerts = self.doc.lock().alerts.values().cloned().collect();
+        self.board.publish(alerts);
+    }
+
     /// Persists the state and publishes its alerts to SQL.
     pub fn save(&self) {
+        self.publish();
         let doc = self.doc.lock().clone();
-        self.board.publish(doc.alerts.values().cloned().collect());
         if let Err(e) = self.store.save(&doc) {
             tracing::error!(error = %e, "could not save the alert state");
         }
