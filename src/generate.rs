@@ -25,6 +25,7 @@ use faasight_collector::decode::otlp::spans;
 use faasight_collector::ingest::Limits;
 use faasight_collector::model::Table;
 use faasight_collector::{Collector, CollectorConfig};
+use faasight_query::engine::{QueryConfig, QueryEngine};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -717,13 +718,25 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
     bar.finish_and_clear();
     let report = collector.flusher.flush().await?;
     files += report.files;
+    // The settled hours are merged into `invocations` files now, as the
+    // server would in the background.
+    let engine = QueryEngine::new(
+        collector.buffer.clone(),
+        QueryConfig {
+            data_dir: Some(args.data_dir.clone()),
+            ..QueryConfig::default()
+        },
+    )?;
+    let coalesced = engine.coalesce_invocations(usize::MAX).await?;
+    engine.purge_replaced_files();
     println!(
-        "generated {} invocations of {} functions over {} days into {} ({} files)",
+        "generated {} invocations of {} functions over {} days into {} ({} files, {} hours coalesced)",
         g.made,
         g.funcs.len(),
         args.days,
         args.data_dir.display(),
-        files
+        files,
+        coalesced
     );
     Ok(())
 }

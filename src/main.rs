@@ -138,6 +138,7 @@ async fn query(
         QueryConfig {
             timeout: config::parse_duration("timeout", &timeout)?,
             pricing: std::sync::Arc::new(PriceCatalog::load(pricing.as_deref())?),
+            data_dir: Some(data_dir.clone()),
             ..QueryConfig::default()
         },
     )?;
@@ -204,6 +205,7 @@ async fn rules(action: RulesCommand) -> Result<(), BoxError> {
                 buffer,
                 QueryConfig {
                     pricing: std::sync::Arc::new(PriceCatalog::load(pricing.as_deref())?),
+                    data_dir: Some(data_dir.clone()),
                     ..QueryConfig::default()
                 },
             )?;

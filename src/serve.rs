@@ -31,6 +31,10 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
         .map_err(|e| format!("could not bind {name} on {addr}: {e}").into())
 }
 
+/// How often settled hours of `invocations` are merged on disk (the first
+/// pass runs shortly after start).
+const COALESCE_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         if let Err(e) = tokio::signal::ctrl_c().await {
@@ -194,6 +198,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             timeout: config.query_timeout,
             max_rows: config.query_max_rows,
             memory_limit: config.query_memory_limit,
+            data_dir: Some(collector.data_dir.clone()),
             ..QueryConfig::default()
         },
     )?;
@@ -236,6 +241,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             .into_future(),
     );
     let ready = Arc::new(AtomicBool::new(false));
+    let coalescer = tokio::spawn(engine.clone().run_coalescer(COALESCE_EVERY, stopped()));
     let api_state = ApiState {
         engine,
         collector_metrics: Arc::clone(&collector.metrics),
@@ -296,6 +302,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         tracing::error!(error = %e, "api server ended with an error");
     }
     let _ = pg.await;
+    let _ = coalescer.await;
     if let Some(r) = rules_task {
         let _ = r.await;
     }

@@ -17,8 +17,9 @@ use futures::StreamExt;
 
 use crate::catalog::alerts::AlertBoard;
 use crate::catalog::id_filter::IdFilters;
+use crate::catalog::invocations::{CoalescedStore, InvocationsView};
 use crate::catalog::tables::FaasightTable;
-use crate::catalog::views::ViewPlans;
+use crate::catalog::views::{INVOCATIONS_SQL, ViewPlans};
 use crate::cost::{PriceCatalog, cost_udfs};
 
 /// Why a query failed; each maps to one status per API.
@@ -49,6 +50,9 @@ pub struct QueryConfig {
     pub target_partitions: usize,
     /// Prices for the cost columns and functions.
     pub pricing: Arc<PriceCatalog>,
+    /// The data directory, where settled invocations are kept coalesced;
+    /// `None` for an engine without one (`rules check`).
+    pub data_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for QueryConfig {
@@ -61,6 +65,7 @@ impl Default for QueryConfig {
             pricing: Arc::new(
                 PriceCatalog::shipped().expect("the shipped price catalog is valid (unit-tested)"),
             ),
+            data_dir: None,
         }
     }
 }
@@ -72,7 +77,12 @@ pub struct QueryMetrics {
     pub failed: Counter,
     pub timeouts: Counter,
     pub latency: Histogram,
+    pub coalesce_failures: Counter,
 }
+
+/// Hours one pass of the background coalescer merges at most (a server
+/// started on a week of raw records catches up over a few passes).
+const COALESCE_HOURS_PER_PASS: usize = 24;
 
 impl QueryMetrics {
     pub fn render(&self, out: &mut String) {
@@ -111,6 +121,8 @@ pub struct QueryEngine {
     views: Arc<tokio::sync::OnceCell<Arc<ViewPlans>>>,
     /// The rules engine's active alerts, the `alerts` table.
     alerts: Arc<AlertBoard>,
+    /// The settled hours of `invocations`, merged on disk.
+    coalesced: Arc<CoalescedStore>,
     pub metrics: Arc<QueryMetrics>,
 }
 
@@ -136,7 +148,12 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(config.memory_limit)))
             .build_arc()?;
+        let coalesced = Arc::new(CoalescedStore::open(
+            config.data_dir.as_deref(),
+            &format!("{}{INVOCATIONS_SQL}", config.pricing.identity()),
+        ));
         Ok(QueryEngine {
+            coalesced,
             buffer,
             config,
             runtime,
@@ -159,17 +176,96 @@ impl QueryEngine {
 
     /// A fresh session with every table and view registered.
     pub async fn session(&self) -> Result<SessionContext, QueryError> {
-        let plans = self
-            .views
-            .get_or_try_init(|| async {
-                // Planned once, in a session of their own.
-                let template = self.base_session()?;
-                ViewPlans::plan(&template).await.map(Arc::new)
-            })
-            .await?;
+        let plans = self.view_plans().await?;
         let ctx = self.base_session()?;
         plans.register(&ctx)?;
         Ok(ctx)
+    }
+
+    async fn view_plans(&self) -> Result<&Arc<ViewPlans>, QueryError> {
+        self.views
+            .get_or_try_init(|| async {
+                // Planned once, in a session of their own.
+                let template = self.base_session()?;
+                ViewPlans::plan(&template, |merge| {
+                    InvocationsView::new(
+                        merge,
+                        Arc::clone(&self.coalesced),
+                        self.buffer.clone(),
+                        Arc::clone(&self.ids),
+                    )
+                })
+                .await
+                .map(Arc::new)
+            })
+            .await
+    }
+
+    /// Merges up to `max_hours` settled hours of `invocations` into their
+    /// coalesced files (oldest first); returns how many were written.
+    pub async fn coalesce_invocations(&self, max_hours: usize) -> Result<usize, QueryError> {
+        let plans = self.view_plans().await?;
+        let ctx = self.session().await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        Ok(plans
+            .invocations
+            .coalesce(&ctx.state(), now, max_hours)
+            .await?)
+    }
+
+    /// Renders the engine's metrics in the Prometheus text format.
+    pub fn render_metrics(&self, out: &mut String) {
+        self.metrics.render(out);
+        faasight_collector::telemetry::render_gauge(
+            out,
+            "faasight_invocations_coalesced_hours",
+            "Hours of invocations kept merged on disk",
+            self.coalesced.hours() as u64,
+        );
+        render_counter(
+            out,
+            "faasight_invocations_coalesce_failures_total",
+            "Passes of the invocation coalescer that failed",
+            &[("", self.metrics.coalesce_failures.get())],
+        );
+    }
+
+    /// Coalesces settled hours of `invocations` every `interval` until
+    /// `stop` resolves; a failed pass is logged, counted and retried.
+    pub async fn run_coalescer(
+        self,
+        interval: Duration,
+        stop: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(stop);
+        // Soon after start, then every `interval`.
+        let mut wait = interval.min(Duration::from_secs(2));
+        loop {
+            tokio::select! {
+                () = &mut stop => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+            wait = interval;
+            let started = Instant::now();
+            match self.coalesce_invocations(COALESCE_HOURS_PER_PASS).await {
+                Ok(0) => {}
+                Ok(hours) => tracing::info!(
+                    hours,
+                    seconds = started.elapsed().as_secs_f64(),
+                    "invocations coalesced"
+                ),
+                Err(e) => {
+                    self.metrics.coalesce_failures.add(1);
+                    tracing::warn!(error = %e, "coalescing invocations failed");
+                }
+            }
+        }
+    }
+
+    /// Deletes replaced coalesced files now (a process that is the only
+    /// reader, like `faasight generate`).
+    pub fn purge_replaced_files(&self) -> usize {
+        self.coalesced.purge_retired(Duration::ZERO)
     }
 
     /// A session with the tables, the cost functions and `prices`.

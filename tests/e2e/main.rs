@@ -4,6 +4,7 @@
 mod alerts;
 mod bad_input;
 mod cloudwatch;
+mod coalesced;
 mod dashboards;
 mod durability;
 mod invocations;

@@ -194,7 +194,7 @@ async fn readyz(State(st): State<ApiState>) -> Response {
 async fn metrics(State(st): State<ApiState>) -> Response {
     let mut out = String::new();
     st.collector_metrics.render(&mut out);
-    st.engine.metrics.render(&mut out);
+    st.engine.render_metrics(&mut out);
     if let Some(rules) = &st.rules {
         let firing = rules
             .alerts()

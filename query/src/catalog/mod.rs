@@ -2,6 +2,7 @@
 
 pub mod alerts;
 pub mod id_filter;
+pub mod invocations;
 pub mod prune;
 pub mod tables;
 pub mod views;

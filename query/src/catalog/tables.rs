@@ -24,7 +24,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::empty::EmptyExec;
 use datafusion::physical_plan::union::UnionExec;
-use faasight_collector::buffer::{Buffer, FileMeta};
+use faasight_collector::buffer::{Buffer, FileMeta, Snapshot};
 use faasight_collector::model::Table;
 
 use super::id_filter::{IdFilters, pinned_ids};
@@ -34,18 +34,41 @@ use super::prune::TimeRange;
 #[derive(Debug)]
 pub struct FaasightTable {
     table: Table,
-    buffer: Buffer,
+    rows: Rows,
     ids: Arc<IdFilters>,
+}
+
+/// Where a table's rows come from.
+#[derive(Debug)]
+enum Rows {
+    /// The buffer's state when a query scans.
+    Live(Buffer),
+    /// One snapshot taken before (the coalesced `invocations` layout reads
+    /// the same snapshot it judged fresh or stale).
+    Fixed(Snapshot),
 }
 
 impl FaasightTable {
     pub fn new(table: Table, buffer: Buffer, ids: Arc<IdFilters>) -> Self {
-        FaasightTable { table, buffer, ids }
+        FaasightTable {
+            table,
+            rows: Rows::Live(buffer),
+            ids,
+        }
+    }
+
+    /// The table as `snapshot` holds it.
+    pub fn fixed(table: Table, snapshot: Snapshot, ids: Arc<IdFilters>) -> Self {
+        FaasightTable {
+            table,
+            rows: Rows::Fixed(snapshot),
+            ids,
+        }
     }
 }
 
 /// A file to scan, with the row groups to read when not all.
-type ScanFile<'a> = (&'a FileMeta, Option<ParquetAccessPlan>);
+pub(crate) type ScanFile<'a> = (&'a FileMeta, Option<ParquetAccessPlan>);
 
 /// Splits files into `n` groups of similar total size so that scans run in
 /// parallel.
@@ -99,7 +122,10 @@ impl TableProvider for FaasightTable {
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let schema = self.table.schema();
-        let snapshot = self.buffer.snapshot(self.table);
+        let snapshot = match &self.rows {
+            Rows::Live(buffer) => buffer.snapshot(self.table),
+            Rows::Fixed(snapshot) => snapshot.clone(),
+        };
         let range = TimeRange::from_filters(filters);
         // Id predicates (`trace_id = …`, `request_id IN (…)`) skip the files
         // whose bloom filters rule the ids out, before any file is opened.
@@ -140,40 +166,16 @@ impl TableProvider for FaasightTable {
             })
             .collect();
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if !files.is_empty() {
-            // Footers and page indexes come from the runtime's metadata
-            // cache, so a hot lookup does not re-read them from disk.
-            let store = state
-                .runtime_env()
-                .object_store(ObjectStoreUrl::local_filesystem())?;
-            let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-            let mut source = ParquetSource::new(Arc::clone(&schema))
-                .with_bloom_filter_on_read(true)
-                .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
-                    store,
-                    metadata_cache,
-                )));
-            if !pinned.is_empty() {
-                // An id lookup keeps a handful of rows out of a row group:
-                // decode the id column first and the rest only where it
-                // matches.
-                source = source
-                    .with_pushdown_filters(true)
-                    .with_reorder_filters(true);
-            }
-            if let Some(predicate) = conjunction(filters.iter().cloned()) {
-                let df_schema = DFSchema::try_from(Arc::clone(&schema))?;
-                let physical = state.create_physical_expr(predicate, &df_schema)?;
-                source = source.with_predicate(physical);
-            }
-            let groups = file_groups(files, state.config().target_partitions());
-            let config =
-                FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
-                    .with_file_groups(groups)
-                    .with_projection_indices(projection.cloned())?
-                    .with_limit(limit)
-                    .build();
-            plans.push(DataSourceExec::from_data_source(config));
+        if let Some(plan) = parquet_scan(
+            state,
+            &schema,
+            files,
+            projection,
+            filters,
+            limit,
+            !pinned.is_empty(),
+        )? {
+            plans.push(plan);
         }
         if !snapshot.batches.is_empty() {
             plans.push(MemorySourceConfig::try_new_exec(
@@ -191,4 +193,51 @@ impl TableProvider for FaasightTable {
         }
         UnionExec::try_new(plans)
     }
+}
+
+/// A Parquet scan of `files` with the query's projection, filters (row
+/// group and page pruning) and limit; `None` without files. `pinned` says an
+/// id predicate keeps a handful of rows: filters are then pushed into the
+/// decoder so the other columns are decoded only where the id matches.
+pub(crate) fn parquet_scan(
+    state: &dyn Session,
+    schema: &SchemaRef,
+    files: Vec<ScanFile<'_>>,
+    projection: Option<&Vec<usize>>,
+    filters: &[Expr],
+    limit: Option<usize>,
+    pinned: bool,
+) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    if files.is_empty() {
+        return Ok(None);
+    }
+    // Footers and page indexes come from the runtime's metadata cache, so a
+    // hot lookup does not re-read them from disk.
+    let store = state
+        .runtime_env()
+        .object_store(ObjectStoreUrl::local_filesystem())?;
+    let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
+    let mut source = ParquetSource::new(Arc::clone(schema))
+        .with_bloom_filter_on_read(true)
+        .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
+            store,
+            metadata_cache,
+        )));
+    if pinned {
+        source = source
+            .with_pushdown_filters(true)
+            .with_reorder_filters(true);
+    }
+    if let Some(predicate) = conjunction(filters.iter().cloned()) {
+        let df_schema = DFSchema::try_from(Arc::clone(schema))?;
+        let physical = state.create_physical_expr(predicate, &df_schema)?;
+        source = source.with_predicate(physical);
+    }
+    let groups = file_groups(files, state.config().target_partitions());
+    let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
+        .with_file_groups(groups)
+        .with_projection_indices(projection.cloned())?
+        .with_limit(limit)
+        .build();
+    Ok(Some(DataSourceExec::from_data_source(config)))
 }

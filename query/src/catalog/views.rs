@@ -12,8 +12,7 @@
 //! (`invocation_cost`); `cost_estimated` says a default region, provider or
 //! architecture stood in for an unknown one.
 //!
-//! The view regroups all records on every query; coalescing settled records
-//! at flush time is future work (see the benchmark report).
+//! Settled hours are kept merged on disk (see [`super::invocations`]).
 
 use std::sync::Arc;
 
@@ -26,6 +25,7 @@ use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::logical_expr::{ColumnarValue, Expr, LogicalPlan};
 use datafusion::prelude::SessionContext;
 
+use super::invocations::InvocationsView;
 use crate::engine::QueryError;
 
 pub const INVOCATIONS_SQL: &str = r#"
@@ -173,19 +173,29 @@ LEFT JOIN (
 /// plan reads its tables' snapshots when it runs, so it never goes stale).
 #[derive(Debug, Clone)]
 pub struct ViewPlans {
+    pub invocations: Arc<InvocationsView>,
     views: Vec<(&'static str, LogicalPlan)>,
     function_stats_ranged: LogicalPlan,
 }
 
 impl ViewPlans {
     /// Plans every view in `ctx` (trusted SQL, before the read-only
-    /// options apply to user statements).
-    pub async fn plan(ctx: &SessionContext) -> Result<ViewPlans, QueryError> {
+    /// options apply to user statements); `invocations` makes the
+    /// `invocations` view from its merge plan.
+    pub async fn plan(
+        ctx: &SessionContext,
+        invocations: impl FnOnce(LogicalPlan) -> InvocationsView,
+    ) -> Result<ViewPlans, QueryError> {
+        let merge = ctx.sql(INVOCATIONS_SQL).await?.into_unoptimized_plan();
+        let invocations = Arc::new(invocations(merge));
+        ctx.register_table(
+            "invocations",
+            Arc::clone(&invocations) as Arc<dyn TableProvider>,
+        )?;
         let mut views = Vec::new();
         // In dependency order: later views read earlier ones.
         let all_time = FUNCTION_STATS_SQL.replace("{range}", "");
         for (name, sql) in [
-            ("invocations", INVOCATIONS_SQL),
             ("function_stats", all_time.as_str()),
             ("monthly_costs", MONTHLY_COSTS_SQL),
             ("trace_costs", TRACE_COSTS_SQL),
@@ -197,6 +207,7 @@ impl ViewPlans {
         let ranged = FUNCTION_STATS_SQL.replace("{range}", FUNCTION_STATS_RANGE);
         let function_stats_ranged = ctx.sql(&ranged).await?.into_unoptimized_plan();
         Ok(ViewPlans {
+            invocations,
             views,
             function_stats_ranged,
         })
@@ -204,6 +215,10 @@ impl ViewPlans {
 
     /// Registers the planned views in a session.
     pub fn register(&self, ctx: &SessionContext) -> Result<(), QueryError> {
+        ctx.register_table(
+            "invocations",
+            Arc::clone(&self.invocations) as Arc<dyn TableProvider>,
+        )?;
         for (name, plan) in &self.views {
             ctx.register_table(*name, Arc::new(ViewTable::new(plan.clone(), None)))?;
         }

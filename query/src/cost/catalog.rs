@@ -264,6 +264,20 @@ pub struct PriceCatalog {
 }
 
 impl PriceCatalog {
+    /// Text that changes whenever any price does: what stored, priced rows
+    /// (the coalesced invocations) were made with.
+    pub fn identity(&self) -> String {
+        format!(
+            "{:?}{:?}{:?}{:?}{:?}{:?}",
+            self.aws.default_region,
+            self.aws.entries,
+            self.gcp.default_region,
+            self.gcp.entries,
+            self.azure.default_region,
+            self.azure.entries
+        )
+    }
+
     /// The shipped catalog alone.
     pub fn shipped() -> Result<Self, CatalogError> {
         let mut catalog = PriceCatalog {

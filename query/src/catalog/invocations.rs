@@ -1,0 +1,657 @@
+//! The `invocations` view and its coalesced layout.
+//!
+//! The view is one row per invocation, merged from every record of it in
+//! `invocation_records` (the SQL in [`super::views::INVOCATIONS_SQL`]).
+//! Regrouping all history on every query is what made aggregates slow, so
+//! settled hours are merged once and kept as Parquet:
+//! `DATA_DIR/invocations/date=…/hour=…/coalesced-<fingerprint>.parquet`
+//! holds the invocations that *began* in that hour, with `cost_usd`.
+//!
+//! The records of one invocation lie within an hour of each other (Lambda
+//! runs 15 minutes at most), so the invocations beginning in hour `h` depend
+//! only on the raw files of hours `h-1`, `h` and `h+1` (a record in `h-1`
+//! would make the invocation begin there instead). The fingerprint hashes
+//! those files' names and sizes with the price catalog and the merge SQL: a
+//! coalesced file is used only while its fingerprint matches, so a late
+//! record, a CloudWatch backfill or a corrected price catalog makes the hour
+//! stale and the query merges it from the raw records again — the view's
+//! answer never depends on whether an hour was coalesced.
+//!
+//! A query reads the fresh coalesced files of the hours it asks for, and
+//! merges the raw records of the other hours (with their neighbours, and the
+//! rows still in the buffer), keeping only the invocations that began in an
+//! hour that is not fresh. The server coalesces an hour once the hour after
+//! it has ended ([`SETTLE`]); `faasight generate` coalesces what it wrote.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arrow::array::{Array, RecordBatch, TimestampMicrosecondArray};
+use arrow::compute::concat_batches;
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use datafusion::catalog::Session;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, ScalarValue};
+use datafusion::datasource::{TableProvider, TableType, provider_as_source};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{
+    Expr, LogicalPlan, LogicalPlanBuilder, TableProviderFilterPushDown, col, lit,
+};
+use datafusion::physical_plan::union::UnionExec;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+use faasight_collector::buffer::{Buffer, FileMeta, Snapshot};
+use faasight_collector::model::Table;
+use faasight_collector::model::schema::TIME;
+use faasight_collector::storage::layout::{self, MICROS_PER_HOUR};
+use faasight_collector::storage::parquet::partition_by_hour;
+use parking_lot::{Mutex, RwLock};
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+
+use super::id_filter::IdFilters;
+use super::prune::TimeRange;
+use super::tables::{FaasightTable, ScanFile, parquet_scan};
+
+/// Where the coalesced files live under the data directory.
+pub const DIR: &str = "invocations";
+
+/// An hour is coalesced once this long has passed since it began: the next
+/// hour (which may still add records to it) has ended ten minutes ago.
+pub const SETTLE: Duration = Duration::from_secs(2 * 3600 + 600);
+
+/// Coalesced files replaced by newer ones are deleted this long after, so
+/// that queries planned before still find them.
+const RETIRE_AFTER: Duration = Duration::from_secs(600);
+
+/// Hours merged by one query of the coalescer.
+const HOURS_PER_RUN: usize = 6;
+
+/// Changes whenever the coalesced files' content would (layout, writer).
+const FORMAT_VERSION: u32 = 1;
+
+/// The coalesced files known to this process.
+#[derive(Debug)]
+pub struct CoalescedStore {
+    /// `DATA_DIR/invocations`; `None` without a data directory.
+    dir: Option<PathBuf>,
+    /// Hash of the price catalog and the merge SQL.
+    salt: u64,
+    files: RwLock<BTreeMap<i64, Vec<(u64, FileMeta)>>>,
+    retired: Mutex<Vec<(Instant, PathBuf)>>,
+}
+
+fn file_name(fingerprint: u64) -> String {
+    format!("coalesced-{fingerprint:016x}.parquet")
+}
+
+fn fingerprint_of(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let hex = name.strip_prefix("coalesced-")?.strip_suffix(".parquet")?;
+    u64::from_str_radix(hex, 16).ok()
+}
+
+impl CoalescedStore {
+    /// Lists the coalesced files under `data_dir` (none without one).
+    /// `salt_source` is everything besides the raw files that the merged
+    /// rows depend on (the price catalog, the SQL).
+    pub fn open(data_dir: Option<&Path>, salt_source: &str) -> Self {
+        let mut hasher = DefaultHasher::new();
+        FORMAT_VERSION.hash(&mut hasher);
+        salt_source.hash(&mut hasher);
+        let dir = data_dir.map(|d| d.join(DIR));
+        let mut files: BTreeMap<i64, Vec<(u64, FileMeta)>> = BTreeMap::new();
+        if let Some(root) = &dir {
+            for (hour, path) in list_partition_files(root) {
+                let (Some(fp), Ok(meta)) = (fingerprint_of(&path), fs::metadata(&path)) else {
+                    continue;
+                };
+                files.entry(hour).or_default().push((
+                    fp,
+                    FileMeta {
+                        path,
+                        size: meta.len(),
+                        hour_start_micros: hour,
+                    },
+                ));
+            }
+        }
+        CoalescedStore {
+            dir,
+            salt: hasher.finish(),
+            files: RwLock::new(files),
+            retired: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// The coalesced file of `hour` made from exactly the raw files the
+    /// fingerprint hashes.
+    fn fresh(&self, hour: i64, fingerprint: u64) -> Option<FileMeta> {
+        self.files
+            .read()
+            .get(&hour)?
+            .iter()
+            .find(|(fp, _)| *fp == fingerprint)
+            .map(|(_, f)| f.clone())
+    }
+
+    /// Makes `file` the coalesced file of its hour; the ones it replaces
+    /// are deleted later.
+    fn install(&self, fingerprint: u64, file: FileMeta) {
+        let hour = file.hour_start_micros;
+        let mut files = self.files.write();
+        let entry = files.entry(hour).or_default();
+        let mut retired = self.retired.lock();
+        for (_, old) in entry.drain(..) {
+            if old.path != file.path {
+                retired.push((Instant::now(), old.path));
+            }
+        }
+        entry.push((fingerprint, file));
+    }
+
+    /// Deletes replaced files retired at least `grace` ago.
+    pub fn purge_retired(&self, grace: Duration) -> usize {
+        let mut retired = self.retired.lock();
+        let before = retired.len();
+        retired.retain(|(at, path)| {
+            if at.elapsed() < grace {
+                return true;
+            }
+            if let Err(e) = fs::remove_file(path)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(path = %path.display(), error = %e, "could not remove a replaced coalesced file");
+            }
+            false
+        });
+        before - retired.len()
+    }
+
+    /// Hours with a coalesced file (fresh or not), for `/metrics`.
+    pub fn hours(&self) -> usize {
+        self.files.read().len()
+    }
+}
+
+/// `(hour, path)` of every `*.parquet` under `root/date=…/hour=…/`.
+fn list_partition_files(root: &Path) -> Vec<(i64, PathBuf)> {
+    let mut out = Vec::new();
+    let Ok(dates) = fs::read_dir(root) else {
+        return out;
+    };
+    for date in dates.flatten() {
+        let Ok(hours) = fs::read_dir(date.path()) else {
+            continue;
+        };
+        for hour in hours.flatten() {
+            let (Some(d), Some(h)) = (
+                date.file_name().to_str().map(String::from),
+                hour.file_name().to_str().map(String::from),
+            ) else {
+                continue;
+            };
+            let Some(start) = layout::parse_partition(&d, &h) else {
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(hour.path()) else {
+                continue;
+            };
+            for entry in entries.flatten() {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "parquet") {
+                    out.push((start, path));
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The raw records of one snapshot, by hour.
+struct RawLayout {
+    snapshot: Snapshot,
+    /// Hour → indexes into `snapshot.files`, in name order.
+    hours: BTreeMap<i64, Vec<usize>>,
+    /// Hour ranges (inclusive) the buffered rows fall in.
+    buffered: Vec<(i64, i64)>,
+}
+
+impl RawLayout {
+    fn of(snapshot: Snapshot) -> RawLayout {
+        let mut hours: BTreeMap<i64, Vec<usize>> = BTreeMap::new();
+        for (i, f) in snapshot.files.iter().enumerate() {
+            hours.entry(f.hour_start_micros).or_default().push(i);
+        }
+        for list in hours.values_mut() {
+            list.sort_by(|a, b| snapshot.files[*a].path.cmp(&snapshot.files[*b].path));
+        }
+        let buffered = snapshot
+            .batches
+            .iter()
+            .filter_map(|b| {
+                let times = b
+                    .column_by_name(TIME)?
+                    .as_any()
+                    .downcast_ref::<TimestampMicrosecondArray>()?;
+                let lo = arrow::compute::min(times)?;
+                let hi = arrow::compute::max(times)?;
+                Some((layout::hour_start(lo), layout::hour_start(hi)))
+            })
+            .collect();
+        RawLayout {
+            snapshot,
+            hours,
+            buffered,
+        }
+    }
+
+    fn is_buffered(&self, hour: i64) -> bool {
+        self.buffered
+            .iter()
+            .any(|(lo, hi)| (*lo..=*hi).contains(&hour))
+    }
+
+    /// The hours whose raw files decide the invocations beginning in `hour`.
+    fn inputs(hour: i64) -> [i64; 3] {
+        [hour - MICROS_PER_HOUR, hour, hour + MICROS_PER_HOUR]
+    }
+
+    /// Hash of the raw files the invocations beginning in `hour` are merged
+    /// from; `None` while rows for those hours are still in the buffer.
+    fn fingerprint(&self, salt: u64, hour: i64) -> Option<u64> {
+        let inputs = Self::inputs(hour);
+        if inputs.iter().any(|h| self.is_buffered(*h)) {
+            return None;
+        }
+        let mut hasher = DefaultHasher::new();
+        salt.hash(&mut hasher);
+        for h in inputs {
+            h.hash(&mut hasher);
+            for i in self.hours.get(&h).into_iter().flatten() {
+                let f = &self.snapshot.files[*i];
+                f.path.file_name().hash(&mut hasher);
+                f.size.hash(&mut hasher);
+            }
+        }
+        Some(hasher.finish())
+    }
+
+    /// The raw files of `hours` and their neighbours, with the buffered rows
+    /// when `with_buffer`.
+    fn subset(&self, hours: &BTreeSet<i64>, with_buffer: bool) -> Snapshot {
+        let wanted: BTreeSet<i64> = hours.iter().flat_map(|h| Self::inputs(*h)).collect();
+        let files = wanted
+            .iter()
+            .flat_map(|h| self.hours.get(h).into_iter().flatten())
+            .map(|i| self.snapshot.files[*i].clone())
+            .collect();
+        Snapshot {
+            files,
+            batches: if with_buffer {
+                self.snapshot.batches.clone()
+            } else {
+                Vec::new()
+            },
+        }
+    }
+}
+
+/// The `invocations` view: coalesced files where fresh, merged raw
+/// records elsewhere.
+#[derive(Debug)]
+pub struct InvocationsView {
+    /// The merge over `invocation_records` (the view's SQL).
+    plan: LogicalPlan,
+    schema: SchemaRef,
+    store: Arc<CoalescedStore>,
+    buffer: Buffer,
+    ids: Arc<IdFilters>,
+}
+
+/// Which hours a query reads coalesced and which it merges.
+struct Split {
+    /// The fresh coalesced files in the range.
+    fresh: Vec<FileMeta>,
+    /// Every fresh hour looked at (some just outside the range).
+    fresh_hours: BTreeSet<i64>,
+    stale: BTreeSet<i64>,
+}
+
+fn hour_literal(micros: i64) -> Expr {
+    lit(ScalarValue::TimestampMicrosecond(
+        Some(micros),
+        Some(Arc::from("UTC")),
+    ))
+}
+
+/// `time` in `[start, end)`.
+fn time_within(start: i64, end: i64) -> Expr {
+    col(TIME)
+        .gt_eq(hour_literal(start))
+        .and(col(TIME).lt(hour_literal(end)))
+}
+
+/// The same expression with bare column names (filters pushed to the view
+/// name it; the merge plan's columns are named by its subquery).
+fn unqualified(expr: Expr) -> Result<Expr> {
+    expr.transform(|e| {
+        Ok(match e {
+            Expr::Column(c) if c.relation.is_some() => {
+                Transformed::yes(Expr::Column(Column::new_unqualified(c.name)))
+            }
+            other => Transformed::no(other),
+        })
+    })
+    .map(|t| t.data)
+}
+
+impl InvocationsView {
+    pub fn new(
+        plan: LogicalPlan,
+        store: Arc<CoalescedStore>,
+        buffer: Buffer,
+        ids: Arc<IdFilters>,
+    ) -> Self {
+        // Declared nullable throughout: the merge knows some columns are
+        // never null, a Parquet scan of the coalesced files does not, and a
+        // plan may be less strict than its declared schema, never more.
+        let fields: Vec<Field> = plan
+            .schema()
+            .as_arrow()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect();
+        let schema = Arc::new(Schema::new(fields));
+        InvocationsView {
+            plan,
+            schema,
+            store,
+            buffer,
+            ids,
+        }
+    }
+
+    /// Splits the hours `range` may need. Stale hours are taken with an
+    /// hour of margin: an invocation that began just outside the range
+    /// must be merged whole to be left out, not cut in two.
+    fn split(&self, raw: &RawLayout, range: TimeRange) -> Split {
+        let widened = TimeRange {
+            min: range.min.map(|m| m.saturating_sub(MICROS_PER_HOUR)),
+            max: range.max.map(|m| m.saturating_add(MICROS_PER_HOUR)),
+        };
+        let mut split = Split {
+            fresh: Vec::new(),
+            fresh_hours: BTreeSet::new(),
+            stale: BTreeSet::new(),
+        };
+        for hour in raw
+            .hours
+            .keys()
+            .copied()
+            .filter(|h| widened.overlaps_hour(*h))
+        {
+            match raw
+                .fingerprint(self.store.salt, hour)
+                .and_then(|fp| self.store.fresh(hour, fp))
+            {
+                Some(file) => {
+                    split.fresh_hours.insert(hour);
+                    if range.overlaps_hour(hour) {
+                        split.fresh.push(file);
+                    }
+                }
+                None => {
+                    split.stale.insert(hour);
+                }
+            }
+        }
+        split
+    }
+
+    /// The merge of the raw records in `input` (a query over it), keeping
+    /// the invocations that began in none of the hours in `exclude` and
+    /// satisfy `filters`.
+    fn merge_plan(
+        &self,
+        input: Snapshot,
+        exclude: &[i64],
+        filters: &[Expr],
+    ) -> Result<LogicalPlan> {
+        let raw = provider_as_source(Arc::new(FaasightTable::fixed(
+            Table::InvocationRecords,
+            input,
+            Arc::clone(&self.ids),
+        )));
+        let plan = self
+            .plan
+            .clone()
+            .transform_up(|node| match node {
+                LogicalPlan::TableScan(mut scan)
+                    if scan.table_name.table() == Table::InvocationRecords.name() =>
+                {
+                    scan.source = Arc::clone(&raw);
+                    Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+                }
+                other => Ok(Transformed::no(other)),
+            })?
+            .data;
+        let mut keep: Vec<Expr> = exclude
+            .iter()
+            .map(|h| !time_within(*h, h + MICROS_PER_HOUR))
+            .collect();
+        for f in filters {
+            keep.push(unqualified(f.clone())?);
+        }
+        let mut builder = LogicalPlanBuilder::from(plan);
+        if let Some(predicate) = conjunction(keep) {
+            builder = builder.filter(predicate)?;
+        }
+        builder.build()
+    }
+
+    /// Coalesces up to `max_hours` settled hours that have no fresh file
+    /// (oldest first); returns how many were written.
+    pub async fn coalesce(
+        &self,
+        state: &dyn Session,
+        now_micros: i64,
+        max_hours: usize,
+    ) -> Result<usize> {
+        let Some(dir) = self.store.dir.clone() else {
+            return Ok(0);
+        };
+        let settle = i64::try_from(SETTLE.as_micros()).unwrap_or(i64::MAX);
+        let raw = RawLayout::of(self.buffer.snapshot(Table::InvocationRecords));
+        let todo: Vec<(i64, u64)> = raw
+            .hours
+            .keys()
+            .copied()
+            .filter(|h| h.saturating_add(settle) <= now_micros)
+            .filter_map(|h| {
+                let fp = raw.fingerprint(self.store.salt, h)?;
+                self.store.fresh(h, fp).is_none().then_some((h, fp))
+            })
+            .take(max_hours)
+            .collect();
+        let mut written = 0;
+        // Runs of consecutive hours share one merge.
+        let mut runs: Vec<Vec<(i64, u64)>> = Vec::new();
+        for (h, fp) in todo {
+            match runs.last_mut() {
+                Some(run)
+                    if run.len() < HOURS_PER_RUN
+                        && run.last().is_some_and(|(p, _)| p + MICROS_PER_HOUR == h) =>
+                {
+                    run.push((h, fp));
+                }
+                _ => runs.push(vec![(h, fp)]),
+            }
+        }
+        for run in runs {
+            let (Some((first, _)), Some((last, _))) = (run.first(), run.last()) else {
+                continue;
+            };
+            let hours: BTreeSet<i64> = run.iter().map(|(h, _)| *h).collect();
+            let plan = self.merge_plan(raw.subset(&hours, false), &[], &[])?;
+            let plan = LogicalPlanBuilder::from(plan)
+                .filter(time_within(*first, last + MICROS_PER_HOUR))?
+                .build()?;
+            let physical = state.create_physical_plan(&plan).await?;
+            let batches = collect(physical, state.task_ctx()).await?;
+            let all = concat_batches(&self.schema, &batches)?;
+            let parts: BTreeMap<i64, RecordBatch> =
+                partition_by_hour(Table::InvocationRecords, &all)
+                    .map_err(|e| DataFusionError::External(Box::new(e)))?
+                    .into_iter()
+                    .collect();
+            for (hour, fp) in &run {
+                let part = parts
+                    .get(hour)
+                    .cloned()
+                    .unwrap_or_else(|| RecordBatch::new_empty(Arc::clone(&self.schema)));
+                let file = write_coalesced(&dir, *hour, *fp, &part)?;
+                self.store.install(*fp, file);
+                written += 1;
+            }
+        }
+        self.store.purge_retired(RETIRE_AFTER);
+        Ok(written)
+    }
+}
+
+/// Coalesced files are read for aggregates over many rows: large row
+/// groups, page statistics for time and function pruning, bloom filters for
+/// id lookups.
+fn writer_properties() -> WriterProperties {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(128 * 1024));
+    for c in ["trace_id", "request_id"] {
+        props = props
+            .set_column_bloom_filter_enabled(c.into(), true)
+            .set_column_bloom_filter_fpp(c.into(), 0.01);
+    }
+    props.build()
+}
+
+/// Writes one hour's coalesced invocations atomically.
+fn write_coalesced(
+    dir: &Path,
+    hour: i64,
+    fingerprint: u64,
+    batch: &RecordBatch,
+) -> Result<FileMeta> {
+    let io = |path: &Path| {
+        let path = path.display().to_string();
+        move |e: std::io::Error| DataFusionError::External(format!("{path}: {e}").into())
+    };
+    let part = dir.join(layout::partition_dir(hour));
+    fs::create_dir_all(&part).map_err(io(&part))?;
+    let name = file_name(fingerprint);
+    let tmp = part.join(format!(".{name}.tmp"));
+    let path = part.join(&name);
+    let file = fs::File::create(&tmp).map_err(io(&tmp))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
+    writer.write(batch)?;
+    let file = writer.into_inner()?;
+    file.sync_all().map_err(io(&tmp))?;
+    let size = file.metadata().map_err(io(&tmp))?.len();
+    drop(file);
+    fs::rename(&tmp, &path).map_err(io(&path))?;
+    faasight_collector::wal::sync_dir(&part).map_err(io(&part))?;
+    Ok(FileMeta {
+        path,
+        size,
+        hour_start_micros: hour,
+    })
+}
+
+#[async_trait]
+impl TableProvider for InvocationsView {
+    fn schema(&self) -> SchemaRef {
+        Arc::clone(&self.schema)
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Filters prune coalesced files and are re-checked above the scan.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let raw = RawLayout::of(self.buffer.snapshot(Table::InvocationRecords));
+        let range = TimeRange::from_filters(filters);
+        let split = self.split(&raw, range);
+        let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let fresh: Vec<ScanFile> = split.fresh.iter().map(|f| (f, None)).collect();
+        if let Some(plan) = parquet_scan(
+            state,
+            &self.schema,
+            fresh,
+            projection,
+            filters,
+            limit,
+            false,
+        )? {
+            plans.push(plan);
+        }
+        // Buffered rows belong to hours that are never fresh: they are merged
+        // with the stale hours.
+        if !split.stale.is_empty() || !raw.snapshot.batches.is_empty() {
+            let fresh_hours = &split.fresh_hours;
+            // Invocations that began in a fresh neighbour are in its file.
+            let exclude: Vec<i64> = split
+                .stale
+                .iter()
+                .flat_map(|h| [h - MICROS_PER_HOUR, h + MICROS_PER_HOUR])
+                .filter(|h| fresh_hours.contains(h))
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .collect();
+            let plan = self.merge_plan(raw.subset(&split.stale, true), &exclude, filters)?;
+            let mut builder = LogicalPlanBuilder::from(plan);
+            if let Some(p) = projection {
+                let columns: Vec<Expr> = p
+                    .iter()
+                    .map(|i| col(Column::new_unqualified(self.schema.field(*i).name())))
+                    .collect();
+                builder = builder.project(columns)?;
+            }
+            plans.push(state.create_physical_plan(&builder.build()?).await?);
+        }
+        match plans.len() {
+            0 => {
+                let projected = match projection {
+                    Some(p) => Arc::new(self.schema.project(p)?),
+                    None => Arc::clone(&self.schema),
+                };
+                Ok(Arc::new(datafusion::physical_plan::empty::EmptyExec::new(
+                    projected,
+                )))
+            }
+            1 => Ok(plans.remove(0)),
+            _ => UnionExec::try_new(plans),
+        }
+    }
+}
