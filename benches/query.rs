@@ -73,14 +73,18 @@ fn main() {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join(".venv/bin/python"));
 
-    if !data.join("invocation_records").is_dir() {
+    if !data.join("invocations").is_dir() {
+        // Missing, or from before the coalesced layout: made afresh (a
+        // second generate into the same directory would add to it).
+        let _ = std::fs::remove_dir_all(&data);
         support::generate(&data, invocations, 1, UNTIL, &[]);
     }
     let bytes: u64 = walk(&data.join("invocation_records"));
     println!(
-        "data: {} ({invocations} invocations, invocation_records {:.1} MiB)",
+        "data: {} ({invocations} invocations, invocation_records {:.1} MiB, coalesced invocations {:.1} MiB)",
         data.display(),
-        bytes as f64 / (1 << 20) as f64
+        bytes as f64 / (1 << 20) as f64,
+        walk(&data.join("invocations")) as f64 / (1 << 20) as f64
     );
 
     let mut server = support::Serve::start(&data, &["--query-timeout", "10m"]);
@@ -133,19 +137,23 @@ fn main() {
     let theirs: serde_json::Value = serde_json::from_slice(&out.stdout).expect("duckdb json");
 
     println!(
-        "\n| query | faasight HTTP cold / hot ms | faasight pg hot ms | DuckDB cold / hot ms | hot ratio (HTTP / DuckDB) | rows |"
+        "\n| query | faasight HTTP cold / hot ms | faasight pg hot ms | DuckDB raw merge cold / hot ms | DuckDB on coalesced cold / hot ms | hot ratio HTTP / DuckDB raw | hot ratio HTTP / DuckDB coalesced | rows |"
     );
-    println!("|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (name, cold, hot, rows) in &ours {
         let d = &theirs[**name];
         let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
         println!(
-            "| {name} | {cold:.0} / {hot:.0} | {:.0} | {:.0} / {:.0} | {:.2}x | {rows} (DuckDB {}, pg {}) |",
+            "| {name} | {cold:.0} / {hot:.0} | {:.0} | {:.0} / {:.0} | {:.0} / {:.0} | {:.2}x | {:.2}x | {rows} (DuckDB {} / {}, pg {}) |",
             f("pg_hot_ms"),
             f("duckdb_cold_ms"),
             f("duckdb_hot_ms"),
+            f("coalesced_cold_ms"),
+            f("coalesced_hot_ms"),
             hot / f("duckdb_hot_ms"),
+            hot / f("coalesced_hot_ms"),
             d["duckdb_rows"],
+            d["coalesced_rows"],
             d["pg_rows"],
         );
     }

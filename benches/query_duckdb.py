@@ -7,8 +7,11 @@ DuckDB reads faasight's Parquet files directly and merges the records of an
 invocation itself (the same work as faasight's `invocations` view), with
 the same list prices. "cold" is the first run on a fresh DuckDB connection
 (and the first over a fresh Postgres connection); "hot" is the median of
-RUNS further runs. Prints one JSON line: {name: {duckdb_cold_ms, duckdb_hot_ms,
-pg_cold_ms, pg_hot_ms, duckdb_rows, pg_rows}}.
+RUNS further runs. DuckDB also runs each query on faasight's coalesced
+layout (DATA_DIR/invocations, one row per invocation) as a second
+reference. Prints one JSON line: {name: {duckdb_cold_ms, duckdb_hot_ms,
+coalesced_cold_ms, coalesced_hot_ms, pg_cold_ms, pg_hot_ms, duckdb_rows,
+coalesced_rows, pg_rows}}.
 """
 import json
 import statistics
@@ -47,6 +50,16 @@ def invocations_view(data_dir):
     """
 
 
+def coalesced_view(data_dir):
+    """faasight's coalesced layout read by DuckDB: one row per settled
+    invocation, cost included (faasight writes it with the same prices)."""
+    pattern = f"{data_dir}/invocations/*/*/*.parquet"
+    return f"""
+    CREATE TEMP VIEW invocations AS
+    SELECT * FROM read_parquet('{pattern}', hive_partitioning = false)
+    """
+
+
 def timed(run):
     start = time.perf_counter()
     rows = run()
@@ -66,6 +79,12 @@ def main():
         cold, rows = timed(lambda: con.execute(q["duckdb"]).fetchall())
         hot = [timed(lambda: con.execute(q["duckdb"]).fetchall())[0] for _ in range(runs)]
         con.close()
+        con = duckdb.connect()
+        con.execute("SET threads = 2")
+        con.execute(coalesced_view(data_dir))
+        c_cold, c_rows = timed(lambda: con.execute(q["duckdb"]).fetchall())
+        c_hot = [timed(lambda: con.execute(q["duckdb"]).fetchall())[0] for _ in range(runs)]
+        con.close()
         with psycopg.connect(host=host, port=int(port), user="postgres", dbname="faasight",
                              autocommit=True) as pg:
             pg_cold, pg_rows = timed(lambda: pg.execute(q["faasight"]).fetchall())
@@ -74,6 +93,9 @@ def main():
             "duckdb_cold_ms": cold,
             "duckdb_hot_ms": statistics.median(hot),
             "duckdb_rows": len(rows),
+            "coalesced_cold_ms": c_cold,
+            "coalesced_hot_ms": statistics.median(c_hot),
+            "coalesced_rows": len(c_rows),
             "pg_cold_ms": pg_cold,
             "pg_hot_ms": statistics.median(pg_hot),
             "pg_rows": len(pg_rows),

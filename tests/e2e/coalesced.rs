@@ -15,11 +15,14 @@ use crate::support::{BIN, TestServer, generate, run_ok};
 /// Every row of `invocations`, every column, as the CLI prints it.
 const ALL_ROWS: &str = "SELECT * FROM invocations ORDER BY function_name, request_id";
 
+/// (The data directory is given relative to the working directory, as a
+/// user in the directory above it would.)
 fn cli_csv(data: &Path, sql: &str) -> String {
     let out = run_ok(
         Command::new(BIN)
+            .current_dir(data.parent().expect("parent"))
             .args(["query", "--format", "csv", "--data-dir"])
-            .arg(data)
+            .arg(data.file_name().expect("name"))
             .arg(sql),
     );
     String::from_utf8_lossy(&out.stdout).to_string()

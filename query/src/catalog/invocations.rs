@@ -105,7 +105,13 @@ impl CoalescedStore {
         let mut hasher = DefaultHasher::new();
         FORMAT_VERSION.hash(&mut hasher);
         salt_source.hash(&mut hasher);
-        let dir = data_dir.map(|d| d.join(DIR));
+        // Absolute, as the scans address files from the filesystem root.
+        let dir = data_dir.map(|d| {
+            fs::canonicalize(d)
+                .or_else(|_| std::path::absolute(d))
+                .unwrap_or_else(|_| d.to_path_buf())
+                .join(DIR)
+        });
         let mut files: BTreeMap<i64, Vec<(u64, FileMeta)>> = BTreeMap::new();
         if let Some(root) = &dir {
             for (hour, path) in list_partition_files(root) {
@@ -653,5 +659,110 @@ impl TableProvider for InvocationsView {
             1 => Ok(plans.remove(0)),
             _ => UnionExec::try_new(plans),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = MICROS_PER_HOUR;
+
+    fn file(hour: i64, name: &str, size: u64) -> FileMeta {
+        FileMeta {
+            path: PathBuf::from(format!("/d/invocation_records/{hour}/{name}")),
+            size,
+            hour_start_micros: hour * H,
+        }
+    }
+
+    fn buffered_at(micros: &[i64]) -> RecordBatch {
+        let times = TimestampMicrosecondArray::from(micros.to_vec()).with_timezone("UTC");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            TIME,
+            times.data_type().clone(),
+            false,
+        )]));
+        RecordBatch::try_new(schema, vec![Arc::new(times)]).expect("batch")
+    }
+
+    fn layout(files: Vec<FileMeta>, batches: Vec<RecordBatch>) -> RawLayout {
+        RawLayout::of(Snapshot { batches, files })
+    }
+
+    #[test]
+    fn an_hour_depends_on_its_neighbours_files_only() {
+        let base = vec![file(9, "a", 10), file(10, "b", 10), file(11, "c", 10), file(13, "e", 1)];
+        let fp = layout(base.clone(), vec![]).fingerprint(1, 10 * H);
+        assert!(fp.is_some());
+        // Same files in another order: same fingerprint.
+        let mut shuffled = base.clone();
+        shuffled.reverse();
+        assert_eq!(layout(shuffled, vec![]).fingerprint(1, 10 * H), fp);
+        // A late file in the hour before or after, or a file that grew: stale.
+        for extra in [file(9, "late", 5), file(11, "late", 5), file(10, "late", 5)] {
+            let mut files = base.clone();
+            files.push(extra);
+            assert_ne!(layout(files, vec![]).fingerprint(1, 10 * H), fp);
+        }
+        let mut grown = base.clone();
+        grown[1].size = 11;
+        assert_ne!(layout(grown, vec![]).fingerprint(1, 10 * H), fp);
+        // Two hours away: no effect.
+        let mut far = base.clone();
+        far.push(file(12, "far", 5));
+        far.push(file(8, "far", 5));
+        assert_eq!(layout(far, vec![]).fingerprint(1, 10 * H), fp);
+        // Another catalog (salt): stale.
+        assert_ne!(layout(base, vec![]).fingerprint(2, 10 * H), fp);
+    }
+
+    #[test]
+    fn buffered_rows_keep_their_hours_and_neighbours_unsettled() {
+        let files = vec![file(8, "a", 1), file(10, "b", 1), file(12, "c", 1), file(14, "d", 1)];
+        let raw = layout(files, vec![buffered_at(&[11 * H + 5, 11 * H + 7])]);
+        assert!(raw.fingerprint(0, 8 * H).is_some());
+        assert!(raw.fingerprint(0, 10 * H).is_none());
+        assert!(raw.fingerprint(0, 12 * H).is_none());
+        assert!(raw.fingerprint(0, 14 * H).is_some());
+        // The merge of hour 12 reads 11..13 and the buffer.
+        let subset = raw.subset(&BTreeSet::from([12 * H]), true);
+        let hours: Vec<i64> = subset.files.iter().map(|f| f.hour_start_micros / H).collect();
+        assert_eq!(hours, vec![12]);
+        assert_eq!(subset.batches.len(), 1);
+        let subset = raw.subset(&BTreeSet::from([9 * H, 13 * H]), false);
+        let hours: Vec<i64> = subset.files.iter().map(|f| f.hour_start_micros / H).collect();
+        assert_eq!(hours, vec![8, 10, 12, 14]);
+        assert!(subset.batches.is_empty());
+    }
+
+    #[test]
+    fn installed_files_replace_older_ones_which_are_deleted_after_the_grace() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = CoalescedStore::open(Some(dir.path()), "prices");
+        let hour = 5 * H;
+        let batch = RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
+            "x",
+            arrow::datatypes::DataType::Int64,
+            true,
+        )])));
+        let root = dir.path().join(DIR);
+        let first = write_coalesced(&root, hour, 0xabc, &batch).expect("write");
+        assert_eq!(fingerprint_of(&first.path), Some(0xabc));
+        store.install(0xabc, first.clone());
+        assert!(store.fresh(hour, 0xabc).is_some());
+        let second = write_coalesced(&root, hour, 0xdef, &batch).expect("write");
+        store.install(0xdef, second);
+        assert!(store.fresh(hour, 0xabc).is_none());
+        assert!(store.fresh(hour, 0xdef).is_some());
+        assert_eq!(store.purge_retired(Duration::from_secs(600)), 0);
+        assert!(first.path.exists(), "kept for running queries");
+        assert_eq!(store.purge_retired(Duration::ZERO), 1);
+        assert!(!first.path.exists());
+        // A new process finds the file on disk.
+        let reopened = CoalescedStore::open(Some(dir.path()), "prices");
+        assert!(reopened.fresh(hour, 0xdef).is_some());
+        assert_eq!(reopened.hours(), 1);
+        assert_ne!(reopened.salt, CoalescedStore::open(Some(dir.path()), "other prices").salt);
     }
 }
