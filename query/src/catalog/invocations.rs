@@ -162,6 +162,27 @@ impl CoalescedStore {
         entry.push((fingerprint, file));
     }
 
+    /// Retires the files of `hour` other than the one with `fingerprint`
+    /// (left by an earlier process that replaced a file and stopped before
+    /// deleting the old one).
+    fn keep_only(&self, hour: i64, fingerprint: u64) {
+        let mut files = self.files.write();
+        let Some(entry) = files.get_mut(&hour) else {
+            return;
+        };
+        if entry.len() < 2 {
+            return;
+        }
+        let mut retired = self.retired.lock();
+        entry.retain(|(fp, f)| {
+            if *fp == fingerprint {
+                return true;
+            }
+            retired.push((Instant::now(), f.path.clone()));
+            false
+        });
+    }
+
     /// Deletes replaced files retired at least `grace` ago.
     pub fn purge_retired(&self, grace: Duration) -> usize {
         let mut retired = self.retired.lock();
@@ -483,7 +504,11 @@ impl InvocationsView {
             .filter(|h| h.saturating_add(settle) <= now_micros)
             .filter_map(|h| {
                 let fp = raw.fingerprint(self.store.salt, h)?;
-                self.store.fresh(h, fp).is_none().then_some((h, fp))
+                if self.store.fresh(h, fp).is_some() {
+                    self.store.keep_only(h, fp);
+                    return None;
+                }
+                Some((h, fp))
             })
             .take(max_hours)
             .collect();
@@ -692,7 +717,12 @@ mod tests {
 
     #[test]
     fn an_hour_depends_on_its_neighbours_files_only() {
-        let base = vec![file(9, "a", 10), file(10, "b", 10), file(11, "c", 10), file(13, "e", 1)];
+        let base = vec![
+            file(9, "a", 10),
+            file(10, "b", 10),
+            file(11, "c", 10),
+            file(13, "e", 1),
+        ];
         let fp = layout(base.clone(), vec![]).fingerprint(1, 10 * H);
         assert!(fp.is_some());
         // Same files in another order: same fingerprint.
@@ -719,7 +749,12 @@ mod tests {
 
     #[test]
     fn buffered_rows_keep_their_hours_and_neighbours_unsettled() {
-        let files = vec![file(8, "a", 1), file(10, "b", 1), file(12, "c", 1), file(14, "d", 1)];
+        let files = vec![
+            file(8, "a", 1),
+            file(10, "b", 1),
+            file(12, "c", 1),
+            file(14, "d", 1),
+        ];
         let raw = layout(files, vec![buffered_at(&[11 * H + 5, 11 * H + 7])]);
         assert!(raw.fingerprint(0, 8 * H).is_some());
         assert!(raw.fingerprint(0, 10 * H).is_none());
@@ -727,11 +762,19 @@ mod tests {
         assert!(raw.fingerprint(0, 14 * H).is_some());
         // The merge of hour 12 reads 11..13 and the buffer.
         let subset = raw.subset(&BTreeSet::from([12 * H]), true);
-        let hours: Vec<i64> = subset.files.iter().map(|f| f.hour_start_micros / H).collect();
+        let hours: Vec<i64> = subset
+            .files
+            .iter()
+            .map(|f| f.hour_start_micros / H)
+            .collect();
         assert_eq!(hours, vec![12]);
         assert_eq!(subset.batches.len(), 1);
         let subset = raw.subset(&BTreeSet::from([9 * H, 13 * H]), false);
-        let hours: Vec<i64> = subset.files.iter().map(|f| f.hour_start_micros / H).collect();
+        let hours: Vec<i64> = subset
+            .files
+            .iter()
+            .map(|f| f.hour_start_micros / H)
+            .collect();
         assert_eq!(hours, vec![8, 10, 12, 14]);
         assert!(subset.batches.is_empty());
     }
@@ -763,6 +806,28 @@ mod tests {
         let reopened = CoalescedStore::open(Some(dir.path()), "prices");
         assert!(reopened.fresh(hour, 0xdef).is_some());
         assert_eq!(reopened.hours(), 1);
-        assert_ne!(reopened.salt, CoalescedStore::open(Some(dir.path()), "other prices").salt);
+        assert_ne!(
+            reopened.salt,
+            CoalescedStore::open(Some(dir.path()), "other prices").salt
+        );
+    }
+
+    #[test]
+    fn leftovers_of_an_earlier_process_are_retired_once_the_current_file_is_known() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let root = dir.path().join(DIR);
+        let batch = RecordBatch::new_empty(Arc::new(Schema::new(vec![Field::new(
+            "x",
+            arrow::datatypes::DataType::Int64,
+            true,
+        )])));
+        let old = write_coalesced(&root, 7 * H, 1, &batch).expect("write");
+        let current = write_coalesced(&root, 7 * H, 2, &batch).expect("write");
+        let store = CoalescedStore::open(Some(dir.path()), "prices");
+        store.keep_only(7 * H, 2);
+        assert_eq!(store.purge_retired(Duration::ZERO), 1);
+        assert!(!old.path.exists());
+        assert!(current.path.exists());
+        assert!(store.fresh(7 * H, 2).is_some());
     }
 }
