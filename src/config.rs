@@ -71,6 +71,9 @@ pub(crate) struct ServeArgs {
     /// Memory all queries may hold together, e.g. 2GiB [default: 2GiB]
     #[arg(long, env = "FAASIGHT_QUERY_MEMORY_LIMIT")]
     pub(crate) query_memory_limit: Option<String>,
+    /// Memory one query may hold, e.g. 512MiB [default: half the query memory limit]
+    #[arg(long, env = "FAASIGHT_QUERY_MAX_MEMORY")]
+    pub(crate) query_max_memory: Option<String>,
     /// Memory the ingest buffer may hold before ingest answers 503 [default: 512MiB]
     #[arg(long, env = "FAASIGHT_MAX_BUFFER_SIZE")]
     pub(crate) max_buffer_size: Option<String>,
@@ -140,6 +143,7 @@ struct FileConfig {
     query_timeout: Option<String>,
     query_max_rows: Option<usize>,
     query_memory_limit: Option<String>,
+    query_max_memory: Option<String>,
     max_buffer_size: Option<String>,
     max_wal_size: Option<String>,
     pricing: Option<PathBuf>,
@@ -190,6 +194,7 @@ pub(crate) struct ServeConfig {
     pub(crate) query_timeout: Duration,
     pub(crate) query_max_rows: usize,
     pub(crate) query_memory_limit: usize,
+    pub(crate) query_max_memory: usize,
     pub(crate) max_buffer_size: usize,
     pub(crate) max_wal_size: u64,
     pub(crate) pricing: Option<PathBuf>,
@@ -292,6 +297,11 @@ impl ServeConfig {
             .query_memory_limit
             .or(file.query_memory_limit)
             .unwrap_or_else(|| "2GiB".into());
+        let total_query_memory = parse_size("query memory limit", &qmem)?;
+        let query_max_memory = match args.query_max_memory.or(file.query_max_memory) {
+            Some(text) => to_usize(parse_size("query max memory", &text)?),
+            None => to_usize(total_query_memory / 2),
+        };
         let buf = args
             .max_buffer_size
             .or(file.max_buffer_size)
@@ -372,7 +382,8 @@ impl ServeConfig {
                 .query_max_rows
                 .or(file.query_max_rows)
                 .unwrap_or(1_000_000),
-            query_memory_limit: to_usize(parse_size("query memory limit", &qmem)?),
+            query_memory_limit: to_usize(total_query_memory),
+            query_max_memory,
             max_buffer_size: to_usize(parse_size("max buffer size", &buf)?),
             max_wal_size: parse_size("max wal size", &wal)?,
             pricing: args.pricing.or(file.pricing),

@@ -198,6 +198,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             timeout: config.query_timeout,
             max_rows: config.query_max_rows,
             memory_limit: config.query_memory_limit,
+            query_memory: config.query_max_memory,
             data_dir: Some(collector.data_dir.clone()),
             ..QueryConfig::default()
         },

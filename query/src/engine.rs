@@ -21,6 +21,7 @@ use crate::catalog::invocations::{CoalescedStore, InvocationsView};
 use crate::catalog::tables::FaasightTable;
 use crate::catalog::views::{INVOCATIONS_SQL, ViewPlans};
 use crate::cost::{PriceCatalog, cost_udfs};
+use crate::memory::QueryPool;
 
 /// Why a query failed; each maps to one status per API.
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +48,8 @@ pub struct QueryConfig {
     pub max_rows: usize,
     /// Memory all running queries may hold together.
     pub memory_limit: usize,
+    /// Memory one query may hold.
+    pub query_memory: usize,
     pub target_partitions: usize,
     /// Prices for the cost columns and functions.
     pub pricing: Arc<PriceCatalog>,
@@ -61,6 +64,7 @@ impl Default for QueryConfig {
             timeout: Duration::from_secs(30),
             max_rows: 1_000_000,
             memory_limit: 2 << 30,
+            query_memory: 1 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             pricing: Arc::new(
                 PriceCatalog::shipped().expect("the shipped price catalog is valid (unit-tested)"),
@@ -274,7 +278,16 @@ impl QueryEngine {
             .with_information_schema(true)
             .with_target_partitions(self.config.target_partitions)
             .with_default_catalog_and_schema("faasight", "public");
-        let ctx = SessionContext::new_with_config_rt(config, Arc::clone(&self.runtime));
+        // Each session (one per query) draws on the shared pool through a
+        // pool of its own with the per-query limit; caches are shared.
+        let pool = Arc::new(QueryPool::new(
+            Arc::clone(&self.runtime.memory_pool),
+            self.config.query_memory,
+        ));
+        let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
+            .with_memory_pool(pool)
+            .build_arc()?;
+        let ctx = SessionContext::new_with_config_rt(config, runtime);
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod cost;
 pub mod engine;
 pub mod format;
+pub mod memory;
 pub mod rules;
 pub mod safety;
 pub mod traces;

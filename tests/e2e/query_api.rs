@@ -2,7 +2,7 @@
 
 use std::process::Command;
 
-use crate::support::{BIN, PUBLIC_TABLES, TestServer};
+use crate::support::{BIN, PUBLIC_TABLES, TestServer, generate};
 
 fn send_spans(server: &TestServer, n: usize) {
     let spans: Vec<serde_json::Value> = (0..n)
@@ -144,4 +144,45 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
         metrics.contains("faasight_queries_timed_out_total 1"),
         "{metrics}"
     );
+}
+
+#[test]
+fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    generate(
+        &data,
+        &[
+            "--invocations",
+            "20000",
+            "--functions",
+            "5",
+            "--days",
+            "1",
+            "--seed",
+            "3",
+            "--until",
+            "2026-11-20T00:00:00Z",
+        ],
+    );
+    let server = TestServer::builder()
+        .data_dir(&data)
+        .args(&["--query-max-memory", "8MiB"])
+        .start();
+    // An aggregate that cannot spill, holding ~20k × 420 bytes (> 8 MiB).
+    let heavy = "SELECT cardinality(array_agg(concat(request_id, repeat('x', 400)))) AS n FROM invocation_records";
+    let (status, body) = server.query_raw(heavy, "json");
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("memory limit of 8.0 MiB") && body.contains("--query-max-memory"),
+        "{body}"
+    );
+    // The same aggregate over fewer rows fits, and so do ordinary queries:
+    // the failed query gave its memory back.
+    let light = server.sql(
+        "SELECT cardinality(array_agg(concat(request_id, repeat('x', 400)))) AS n \
+         FROM (SELECT request_id FROM invocation_records LIMIT 1000)",
+    );
+    assert_eq!(light[0]["n"], 1000);
+    assert_eq!(server.count("SELECT count(*) AS n FROM invocations"), 20000);
 }
