@@ -106,12 +106,12 @@ mod tests {
         let shared: Arc<dyn MemoryPool> = Arc::new(GreedyMemoryPool::new(1000));
         let a: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(Arc::clone(&shared), 600));
         let b: Arc<dyn MemoryPool> = Arc::new(QueryPool::new(Arc::clone(&shared), 600));
-        let mut ra = MemoryConsumer::new("a").register(&a);
+        let ra = MemoryConsumer::new("a").register(&a);
         ra.try_grow(500).expect("within both limits");
         let err = ra.try_grow(200).expect_err("over the query's limit");
         assert!(err.to_string().contains("--query-max-memory"), "{err}");
         assert_eq!(shared.reserved(), 500);
-        let mut rb = MemoryConsumer::new("b").register(&b);
+        let rb = MemoryConsumer::new("b").register(&b);
         rb.try_grow(400).expect("fits the rest");
         assert!(rb.try_grow(200).is_err(), "the shared pool is full");
         assert_eq!(b.reserved(), 400);
