@@ -3,6 +3,7 @@
 //! The file name starts with the id of the WAL segment whose flush wrote it
 //! (20 digits), which start-up recovery compares with the WAL checkpoint.
 
+use std::fs;
 use std::path::{Path, PathBuf};
 
 use chrono::{DateTime, Datelike, Timelike, Utc};
@@ -50,6 +51,36 @@ pub fn flush_id_of(path: &Path) -> Option<u64> {
 
 pub fn table_dir(data_dir: &Path, table: &str) -> PathBuf {
     data_dir.join(table)
+}
+
+/// Every directory entry inside the `date=…/hour=…` partitions under `root`
+/// (a table directory), with the start of its hour. Directories that are not
+/// partitions and ones that cannot be read are skipped; a missing `root` has
+/// no entries.
+pub fn partition_entries(root: &Path) -> Vec<(i64, fs::DirEntry)> {
+    let mut out = Vec::new();
+    let Ok(dates) = fs::read_dir(root) else {
+        return out;
+    };
+    for date in dates.flatten() {
+        let Ok(hours) = fs::read_dir(date.path()) else {
+            continue;
+        };
+        for hour in hours.flatten() {
+            let (d, h) = (date.file_name(), hour.file_name());
+            let (Some(d), Some(h)) = (d.to_str(), h.to_str()) else {
+                continue;
+            };
+            let Some(hour_start) = parse_partition(d, h) else {
+                continue;
+            };
+            let Ok(entries) = fs::read_dir(hour.path()) else {
+                continue;
+            };
+            out.extend(entries.flatten().map(|e| (hour_start, e)));
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::metadata::KeyValue;
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 
 use super::layout::{self, MICROS_PER_HOUR};
 use crate::buffer::FileMeta;
@@ -64,20 +64,28 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     } else {
         ID_TABLE_ROW_GROUP
     };
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(row_group))
+    file_properties(row_group, table.bloom_columns())
         .set_key_value_metadata(Some(vec![KeyValue::new(
             "faasight.schema_version".to_string(),
             SCHEMA_VERSION.to_string(),
-        )]));
-    for col in table.bloom_columns() {
+        )]))
+        .build()
+}
+
+/// What every Parquet file faasight writes shares: zstd level 3, page
+/// statistics, `row_group` rows per row group and bloom filters on
+/// `bloom_columns`.
+pub fn file_properties(row_group: usize, bloom_columns: &[&str]) -> WriterPropertiesBuilder {
+    let mut props = WriterProperties::builder()
+        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
+        .set_statistics_enabled(EnabledStatistics::Page)
+        .set_max_row_group_row_count(Some(row_group));
+    for col in bloom_columns {
         props = props
             .set_column_bloom_filter_enabled((*col).into(), true)
             .set_column_bloom_filter_fpp((*col).into(), ID_BLOOM_FPP);
     }
-    props.build()
+    props
 }
 
 /// Sorts `batch` by hour, then the table's sort columns, and returns one
@@ -144,24 +152,37 @@ pub fn write_file(
 ) -> Result<FileMeta> {
     let dir =
         layout::table_dir(data_dir, table.name()).join(layout::partition_dir(hour_start_micros));
-    fs::create_dir_all(&dir).map_err(io_err(&dir))?;
     let name = layout::file_name(flush_id);
+    let (path, size) = write_atomically(&dir, &name, batch, writer_properties(table))?;
+    Ok(FileMeta {
+        path,
+        size,
+        hour_start_micros,
+    })
+}
+
+/// Writes `batch` as `dir/name` so that the file appears whole or not at
+/// all, and durably: `.<name>.tmp` is written and fsynced, renamed, and the
+/// directory fsynced. Creates `dir`. Returns the path and size.
+pub fn write_atomically(
+    dir: &Path,
+    name: &str,
+    batch: &RecordBatch,
+    props: WriterProperties,
+) -> Result<(PathBuf, u64)> {
+    fs::create_dir_all(dir).map_err(io_err(dir))?;
     let tmp = dir.join(format!(".{name}.tmp"));
-    let path = dir.join(&name);
+    let path = dir.join(name);
     let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties(table)))?;
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(props))?;
     writer.write(batch)?;
     let file = writer.into_inner()?;
     file.sync_all().map_err(io_err(&tmp))?;
     let size = file.metadata().map_err(io_err(&tmp))?.len();
     drop(file);
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
-    crate::wal::sync_dir(&dir).map_err(io_err(&dir))?;
-    Ok(FileMeta {
-        path,
-        size,
-        hour_start_micros,
-    })
+    crate::wal::sync_dir(dir).map_err(io_err(dir))?;
+    Ok((path, size))
 }
 
 /// Concatenates, partitions and writes the rows of one table.
@@ -213,51 +234,28 @@ pub fn scan_table(
 ) -> Result<Vec<FileMeta>> {
     let root = layout::table_dir(data_dir, table.name());
     let mut files = Vec::new();
-    let Ok(dates) = fs::read_dir(&root) else {
-        return Ok(files);
-    };
-    for date in dates.flatten() {
-        let Ok(hours) = fs::read_dir(date.path()) else {
-            continue;
-        };
-        for hour in hours.flatten() {
-            let (Some(d), Some(h)) = (
-                date.file_name().to_str().map(String::from),
-                hour.file_name().to_str().map(String::from),
-            ) else {
-                continue;
-            };
-            let Some(hour_start) = layout::parse_partition(&d, &h) else {
-                continue;
-            };
-            let Ok(entries) = fs::read_dir(hour.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                let flush_id = layout::flush_id_of(&path);
-                let uncommitted =
-                    name.ends_with(".tmp") || flush_id.is_some_and(|id| id > checkpoint);
-                if uncommitted {
-                    if mode == ScanMode::Recover {
-                        tracing::info!(path = %path.display(), "removing parquet file of an uncommitted flush");
-                        fs::remove_file(&path).map_err(io_err(&path))?;
-                    }
-                    continue;
-                }
-                if flush_id.is_none() {
-                    continue;
-                }
-                let size = entry.metadata().map_err(io_err(&path))?.len();
-                files.push(FileMeta {
-                    path,
-                    size,
-                    hour_start_micros: hour_start,
-                });
+    for (hour_start, entry) in layout::partition_entries(&root) {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let flush_id = layout::flush_id_of(&path);
+        let uncommitted = name.ends_with(".tmp") || flush_id.is_some_and(|id| id > checkpoint);
+        if uncommitted {
+            if mode == ScanMode::Recover {
+                tracing::info!(path = %path.display(), "removing parquet file of an uncommitted flush");
+                fs::remove_file(&path).map_err(io_err(&path))?;
             }
+            continue;
         }
+        if flush_id.is_none() {
+            continue;
+        }
+        let size = entry.metadata().map_err(io_err(&path))?.len();
+        files.push(FileMeta {
+            path,
+            size,
+            hour_start_micros: hour_start,
+        });
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)

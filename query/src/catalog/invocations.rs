@@ -49,11 +49,8 @@ use faasight_collector::buffer::{Buffer, FileMeta, Snapshot};
 use faasight_collector::model::Table;
 use faasight_collector::model::schema::TIME;
 use faasight_collector::storage::layout::{self, MICROS_PER_HOUR};
-use faasight_collector::storage::parquet::partition_by_hour;
+use faasight_collector::storage::parquet::{file_properties, partition_by_hour, write_atomically};
 use parking_lot::{Mutex, RwLock};
-use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::{EnabledStatistics, WriterProperties};
 
 use super::id_filter::IdFilters;
 use super::prune::TimeRange;
@@ -209,36 +206,11 @@ impl CoalescedStore {
 
 /// `(hour, path)` of every `*.parquet` under `root/date=…/hour=…/`.
 fn list_partition_files(root: &Path) -> Vec<(i64, PathBuf)> {
-    let mut out = Vec::new();
-    let Ok(dates) = fs::read_dir(root) else {
-        return out;
-    };
-    for date in dates.flatten() {
-        let Ok(hours) = fs::read_dir(date.path()) else {
-            continue;
-        };
-        for hour in hours.flatten() {
-            let (Some(d), Some(h)) = (
-                date.file_name().to_str().map(String::from),
-                hour.file_name().to_str().map(String::from),
-            ) else {
-                continue;
-            };
-            let Some(start) = layout::parse_partition(&d, &h) else {
-                continue;
-            };
-            let Ok(entries) = fs::read_dir(hour.path()) else {
-                continue;
-            };
-            for entry in entries.flatten() {
-                let path = entry.path();
-                if path.extension().is_some_and(|e| e == "parquet") {
-                    out.push((start, path));
-                }
-            }
-        }
-    }
-    out
+    layout::partition_entries(root)
+        .into_iter()
+        .map(|(start, entry)| (start, entry.path()))
+        .filter(|(_, path)| path.extension().is_some_and(|e| e == "parquet"))
+        .collect()
 }
 
 /// The raw records of one snapshot, by hour.
@@ -560,45 +532,17 @@ impl InvocationsView {
 
 /// Coalesced files are read for aggregates over many rows: large row
 /// groups, page statistics for time and function pruning, bloom filters for
-/// id lookups.
-fn writer_properties() -> WriterProperties {
-    let mut props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
-        .set_statistics_enabled(EnabledStatistics::Page)
-        .set_max_row_group_row_count(Some(128 * 1024));
-    for c in ["trace_id", "request_id"] {
-        props = props
-            .set_column_bloom_filter_enabled(c.into(), true)
-            .set_column_bloom_filter_fpp(c.into(), 0.01);
-    }
-    props.build()
-}
-
-/// Writes one hour's coalesced invocations atomically.
+/// id lookups. Written atomically.
 fn write_coalesced(
     dir: &Path,
     hour: i64,
     fingerprint: u64,
     batch: &RecordBatch,
 ) -> Result<FileMeta> {
-    let io = |path: &Path| {
-        let path = path.display().to_string();
-        move |e: std::io::Error| DataFusionError::External(format!("{path}: {e}").into())
-    };
+    let props = file_properties(128 * 1024, &["trace_id", "request_id"]).build();
     let part = dir.join(layout::partition_dir(hour));
-    fs::create_dir_all(&part).map_err(io(&part))?;
-    let name = file_name(fingerprint);
-    let tmp = part.join(format!(".{name}.tmp"));
-    let path = part.join(&name);
-    let file = fs::File::create(&tmp).map_err(io(&tmp))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_properties()))?;
-    writer.write(batch)?;
-    let file = writer.into_inner()?;
-    file.sync_all().map_err(io(&tmp))?;
-    let size = file.metadata().map_err(io(&tmp))?.len();
-    drop(file);
-    fs::rename(&tmp, &path).map_err(io(&path))?;
-    faasight_collector::wal::sync_dir(&part).map_err(io(&part))?;
+    let (path, size) = write_atomically(&part, &file_name(fingerprint), batch, props)
+        .map_err(|e| DataFusionError::External(e.into()))?;
     Ok(FileMeta {
         path,
         size,
