@@ -68,6 +68,9 @@ pub(crate) struct ServeArgs {
     /// Most rows a query may return [default: 1000000]
     #[arg(long, env = "FAASIGHT_QUERY_MAX_ROWS")]
     pub(crate) query_max_rows: Option<usize>,
+    /// Bytes one query's result may hold, e.g. 64MiB [default: 256MiB]
+    #[arg(long, env = "FAASIGHT_QUERY_MAX_RESULT_BYTES")]
+    pub(crate) query_max_result_bytes: Option<String>,
     /// Memory all queries may hold together, e.g. 2GiB [default: 2GiB]
     #[arg(long, env = "FAASIGHT_QUERY_MEMORY_LIMIT")]
     pub(crate) query_memory_limit: Option<String>,
@@ -142,6 +145,7 @@ struct FileConfig {
     max_body_size: Option<String>,
     query_timeout: Option<String>,
     query_max_rows: Option<usize>,
+    query_max_result_bytes: Option<String>,
     query_memory_limit: Option<String>,
     query_max_memory: Option<String>,
     max_buffer_size: Option<String>,
@@ -193,6 +197,7 @@ pub(crate) struct ServeConfig {
     pub(crate) max_body_size: usize,
     pub(crate) query_timeout: Duration,
     pub(crate) query_max_rows: usize,
+    pub(crate) query_max_result_bytes: usize,
     pub(crate) query_memory_limit: usize,
     pub(crate) query_max_memory: usize,
     pub(crate) max_buffer_size: usize,
@@ -382,6 +387,13 @@ impl ServeConfig {
                 .query_max_rows
                 .or(file.query_max_rows)
                 .unwrap_or(1_000_000),
+            query_max_result_bytes: to_usize(parse_size(
+                "query max result bytes",
+                args.query_max_result_bytes
+                    .or(file.query_max_result_bytes)
+                    .as_deref()
+                    .unwrap_or("256MiB"),
+            )?),
             query_memory_limit: to_usize(total_query_memory),
             query_max_memory,
             max_buffer_size: to_usize(parse_size("max buffer size", &buf)?),

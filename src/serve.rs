@@ -197,6 +197,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             pricing: Arc::new(pricing),
             timeout: config.query_timeout,
             max_rows: config.query_max_rows,
+            max_result_bytes: config.query_max_result_bytes,
             memory_limit: config.query_memory_limit,
             query_memory: config.query_max_memory,
             data_dir: Some(collector.data_dir.clone()),

@@ -33,6 +33,11 @@ pub enum QueryError {
     Timeout(Duration),
     #[error("result exceeds {0} rows; add a LIMIT or aggregate")]
     TooManyRows(usize),
+    #[error(
+        "result exceeds {} (--query-max-result-bytes); select fewer columns, add a LIMIT or aggregate",
+        crate::memory::human_bytes(*.0)
+    )]
+    TooManyBytes(usize),
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
@@ -41,11 +46,35 @@ impl From<datafusion::error::DataFusionError> for QueryError {
     }
 }
 
+/// What one query may take and return.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub timeout: Duration,
+    pub max_rows: usize,
+    pub max_result_bytes: usize,
+}
+
+/// The bytes of the rows a batch holds: for a slice of a larger batch (a
+/// `LIMIT`), only its part of the buffers.
+fn result_bytes(batch: &RecordBatch) -> usize {
+    batch
+        .columns()
+        .iter()
+        .map(|c| {
+            c.to_data()
+                .get_slice_memory_size()
+                .unwrap_or(usize::MAX / 2)
+        })
+        .sum()
+}
+
 /// Limits and settings of the query engine.
 #[derive(Debug, Clone)]
 pub struct QueryConfig {
     pub timeout: Duration,
     pub max_rows: usize,
+    /// Bytes of a result (its Arrow columns, or its Postgres data rows).
+    pub max_result_bytes: usize,
     /// Memory all running queries may hold together.
     pub memory_limit: usize,
     /// Memory one query may hold.
@@ -63,6 +92,7 @@ impl Default for QueryConfig {
         QueryConfig {
             timeout: Duration::from_secs(30),
             max_rows: 1_000_000,
+            max_result_bytes: 256 << 20,
             memory_limit: 2 << 30,
             query_memory: 1 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -173,9 +203,13 @@ impl QueryEngine {
         &self.alerts
     }
 
-    /// The query timeout and the row limit.
-    pub fn limits(&self) -> (Duration, usize) {
-        (self.config.timeout, self.config.max_rows)
+    /// The query timeout and the result limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            timeout: self.config.timeout,
+            max_rows: self.config.max_rows,
+            max_result_bytes: self.config.max_result_bytes,
+        }
     }
 
     /// A fresh session with every table and view registered.
@@ -354,12 +388,16 @@ impl QueryEngine {
         let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
         let mut stream = df.execute_stream().await?;
         let mut batches = Vec::new();
-        let mut rows = 0;
+        let (mut rows, mut bytes) = (0, 0);
         while let Some(batch) = stream.next().await {
             let batch = batch?;
             rows += batch.num_rows();
             if rows > self.config.max_rows {
                 return Err(QueryError::TooManyRows(self.config.max_rows));
+            }
+            bytes += result_bytes(&batch);
+            if bytes > self.config.max_result_bytes {
+                return Err(QueryError::TooManyBytes(self.config.max_result_bytes));
             }
             batches.push(batch);
         }

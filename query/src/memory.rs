@@ -44,6 +44,17 @@ fn mib(bytes: usize) -> f64 {
     bytes as f64 / f64::from(1u32 << 20)
 }
 
+/// `1.5 MiB`, `64.0 KiB`, `512 bytes`.
+pub(crate) fn human_bytes(bytes: usize) -> String {
+    if bytes >= 1 << 20 {
+        format!("{:.1} MiB", mib(bytes))
+    } else if bytes >= 1 << 10 {
+        format!("{:.1} KiB", bytes as f64 / 1024.0)
+    } else {
+        format!("{bytes} bytes")
+    }
+}
+
 impl MemoryPool for QueryPool {
     fn name(&self) -> &str {
         "faasight-query"

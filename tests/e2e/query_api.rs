@@ -2,6 +2,7 @@
 
 use std::process::Command;
 
+use crate::sql_golden::pg_query;
 use crate::support::{BIN, PUBLIC_TABLES, TestServer, generate};
 
 fn send_spans(server: &TestServer, n: usize) {
@@ -185,4 +186,87 @@ fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
     );
     assert_eq!(light[0]["n"], 1000);
     assert_eq!(server.count("SELECT count(*) AS n FROM invocations"), 20000);
+}
+
+#[test]
+fn results_over_the_row_or_byte_limit_are_refused_on_http_and_pg_wire() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    generate(
+        &data,
+        &[
+            "--invocations",
+            "2000",
+            "--functions",
+            "3",
+            "--days",
+            "1",
+            "--seed",
+            "5",
+            "--until",
+            "2026-11-20T00:00:00Z",
+        ],
+    );
+    let server = TestServer::builder()
+        .data_dir(&data)
+        .args(&[
+            "--query-max-rows",
+            "500",
+            "--query-max-result-bytes",
+            "64KiB",
+        ])
+        .start();
+    let too_many_rows = "SELECT request_id FROM invocation_records LIMIT 600";
+    // 100 rows of 1000 bytes: under the row limit, over 64 KiB.
+    let too_many_bytes = "SELECT repeat('x', 1000) AS pad FROM invocation_records LIMIT 100";
+    // 50 rows of 1000 bytes fit.
+    let fits = "SELECT repeat('x', 1000) AS pad FROM invocation_records LIMIT 50";
+
+    let (status, body) = server.query_raw(too_many_rows, "json");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("result exceeds 500 rows"), "{body}");
+    for format in ["json", "csv", "arrow"] {
+        let (status, body) = server.query_raw(too_many_bytes, format);
+        assert_eq!(status, 400, "{format}: {body}");
+        assert!(
+            body.contains("result exceeds 64.0 KiB (--query-max-result-bytes)"),
+            "{format}: {body}"
+        );
+    }
+    let rows = server.sql(fits);
+    assert_eq!(rows.len(), 50);
+    assert!(
+        rows.iter()
+            .all(|r| r["pad"].as_str().map(str::len) == Some(1000))
+    );
+
+    let results = pg_query(
+        &server.pg,
+        &[
+            (too_many_rows.to_string(), vec![]),
+            (too_many_bytes.to_string(), vec![]),
+            (fits.to_string(), vec![]),
+            ("SELECT count(*) AS n FROM invocations".to_string(), vec![]),
+        ],
+        false,
+    );
+    assert_eq!(results[0]["sqlstate"], "54000", "{}", results[0]);
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("500 rows")),
+        "{}",
+        results[0]
+    );
+    assert_eq!(results[1]["sqlstate"], "54000", "{}", results[1]);
+    assert!(
+        results[1]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("64.0 KiB")),
+        "{}",
+        results[1]
+    );
+    assert_eq!(results[2]["rows"].as_array().map(Vec::len), Some(50));
+    // The session survives its refused queries.
+    assert_eq!(results[3]["rows"], serde_json::json!([[2000]]));
 }

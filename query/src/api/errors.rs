@@ -27,7 +27,9 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::Sql(_)) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Query(QueryError::TooManyRows(_)) => StatusCode::BAD_REQUEST,
+            ApiError::Query(QueryError::TooManyRows(_) | QueryError::TooManyBytes(_)) => {
+                StatusCode::BAD_REQUEST
+            }
             ApiError::Query(QueryError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Encode(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,

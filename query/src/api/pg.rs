@@ -47,7 +47,7 @@ use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use tokio::net::TcpListener;
 use tokio_rustls::rustls;
 
-use crate::engine::{QueryEngine, QueryError, QueryMetrics, safe_options};
+use crate::engine::{Limits, QueryEngine, QueryError, QueryMetrics, safe_options};
 use crate::safety::check_statement;
 
 /// Settings of the Postgres listener.
@@ -119,7 +119,7 @@ impl ReadOnlyService {
     where
         F: Future<Output = PgWireResult<T>>,
     {
-        let (timeout, _) = self.engine.limits();
+        let timeout = self.engine.limits().timeout;
         let started = std::time::Instant::now();
         self.engine.metrics.queries.add(1);
         let result = tokio::time::timeout(timeout, work).await;
@@ -139,22 +139,27 @@ impl ReadOnlyService {
     }
 }
 
-/// Cuts a result stream at the deadline and the row limit; dropping the
-/// inner stream stops the query and releases its memory.
+/// Cuts a result stream at the deadline and the row and byte limits;
+/// dropping the inner stream stops the query and releases its memory.
 fn limit_rows(
     response: QueryResponse,
     deadline: tokio::time::Instant,
-    (timeout, max_rows): (Duration, usize),
+    limits: Limits,
     metrics: Arc<QueryMetrics>,
 ) -> QueryResponse {
+    let Limits {
+        timeout,
+        max_rows,
+        max_result_bytes,
+    } = limits;
     let mut response = response;
     let command_tag = response.command_tag().to_owned();
     let row_schema = response.row_schema();
     let data_rows = std::mem::replace(response.data_rows(), Box::pin(futures::stream::empty()));
-    let limited = futures::stream::unfold(Some((data_rows, 0usize)), move |state| {
+    let limited = futures::stream::unfold(Some((data_rows, 0usize, 0usize)), move |state| {
         let metrics = Arc::clone(&metrics);
         async move {
-            let (mut rows, n) = state?;
+            let (mut rows, n, bytes) = state?;
             match tokio::time::timeout_at(deadline, rows.next()).await {
                 Err(_) => {
                     metrics.failed.add(1);
@@ -173,7 +178,17 @@ fn limit_rows(
                     )),
                     None,
                 )),
-                Ok(Some(Ok(row))) => Some((Ok(row), Some((rows, n + 1)))),
+                Ok(Some(Ok(row))) if bytes + row.data.len() > max_result_bytes => Some((
+                    Err(user_error(
+                        "54000",
+                        QueryError::TooManyBytes(max_result_bytes).to_string(),
+                    )),
+                    None,
+                )),
+                Ok(Some(Ok(row))) => {
+                    let bytes = bytes + row.data.len();
+                    Some((Ok(row), Some((rows, n + 1, bytes))))
+                }
             }
         }
     });
@@ -255,7 +270,7 @@ impl SimpleQueryHandler for ReadOnlyService {
     {
         // Refuse the whole string before running any of it.
         check_query(&self.parser, query)?;
-        let (timeout, _) = self.engine.limits();
+        let timeout = self.engine.limits().timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let responses = self
             .within_timeout(SimpleQueryHandler::do_query(&*self.inner, client, query))
@@ -296,7 +311,7 @@ impl ExtendedQueryHandler for ReadOnlyService {
                 verify(plan)?;
             }
         }
-        let (timeout, _) = self.engine.limits();
+        let timeout = self.engine.limits().timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let response = self
             .within_timeout(ExtendedQueryHandler::do_query(

@@ -223,7 +223,7 @@ impl Rules {
     pub async fn evaluate(&self, rule: &Rule) -> Result<usize, String> {
         let inner = &self.inner;
         inner.deliverer.metrics.evaluations.add(1);
-        let (timeout, _) = inner.engine.limits();
+        let timeout = inner.engine.limits().timeout;
         let timeout = timeout.min(rule.every.max(Duration::from_secs(10)));
         let result = tokio::time::timeout(timeout, inner.engine.execute(&rule.sql))
             .await
