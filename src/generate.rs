@@ -13,21 +13,31 @@
 //! entry functions' requests are traced: the entry calls one to three other
 //! functions in turn, and every invocation of the trace has its handler
 //! span (with `faas.*` attributes) and, in the caller, a client span.
+//! Provisioned functions also get Lambda's `ProvisionedConcurrencyUtilization`
+//! and `ProvisionedConcurrentExecutions` metrics every 5 minutes, shaped as a
+//! CloudWatch metric stream sends them (OTLP summaries), from the time their
+//! invocations kept an allocation of 1 to 8 instances busy.
 //!
 //! The same `--seed` and `--until` give the same files.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use faasight_collector::decode::invocations::{InvocationRecord, RecordColumns, SOURCE_REPORT};
-use faasight_collector::decode::otlp::spans;
+use faasight_collector::decode::otlp::{metrics, spans};
 use faasight_collector::ingest::Limits;
 use faasight_collector::model::Table;
 use faasight_collector::{Collector, CollectorConfig};
 use faasight_query::engine::{QueryConfig, QueryEngine};
+use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+use opentelemetry_proto::tonic::metrics::v1::{
+    Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, metric,
+    summary_data_point::ValueAtQuantile,
+};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use rand::{Rng, SeedableRng};
@@ -315,7 +325,14 @@ struct Generator {
     records: RecordColumns,
     spans: Vec<ResourceSpans>,
     made: u64,
+    /// Provisioned instances per function (0: on demand only).
+    allocated: Vec<u32>,
+    /// (function, 5-minute slot) → milliseconds of invocations begun in it.
+    busy_ms: BTreeMap<(usize, i64), f64>,
 }
+
+/// Period of the provisioned concurrency metrics, as CloudWatch's.
+const METRIC_PERIOD: i64 = 300 * 1_000_000;
 
 /// One invocation decided by the model.
 struct Made {
@@ -405,6 +422,12 @@ impl Generator {
         };
         self.records.append(&record);
         self.made += 1;
+        if self.allocated[f] > 0 {
+            *self
+                .busy_ms
+                .entry((f, start.div_euclid(METRIC_PERIOD)))
+                .or_default() += duration;
+        }
         Made {
             start,
             duration_ms: duration,
@@ -525,8 +548,75 @@ impl Generator {
         )
     }
 
-    fn take_batches(&mut self) -> Result<Vec<(Table, Vec<RecordBatch>)>, BoxError> {
+    /// The provisioned concurrency metrics of the 5-minute periods that
+    /// begin in `[from, to)` and end by `until`: average executions are the
+    /// busy time over the period, utilization those over the allocation.
+    fn provisioned_metrics(
+        &mut self,
+        from: i64,
+        to: i64,
+        until: i64,
+    ) -> ExportMetricsServiceRequest {
+        let mut utilization = Vec::new();
+        let mut executions = Vec::new();
+        for (f, &allocated) in self.allocated.iter().enumerate() {
+            if allocated == 0 {
+                continue;
+            }
+            let name = &self.funcs[f].name;
+            let first =
+                from.div_euclid(METRIC_PERIOD) + i64::from(from.rem_euclid(METRIC_PERIOD) != 0);
+            let mut slot = first;
+            while slot * METRIC_PERIOD < to && (slot + 1) * METRIC_PERIOD <= until {
+                let busy = self.busy_ms.remove(&(f, slot)).unwrap_or(0.0);
+                let running = (busy / (METRIC_PERIOD / 1000) as f64).min(f64::from(allocated));
+                let point = |value: f64| stream_point(name, slot * METRIC_PERIOD, value);
+                executions.push(point(running));
+                utilization.push(point(running / f64::from(allocated)));
+                slot += 1;
+            }
+        }
+        self.busy_ms
+            .retain(|(_, slot), _| slot * METRIC_PERIOD >= to);
+        let metric = |name: &str, points: Vec<SummaryDataPoint>| Metric {
+            name: format!("amazonaws.com/AWS/Lambda/{name}"),
+            unit: "None".into(),
+            data: Some(metric::Data::Summary(Summary {
+                data_points: points,
+            })),
+            ..Default::default()
+        };
+        ExportMetricsServiceRequest {
+            resource_metrics: vec![ResourceMetrics {
+                resource: Some(Resource {
+                    attributes: vec![kv("cloud.provider", "aws")],
+                    ..Default::default()
+                }),
+                scope_metrics: vec![ScopeMetrics {
+                    metrics: vec![
+                        metric("ProvisionedConcurrencyUtilization", utilization),
+                        metric("ProvisionedConcurrentExecutions", executions),
+                    ],
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+    }
+
+    fn take_batches(
+        &mut self,
+        from: i64,
+        to: i64,
+        until: i64,
+    ) -> Result<Vec<(Table, Vec<RecordBatch>)>, BoxError> {
         let mut out = Vec::new();
+        let pc = metrics::normalize(&self.provisioned_metrics(from, to, until))?;
+        for tb in pc.batches {
+            if tb.batch.num_rows() > 0 {
+                out.push((tb.table, vec![tb.batch]));
+            }
+        }
         let records = std::mem::take(&mut self.records);
         let mut invocation_batches = Vec::new();
         if !records.is_empty() {
@@ -549,6 +639,37 @@ impl Generator {
             out.push((Table::InvocationRecords, invocation_batches));
         }
         Ok(out)
+    }
+}
+
+/// One period of a CloudWatch metric stream (a single sample, so minimum,
+/// maximum and average are the value) for one function.
+fn stream_point(function: &str, start_micros: i64, value: f64) -> SummaryDataPoint {
+    SummaryDataPoint {
+        start_time_unix_nano: (start_micros * 1000) as u64,
+        time_unix_nano: ((start_micros + METRIC_PERIOD) * 1000) as u64,
+        count: 1,
+        sum: value,
+        quantile_values: [0.0, 1.0]
+            .into_iter()
+            .map(|quantile| ValueAtQuantile { quantile, value })
+            .collect(),
+        attributes: vec![
+            kv("Namespace", "AWS/Lambda"),
+            KeyValue {
+                key: "Dimensions".into(),
+                value: Some(AnyValue {
+                    value: Some(any_value::Value::KvlistValue(KeyValueList {
+                        values: vec![
+                            kv("FunctionName", function),
+                            kv("Resource", &format!("{function}:live")),
+                        ],
+                    })),
+                }),
+                ..Default::default()
+            },
+        ],
+        ..Default::default()
     }
 }
 
@@ -640,6 +761,18 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
 
     let mut rng = ChaCha8Rng::seed_from_u64(args.seed);
     let funcs = functions(&mut rng, args.functions, start, end);
+    // Drawn apart so the rest of the data set does not change with it.
+    let mut pc_rng = ChaCha8Rng::seed_from_u64(args.seed ^ 0x7063);
+    let allocated = funcs
+        .iter()
+        .map(|f| {
+            if f.provisioned {
+                pc_rng.random_range(1..=8)
+            } else {
+                0
+            }
+        })
+        .collect();
     let downstream = (0..funcs.len())
         .filter(|&i| funcs[i].trigger != "http")
         .collect();
@@ -653,6 +786,8 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
         records: RecordColumns::default(),
         spans: Vec::new(),
         made: 0,
+        allocated,
+        busy_ms: BTreeMap::new(),
     };
 
     // Invocations per hour: proportional to the load curve, the remainder
@@ -710,7 +845,7 @@ pub(crate) async fn run(args: GenerateArgs) -> Result<(), BoxError> {
                 1
             };
         }
-        let batches = g.take_batches()?;
+        let batches = g.take_batches(hour_start, hour_start + MICROS_PER_HOUR, end)?;
         let report = collector.flusher.import(batches).await?;
         files += report.files;
         bar.set_position(g.made);

@@ -458,3 +458,222 @@ fn the_other_shipped_rules_flag_spikes_regressions_timeouts_loops_and_waiting() 
     // waiter: 900 of 1000 ms waiting.
     assert!(close(value("waiting_on_downstream", "waiter"), 0.9));
 }
+
+/// us-east-1 x86_64 provisioned concurrency and provisioned duration prices.
+const PC: f64 = 0.0000041667;
+const PC_DURATION: f64 = 0.0000097222;
+
+/// An OTLP/JSON metrics request: `(name, function, points)` where a point is
+/// a gauge value (metric stream = false) or a summary's (sum, count).
+fn pc_metrics(now_ns: i64, series: &[(&str, &str, bool, &[(f64, u64)])]) -> Value {
+    let metrics: Vec<Value> = series
+        .iter()
+        .map(|(name, function, stream, points)| {
+            let points: Vec<Value> = points
+                .iter()
+                .enumerate()
+                .map(|(i, (v, count))| {
+                    let time = (now_ns - i as i64 * 60_000_000_000).to_string();
+                    if *stream {
+                        json!({"timeUnixNano": time, "count": count.to_string(), "sum": v,
+                               "quantileValues": [{"quantile": 0.0, "value": 0.0},
+                                                  {"quantile": 1.0, "value": v}],
+                               "attributes": [
+                                 {"key": "Namespace", "value": {"stringValue": "AWS/Lambda"}},
+                                 {"key": "Dimensions", "value": {"kvlistValue": {"values": [
+                                   {"key": "FunctionName", "value": {"stringValue": function}},
+                                   {"key": "Resource", "value": {"stringValue": format!("{function}:live")}}]}}}]})
+                    } else {
+                        json!({"timeUnixNano": time, "asDouble": v,
+                               "attributes": [{"key": "faas.name", "value": {"stringValue": function}}]})
+                    }
+                })
+                .collect();
+            if *stream {
+                json!({"name": format!("amazonaws.com/AWS/Lambda/{name}"), "summary": {"dataPoints": points}})
+            } else {
+                json!({"name": name, "gauge": {"dataPoints": points}})
+            }
+        })
+        .collect();
+    json!({"resourceMetrics": [{
+        "resource": {"attributes": [{"key": "cloud.provider", "value": {"stringValue": "aws"}}]},
+        "scopeMetrics": [{"metrics": metrics}]}]})
+}
+
+#[test]
+fn idle_provisioned_concurrency_is_priced_from_lambda_metrics() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut server = TestServer::builder().data_dir(&data).start();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let hour_ago = now_ms - 3_600_000;
+    let mut v = Vec::new();
+    records(&mut v, "reserved", 20, 1024, 300, 100, "ok", None, hour_ago);
+    records(&mut v, "standby", 20, 512, 300, 100, "ok", None, hour_ago);
+    records(&mut v, "busy", 20, 1024, 300, 100, "ok", None, hour_ago);
+    let (status, body) = server.post_json("/v1/invocations", &[], &Value::Array(v).to_string());
+    assert_eq!(status, 200, "{body}");
+    // reserved (metric stream summaries): utilization averages 0.3 and 0.2
+    // → 0.25, executions 3 and 2 → 2.5, so 10 instances are allocated.
+    // standby (gauges): 0.5 used of 4 instances. busy: 0.8 of 10.
+    let request = pc_metrics(
+        (now_ms - 1_800_000) * 1_000_000,
+        &[
+            (
+                "ProvisionedConcurrencyUtilization",
+                "reserved",
+                true,
+                &[(1.2, 4), (0.8, 4)],
+            ),
+            (
+                "ProvisionedConcurrentExecutions",
+                "reserved",
+                true,
+                &[(12.0, 4), (8.0, 4)],
+            ),
+            (
+                "aws.lambda.provisioned_concurrency_utilization",
+                "standby",
+                false,
+                &[(0.5, 1), (0.5, 1)],
+            ),
+            (
+                "aws.lambda.provisioned_concurrent_executions",
+                "standby",
+                false,
+                &[(2.0, 1), (2.0, 1)],
+            ),
+            (
+                "ProvisionedConcurrencyUtilization",
+                "busy",
+                true,
+                &[(3.2, 4)],
+            ),
+            (
+                "ProvisionedConcurrentExecutions",
+                "busy",
+                true,
+                &[(32.0, 4)],
+            ),
+        ],
+    );
+    let (status, body) = server.post_json("/v1/metrics", &[], &request.to_string());
+    assert_eq!(status, 200, "{body}");
+    server.terminate();
+
+    let found = eval_shipped_rules(&data);
+    let idle: BTreeMap<(String, String), &Value> = by_subject(&found)
+        .into_iter()
+        .filter(|((rule, _), _)| rule == "idle_provisioned_concurrency")
+        .collect();
+    let functions: Vec<&str> = idle.keys().map(|(_, f)| f.as_str()).collect();
+    // busy is above the break-even (~60%): provisioned is cheaper there.
+    assert_eq!(functions, ["reserved", "standby"], "{found:#?}");
+    // A month of `allocated` × GB provisioned; saving = provisioned charge +
+    // provisioned duration of the used share − the same share on demand.
+    let saving = |allocated: f64, gb: f64, u: f64| {
+        let gb_s = allocated * gb * 2_592_000.0;
+        gb_s * PC + u * gb_s * PC_DURATION - u * gb_s * X86
+    };
+    for (function, allocated, gb, u) in [("reserved", 10.0, 1.0, 0.25), ("standby", 4.0, 0.5, 0.5)]
+    {
+        let f = idle[&(
+            "idle_provisioned_concurrency".to_string(),
+            function.to_string(),
+        )];
+        let value = f["value"].as_f64().expect("value");
+        assert!(close(value, u), "{function}: utilization {value}");
+        let got = f["savings_usd_month"].as_f64().expect("savings");
+        let want = saving(allocated, gb, u);
+        assert!(close(got, want), "{function}: savings {got} vs {want}");
+        let message = f["message"].as_str().expect("message");
+        assert!(
+            message.contains(&format!("about {allocated} instances")),
+            "{message}"
+        );
+    }
+    // reserved: 10 × 2,592,000 GB-s × (PC − 0.25 × (X86 − PC_DURATION)) ≈ $63.
+    assert!((saving(10.0, 1.0, 0.25) - 63.0005).abs() < 0.001);
+}
+
+/// `faasight generate` gives its provisioned functions Lambda's provisioned
+/// concurrency metrics, and the shipped rule turns the over-allocated ones
+/// into findings: every function with the metrics is flagged exactly when
+/// its utilization is under the break-even, with the allocation the
+/// metrics imply.
+#[test]
+fn generated_provisioned_functions_get_metrics_the_idle_rule_reads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    crate::support::generate(
+        &data,
+        &[
+            "--invocations",
+            "30000",
+            "--functions",
+            "30",
+            "--days",
+            "7",
+            "--seed",
+            "1",
+        ],
+    );
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["query", "--format", "json", "--data-dir"])
+            .arg(&data)
+            .arg(
+                "SELECT function_name, count(*) AS points,
+                   avg(CASE WHEN name LIKE '%Utilization' THEN \"sum\" / \"count\" END) AS utilization,
+                   avg(CASE WHEN name LIKE '%Executions' THEN \"sum\" / \"count\" END) AS executions
+                 FROM metrics GROUP BY function_name ORDER BY function_name",
+            ),
+    );
+    let series: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    assert!(
+        !series.is_empty(),
+        "no provisioned function in the data set"
+    );
+    let mut expected = Vec::new();
+    for s in &series {
+        let function = s["function_name"].as_str().expect("function");
+        // 5-minute points over 7 days (the last period may not have ended).
+        let points = s["points"].as_u64().expect("points");
+        assert!((2 * 2010..=2 * 2016).contains(&points), "{s}");
+        let u = s["utilization"].as_f64().expect("utilization");
+        let allocated = s["executions"].as_f64().expect("executions") / u;
+        assert!(
+            (allocated - allocated.round()).abs() < 1e-6 && (1.0..=8.0).contains(&allocated),
+            "{s}"
+        );
+        if u < 0.6 {
+            expected.push((function.to_string(), allocated.round()));
+        }
+    }
+    let found = eval_shipped_rules(&data);
+    let mut flagged: Vec<(String, f64)> = found
+        .iter()
+        .filter(|f| f["rule"] == "idle_provisioned_concurrency")
+        .map(|f| {
+            let function = f["labels"]["function_name"].as_str().expect("function");
+            assert!(
+                f["savings_usd_month"].as_f64().expect("savings") >= 1.0,
+                "{f}"
+            );
+            let message = f["message"].as_str().expect("message");
+            let allocated: f64 = message
+                .split("about ")
+                .nth(1)
+                .and_then(|rest| rest.split(' ').next())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or_else(|| panic!("no allocation in {message:?}"));
+            (function.to_string(), allocated)
+        })
+        .collect();
+    flagged.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(flagged, expected, "{found:#?}");
+}

@@ -5,7 +5,7 @@
 //! | `lambda_cost(billed_ms, memory_mb, architecture, region [, ephemeral_storage_mb [, at]])` | one on-demand Lambda invocation |
 //! | `lambda_cost_whatif(billed_ms, memory_mb, architecture, region, new_memory_mb, new_architecture)` | the same invocation at another memory size and/or architecture, same billed duration |
 //! | `lambda_tiered_cost(gb_seconds, architecture, region [, at])` | duration cost of a month's GB-seconds through the volume tiers |
-//! | `lambda_provisioned_cost(provisioned_gb_seconds, architecture, region)` | provisioned-concurrency charge for that much provisioned memory × time |
+//! | `lambda_provisioned_cost(provisioned_gb_seconds, architecture, region [, used_gb_seconds])` | provisioned-concurrency charge for that much provisioned memory × time, plus the provisioned duration price of the GB-seconds the invocations used on it |
 //! | `gcp_cost(duration_ms, memory_mb, region)` | one Cloud Run functions request |
 //! | `azure_cost(duration_ms, memory_used_mb, region)` | one Azure Functions Consumption execution |
 //! | `azure_flex_cost(duration_ms, instance_memory_mb, region)` | one Flex Consumption on-demand execution |
@@ -88,7 +88,7 @@ impl Kind {
             Kind::LambdaCost => (&[N, N, S, S, N, T], 4),
             Kind::LambdaWhatIf => (&[N, N, S, S, N, S], 6),
             Kind::LambdaTiered => (&[N, S, S, T], 3),
-            Kind::LambdaProvisioned => (&[N, S, S], 3),
+            Kind::LambdaProvisioned => (&[N, S, S, N], 3),
             Kind::Gcp | Kind::Azure | Kind::AzureFlex => (&[N, N, S], 3),
             Kind::Invocation => (&[S, S, S, N, N, N, N, T], 8),
             Kind::InvocationEstimated => (&[S, S, S, T], 4),
@@ -286,7 +286,12 @@ impl CostUdf {
             Kind::LambdaProvisioned => {
                 let (arch, _) = arch_of(c[1].text(i));
                 let p = catalog.aws.find(c[2].text(i), None)?.prices;
-                Some(c[0].number(i)? * p.provisioned_concurrency_gb_second?.get(arch))
+                let provisioned = c[0].number(i)? * p.provisioned_concurrency_gb_second?.get(arch);
+                let used = match opt(3) {
+                    Some(col) => col.number(i)? * p.provisioned_duration_gb_second?.get(arch),
+                    None => 0.0,
+                };
+                Some(provisioned + used)
             }
             Kind::Gcp => {
                 let p = catalog.gcp.find(c[2].text(i), None)?.prices;

@@ -107,6 +107,17 @@ fn trimmed(v: f64, decimals: usize) -> String {
     }
 }
 
+/// `0.4213` → `42.1%`; below one percent two significant digits
+/// (`0.000224` → `0.022%`) so that a small share does not read as none.
+pub fn percent(v: f64) -> String {
+    let pct = v * 100.0;
+    if pct != 0.0 && pct.abs() < 1.0 && pct.is_finite() {
+        let decimals = (1.0 - pct.abs().log10().floor()).clamp(1.0, 6.0) as usize;
+        return format!("{}%", trimmed(pct, decimals));
+    }
+    format!("{}%", trimmed(pct, 1))
+}
+
 pub fn dollars(v: f64) -> String {
     if v != 0.0 && v.abs() < 0.01 {
         return format!("${}", trimmed(v, 6));
@@ -147,7 +158,7 @@ pub fn format_value(v: &Value, f: Filter) -> String {
         Value::Bool(b) => b.to_string(),
         Value::Number(n) => match f {
             Filter::Plain => trimmed(*n, 3),
-            Filter::Percent => format!("{}%", trimmed(n * 100.0, 1)),
+            Filter::Percent => percent(*n),
             Filter::Dollars => dollars(*n),
             Filter::Duration => duration_ms(*n),
             Filter::Round => trimmed(*n, 2),

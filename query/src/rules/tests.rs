@@ -10,7 +10,7 @@ use super::load::{Rule, parse_file};
 use super::notify::delivery::{backoff, retry_after};
 use super::notify::{MessageContext, SecretUrl, slack};
 use super::state::{AlertState, Observation, StateDoc, StateStore, Status};
-use super::template::{Template, dollars, duration_ms};
+use super::template::{Template, dollars, duration_ms, percent};
 
 const RULE: &str = r#"
 rules:
@@ -161,6 +161,10 @@ fn templates_format_figures() {
         _ => Value::Null,
     });
     assert_eq!(out, "checkout: 42.1%, $1,234.57, 1.53 s, 1.23, 42, n/a");
+    assert_eq!(percent(0.000_224_6), "0.022%");
+    assert_eq!(percent(0.004), "0.4%");
+    assert_eq!(percent(0.0), "0%");
+    assert_eq!(percent(1.0), "100%");
     assert_eq!(dollars(0.004), "$0.004");
     assert_eq!(dollars(12.5), "$12.50");
     assert_eq!(dollars(-3.456), "-$3.46");

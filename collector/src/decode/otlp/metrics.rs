@@ -1,7 +1,10 @@
 //! `ExportMetricsServiceRequest` → rows of the `metrics` table: one row per
 //! data point. Gauges and sums fill `value`; histograms fill `count`, `sum`,
-//! `min`, `max`, `bounds` and `bucket_counts`; exponential histograms and
-//! summaries keep `count` and `sum`.
+//! `min`, `max`, `bounds` and `bucket_counts`; exponential histograms keep
+//! `count`, `sum`, `min` and `max`; summaries `count`, `sum` and, from their
+//! 0 and 1 quantiles, `min` and `max`. `function_name` is the data point's
+//! function when its attributes name one (see [`point_function`]), else the
+//! resource's.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field};
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::KeyValue;
+use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 
 use crate::decode::attrs::ResourceFacts;
@@ -54,6 +57,32 @@ struct Point<'a> {
     bounds: Option<&'a [f64]>,
     bucket_counts: Option<&'a [u64]>,
     attributes: &'a [KeyValue],
+}
+
+/// The function a data point is about when its attributes name one:
+/// `faas.name`, a `FunctionName` attribute, or the `FunctionName` dimension
+/// of a CloudWatch metric stream (`Dimensions`, a key-value list). A metric
+/// stream's resource names no function, and one request carries the
+/// metrics of many functions.
+fn point_function(attributes: &[KeyValue]) -> Option<&str> {
+    named_text(attributes, "faas.name")
+        .or_else(|| named_text(attributes, "FunctionName"))
+        .or_else(|| {
+            let dims = attributes.iter().find(|kv| kv.key == "Dimensions")?;
+            match dims.value.as_ref()?.value.as_ref()? {
+                any_value::Value::KvlistValue(list) => named_text(&list.values, "FunctionName"),
+                _ => None,
+            }
+        })
+}
+
+/// The non-empty string value of attribute `key`.
+fn named_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    let kv = attributes.iter().find(|kv| kv.key == key)?;
+    match kv.value.as_ref()?.value.as_ref()? {
+        any_value::Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    }
 }
 
 /// What the points of one metric share.
@@ -140,7 +169,7 @@ impl MetricColumns {
         self.service_name
             .append_option(ctx.facts.service_name.as_deref());
         self.function_name
-            .append_option(ctx.facts.function_name.as_deref());
+            .append_option(point_function(p.attributes).or(ctx.facts.function_name.as_deref()));
         self.attributes.append(p.attributes);
         self.resource_attributes.append(ctx.resource_attributes);
         self.scope_name.append_option(ctx.scope);
@@ -257,11 +286,21 @@ fn append_metric(
         }
         Data::Summary(s) => {
             for dp in &s.data_points {
+                // The 0 and 1 quantiles are the minimum and maximum (how a
+                // CloudWatch metric stream sends Minimum and Maximum).
+                let quantile = |q: f64| {
+                    dp.quantile_values
+                        .iter()
+                        .find(|v| v.quantile == q)
+                        .map(|v| v.value)
+                };
                 let p = Point {
                     time: dp.time_unix_nano,
                     start: dp.start_time_unix_nano,
                     count: Some(dp.count),
                     sum: Some(dp.sum),
+                    min: quantile(0.0),
+                    max: quantile(1.0),
                     attributes: &dp.attributes,
                     ..Default::default()
                 };

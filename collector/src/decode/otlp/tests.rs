@@ -180,3 +180,64 @@ fn deeply_nested_any_value_is_refused_without_overflowing() {
     );
     assert!(decode(Signal::Traces, Encoding::Json, json.as_bytes(), 0).is_err());
 }
+
+/// A CloudWatch metric stream in OpenTelemetry 1.0.0 format (as the
+/// OpenTelemetry Collector's Firehose receiver forwards it): the resource
+/// names no function, the points carry it in their `Dimensions`, and the
+/// statistics come as a summary with the 0 and 1 quantiles for Minimum and
+/// Maximum.
+#[test]
+fn metric_stream_summaries_keep_min_max_and_the_function_of_each_point() {
+    let point = |function: &str, sum: f64, min: f64, max: f64| {
+        serde_json::json!({
+            "startTimeUnixNano": "1764331140000000000", "timeUnixNano": "1764331200000000000",
+            "count": "4", "sum": sum,
+            "quantileValues": [{"quantile": 0.0, "value": min}, {"quantile": 0.99, "value": max},
+                               {"quantile": 1.0, "value": max}],
+            "attributes": [
+                {"key": "Namespace", "value": {"stringValue": "AWS/Lambda"}},
+                {"key": "MetricName", "value": {"stringValue": "ProvisionedConcurrencyUtilization"}},
+                {"key": "Dimensions", "value": {"kvlistValue": {"values": [
+                    {"key": "FunctionName", "value": {"stringValue": function}},
+                    {"key": "Resource", "value": {"stringValue": format!("{function}:live")}}]}}}]
+        })
+    };
+    let body = serde_json::json!({"resourceMetrics": [{
+        "resource": {"attributes": [
+            {"key": "cloud.provider", "value": {"stringValue": "aws"}},
+            {"key": "cloud.region", "value": {"stringValue": "us-east-1"}}]},
+        "scopeMetrics": [{"metrics": [
+            {"name": "amazonaws.com/AWS/Lambda/ProvisionedConcurrencyUtilization", "unit": "None",
+             "summary": {"dataPoints": [point("checkout", 1.0, 0.1, 0.4), point("billing", 3.2, 0.7, 0.9)]}},
+            {"name": "faas.invocations", "sum": {"aggregationTemporality": 1, "isMonotonic": true,
+             "dataPoints": [{"timeUnixNano": "1764331200000000000", "asInt": "7",
+                             "attributes": [{"key": "faas.name", "value": {"stringValue": "orders"}}]},
+                            {"timeUnixNano": "1764331200000000000", "asInt": "2"}]}}]}]
+    }]});
+    let n = decode(
+        Signal::Metrics,
+        Encoding::Json,
+        body.to_string().as_bytes(),
+        0,
+    )
+    .expect("decodes");
+    assert_eq!((n.accepted, n.rejected), (4, 0));
+    let b = &n.batches[0].batch;
+    let col = |name: &str| b.column(b.schema().index_of(name).expect("column")).clone();
+    let function = col(schema::FUNCTION_NAME);
+    let function = function.as_string::<i32>();
+    assert_eq!(function.value(0), "checkout");
+    assert_eq!(function.value(1), "billing");
+    assert_eq!(function.value(2), "orders");
+    assert!(function.is_null(3), "no function anywhere");
+    let f64s = |name: &str| {
+        col(name)
+            .as_primitive::<arrow::datatypes::Float64Type>()
+            .iter()
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(f64s("min")[..2], [Some(0.1), Some(0.7)]);
+    assert_eq!(f64s("max")[..2], [Some(0.4), Some(0.9)]);
+    assert_eq!(f64s("sum")[..2], [Some(1.0), Some(3.2)]);
+    assert_eq!(f64s("value")[2..], [Some(7.0), Some(2.0)]);
+}
