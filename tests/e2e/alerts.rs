@@ -340,7 +340,7 @@ fn broken_rules_stop_the_start_and_rules_check_names_them() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 12 rules in 4 files"));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ok: 13 rules in 4 files"));
 
     // serve refuses to start with the broken file, naming it.
     let out = crate::support::serve_command(&dir.path().join("data"))
