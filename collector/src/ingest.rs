@@ -16,6 +16,7 @@ use arrow::record_batch::RecordBatch;
 use tokio::sync::{Notify, oneshot};
 
 use crate::buffer::Buffer;
+use crate::instances::Instances;
 use crate::model::{Table, TableBatch};
 use crate::telemetry::CollectorMetrics;
 use crate::wal::{self, RecordKind, SegmentWriter, WalDir};
@@ -66,6 +67,7 @@ pub struct Ingest {
     limits: Limits,
     wal_bytes: Arc<AtomicU64>,
     flush_wake: Arc<Notify>,
+    instances: Arc<Instances>,
 }
 
 impl std::fmt::Debug for Command {
@@ -86,6 +88,8 @@ pub struct IngestArgs {
     pub metrics: Arc<CollectorMetrics>,
     pub limits: Limits,
     pub initial_wal_bytes: u64,
+    /// The instances seen, shared with replay and saved by each flush.
+    pub instances: Arc<Instances>,
 }
 
 impl Ingest {
@@ -123,6 +127,7 @@ impl Ingest {
             limits: args.limits,
             wal_bytes,
             flush_wake,
+            instances: args.instances,
         })
     }
 
@@ -180,6 +185,10 @@ impl Ingest {
 
     pub fn buffer(&self) -> &Buffer {
         &self.buffer
+    }
+
+    pub fn instances(&self) -> &Arc<Instances> {
+        &self.instances
     }
 
     /// Notified when the buffer or WAL passes half its limit, so the flush

@@ -12,6 +12,7 @@ pub mod buffer;
 pub mod cloudwatch;
 pub mod decode;
 pub mod ingest;
+pub mod instances;
 pub mod model;
 pub mod receive;
 pub mod storage;
@@ -23,6 +24,7 @@ use std::sync::Arc;
 
 use buffer::{Buffer, Flusher};
 use ingest::{Ingest, IngestArgs, IngestError, Limits};
+use instances::Instances;
 use model::Table;
 use storage::parquet::ScanMode;
 use telemetry::CollectorMetrics;
@@ -115,12 +117,14 @@ impl Collector {
             report.files += files.len();
             buffer.add_files(table, files);
         }
+        let instances = Arc::new(Instances::load(&config.data_dir, true));
         let segments = wal.segments()?;
         for id in &segments {
             if *id <= checkpoint {
                 wal.remove_segment(*id)?;
             } else {
-                replay_segment(&wal, *id, &buffer, &mut report, ScanMode::Recover)?;
+                let mode = ScanMode::Recover;
+                replay_segment(&wal, *id, &buffer, &instances, &mut report, mode)?;
             }
         }
         let last = segments.last().copied().unwrap_or(0).max(checkpoint);
@@ -132,6 +136,7 @@ impl Collector {
             metrics: Arc::clone(&metrics),
             limits: config.limits,
             initial_wal_bytes: wal.size_bytes()?,
+            instances,
         })?;
         let flusher = Flusher::new(
             ingest.clone(),
@@ -170,9 +175,17 @@ pub fn open_read_only(data_dir: &Path) -> Result<(Buffer, RecoveryReport), Error
         report.files += files.len();
         buffer.add_files(table, files);
     }
+    let instances = Instances::load(data_dir, false);
     for id in wal.segments()? {
         if id > checkpoint {
-            replay_segment(&wal, id, &buffer, &mut report, ScanMode::ReadOnly)?;
+            replay_segment(
+                &wal,
+                id,
+                &buffer,
+                &instances,
+                &mut report,
+                ScanMode::ReadOnly,
+            )?;
         }
     }
     Ok((buffer, report))
@@ -191,6 +204,7 @@ fn replay_segment(
     wal: &WalDir,
     id: u64,
     buffer: &Buffer,
+    instances: &Instances,
     report: &mut RecoveryReport,
     mode: ScanMode,
 ) -> Result<(), Error> {
@@ -239,7 +253,7 @@ fn replay_segment(
                 .max(batch.checkpoint);
             report.cloudwatch_checkpoints.insert(batch.group, cp);
         }
-        match decode::decode_record(kind, &record.body, record.received_at_micros) {
+        match decode::decode_record(kind, &record.body, record.received_at_micros, instances) {
             Ok(n) => {
                 report.records_replayed += 1;
                 report.rows_replayed += n.rows();

@@ -560,3 +560,118 @@ fn the_shared_samples_give_exact_invocations() {
         );
     }
 }
+
+/// OTLP/JSON traces of handler spans from one instance of a Cloud Run
+/// function that, like many instrumentations, set no `faas.coldstart`:
+/// `(request id, start second, faas.coldstart)`.
+fn instance_spans(instance: &str, spans: &[(&str, i64, Option<bool>)]) -> String {
+    let base_ns: i64 = 1_764_403_200_000_000_000; // 2025-11-29T08:00:00Z
+    let spans: Vec<serde_json::Value> = spans
+        .iter()
+        .enumerate()
+        .map(|(i, (rid, second, cold))| {
+            let start = base_ns + second * 1_000_000_000;
+            let mut attributes = vec![
+                serde_json::json!({"key": "faas.invocation_id", "value": {"stringValue": rid}}),
+                serde_json::json!({"key": "faas.trigger", "value": {"stringValue": "http"}}),
+            ];
+            if let Some(c) = cold {
+                attributes
+                    .push(serde_json::json!({"key": "faas.coldstart", "value": {"boolValue": c}}));
+            }
+            serde_json::json!({
+                "traceId": format!("{:032x}", 0xabc000 + second * 16 + i as i64),
+                "spanId": format!("{:016x}", 0x100 + second * 16 + i as i64),
+                "name": "POST /", "kind": 2,
+                "startTimeUnixNano": start.to_string(),
+                "endTimeUnixNano": (start + 80_000_000).to_string(),
+                "attributes": attributes,
+            })
+        })
+        .collect();
+    serde_json::json!({"resourceSpans": [{
+        "resource": {"attributes": [
+            {"key": "service.name", "value": {"stringValue": "quote"}},
+            {"key": "faas.name", "value": {"stringValue": "quote"}},
+            {"key": "faas.instance", "value": {"stringValue": instance}},
+            {"key": "cloud.provider", "value": {"stringValue": "gcp"}},
+            {"key": "cloud.region", "value": {"stringValue": "us-central1"}}]},
+        "scopeSpans": [{"spans": spans}]}]})
+    .to_string()
+}
+
+fn cold_starts(server: &TestServer) -> Vec<(String, Option<bool>)> {
+    server
+        .sql("SELECT request_id, cold_start FROM invocations ORDER BY request_id")
+        .iter()
+        .map(|r| {
+            (
+                r["request_id"].as_str().expect("id").to_string(),
+                r["cold_start"].as_bool(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_first_invocation_of_an_instance_is_a_cold_start_across_restarts() {
+    let mut server = TestServer::builder()
+        .args(&["--flush-interval", "1h"])
+        .start();
+    let post = |server: &TestServer, body: String| {
+        let (status, body) = server.post_json("/v1/traces", &[], &body);
+        assert_eq!(status, 200, "{body}");
+    };
+    // One request: the earlier of instance a's two invocations is its
+    // first, whatever the order the spans come in.
+    post(
+        &server,
+        instance_spans("a", &[("r2", 5, None), ("r1", 1, None)]),
+    );
+    // Later requests: a is known; b is new; c said it was warm itself.
+    post(&server, instance_spans("a", &[("r3", 9, None)]));
+    post(&server, instance_spans("b", &[("r4", 10, None)]));
+    post(&server, instance_spans("c", &[("r5", 11, Some(false))]));
+    post(&server, instance_spans("c", &[("r6", 12, None)]));
+    let expected = |ids: &[(&str, bool)]| -> Vec<(String, Option<bool>)> {
+        ids.iter().map(|(r, c)| (r.to_string(), Some(*c))).collect()
+    };
+    let before = expected(&[
+        ("r1", true),
+        ("r2", false),
+        ("r3", false),
+        ("r4", true),
+        ("r5", false),
+        ("r6", false),
+    ]);
+    assert_eq!(cold_starts(&server), before);
+
+    // kill -9: everything is in the WAL only; replay gives the same flags
+    // and remembers the instances.
+    server = server.restart();
+    assert_eq!(cold_starts(&server), before);
+    post(&server, instance_spans("a", &[("r7", 20, None)]));
+    post(&server, instance_spans("d", &[("r8", 21, None)]));
+
+    // A clean stop flushes (and saves the map); the next start reads the
+    // Parquet files and the saved map, not the WAL.
+    server.terminate();
+    let data_dir = server.data_dir.clone();
+    assert!(data_dir.join("instances.json").exists());
+    server = server.restart();
+    post(&server, instance_spans("d", &[("r9", 30, None)]));
+    post(&server, instance_spans("e", &[("r10", 31, None)]));
+    let mut after = before.clone();
+    after.extend(expected(&[
+        ("r7", false),
+        ("r8", true),
+        ("r9", false),
+        ("r10", true),
+    ]));
+    after.sort();
+    assert_eq!(cold_starts(&server), after);
+    let rate = server
+        .sql("SELECT count(*) FILTER (WHERE cold_start) AS cold, count(*) AS n FROM invocations");
+    assert_eq!(rate[0]["cold"], 4);
+    assert_eq!(rate[0]["n"], 10);
+}

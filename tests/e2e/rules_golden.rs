@@ -465,7 +465,10 @@ const PC_DURATION: f64 = 0.0000097222;
 
 /// An OTLP/JSON metrics request: `(name, function, points)` where a point is
 /// a gauge value (metric stream = false) or a summary's (sum, count).
-fn pc_metrics(now_ns: i64, series: &[(&str, &str, bool, &[(f64, u64)])]) -> Value {
+/// `(metric name, function, as a metric stream summary, points)`.
+type Series<'a> = (&'a str, &'a str, bool, &'a [(f64, u64)]);
+
+fn pc_metrics(now_ns: i64, series: &[Series<'_>]) -> Value {
     let metrics: Vec<Value> = series
         .iter()
         .map(|(name, function, stream, points)| {

@@ -134,6 +134,12 @@ impl Flusher {
                 return Err(e.into());
             }
         };
+        // Before the checkpoint, so the saved map covers every request the
+        // checkpoint retires (see `crate::instances`).
+        let now = chrono::Utc::now().timestamp_micros();
+        if let Err(e) = self.ingest.instances().save(now) {
+            tracing::warn!(error = %e, "could not save the instance map");
+        }
         if let Err(e) = self.wal.write_checkpoint(sealed) {
             self.metrics.flush_failures.add(1);
             let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();

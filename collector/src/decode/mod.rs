@@ -9,6 +9,7 @@ pub mod lambda_report;
 pub mod otlp;
 pub mod telemetry_api;
 
+use crate::instances::Instances;
 use crate::model::Normalized;
 use crate::wal::RecordKind;
 
@@ -34,9 +35,16 @@ pub fn decode_record(
     kind: RecordKind,
     body: &[u8],
     received_at_micros: i64,
+    instances: &Instances,
 ) -> Result<Normalized, ReplayError> {
     if let Some((signal, encoding)) = otlp::signal_of(kind) {
-        return Ok(otlp::decode(signal, encoding, body, received_at_micros)?);
+        return Ok(otlp::decode_with(
+            signal,
+            encoding,
+            body,
+            received_at_micros,
+            Some(instances),
+        )?);
     }
     Ok(match kind {
         RecordKind::InvocationsJson => invocations_api::decode(body)?.0,

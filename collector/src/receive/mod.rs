@@ -80,7 +80,11 @@ impl Receiver {
         let now = now_micros();
         let kind = otlp::record_kind(signal, encoding);
         let decoded = self.accept_with(self.metrics.signal(signal), kind, body, now, || {
-            Ok((otlp::decode(signal, encoding, body, now)?, ()))
+            let instances = Some(self.ingest.instances().as_ref());
+            Ok((
+                otlp::decode_with(signal, encoding, body, now, instances)?,
+                (),
+            ))
         });
         Ok(decoded.await?.0)
     }

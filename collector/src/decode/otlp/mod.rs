@@ -16,6 +16,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 };
 use prost::Message;
 
+use crate::instances::Instances;
 use crate::model::Normalized;
 use crate::wal::RecordKind;
 
@@ -100,8 +101,23 @@ pub fn decode(
     body: &[u8],
     now_micros: i64,
 ) -> Result<Normalized, DecodeError> {
+    decode_with(signal, encoding, body, now_micros, None)
+}
+
+/// [`decode`], marking the first invocation of each instance seen in
+/// `instances` as a cold start (see [`crate::instances`]).
+pub fn decode_with(
+    signal: Signal,
+    encoding: Encoding,
+    body: &[u8],
+    now_micros: i64,
+    instances: Option<&Instances>,
+) -> Result<Normalized, DecodeError> {
     Ok(match signal {
-        Signal::Traces => spans::normalize(&parse::<ExportTraceServiceRequest>(encoding, body)?)?,
+        Signal::Traces => spans::normalize_with(
+            &parse::<ExportTraceServiceRequest>(encoding, body)?,
+            instances.map(|i| (i, now_micros)),
+        )?,
         Signal::Logs => logs::normalize(
             &parse::<ExportLogsServiceRequest>(encoding, body)?,
             now_micros,

@@ -1,5 +1,6 @@
 //! `ExportTraceServiceRequest` → rows of the `spans` table.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{
@@ -7,11 +8,13 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 
 use crate::decode::attrs::{self, ResourceFacts};
 use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
 use crate::decode::invocations::{self, RecordColumns};
+use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
 
@@ -160,6 +163,62 @@ fn links_json(span: &Span) -> Option<String> {
 /// Normalizes every valid span of the request; invalid ones are counted in
 /// `rejected` with the first reason.
 pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::error::ArrowError> {
+    normalize_with(req, None)
+}
+
+/// The instance a handler span ran in: the resource's `faas.instance`
+/// (OpenTelemetry's execution environment id) or `service.instance.id`.
+fn instance_of(resource: &[KeyValue]) -> Option<String> {
+    attrs::find_string(resource, "faas.instance")
+        .or_else(|| attrs::find_string(resource, "service.instance.id"))
+        .filter(|s| !s.is_empty())
+}
+
+/// (function, instance) → the earliest start of the request's handler spans
+/// of that instance that say nothing about cold starts.
+fn earliest_unflagged_starts(req: &ExportTraceServiceRequest) -> HashMap<(String, String), u64> {
+    let mut earliest: HashMap<(String, String), u64> = HashMap::new();
+    for rs in &req.resource_spans {
+        let empty = Vec::new();
+        let res_attrs = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);
+        let Some(instance) = instance_of(res_attrs) else {
+            continue;
+        };
+        let facts = ResourceFacts::from_attributes(res_attrs);
+        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            let handler = matches!(
+                SpanKind::try_from(span.kind),
+                Ok(SpanKind::Server | SpanKind::Consumer)
+            );
+            if !handler || attrs::find_bool(&span.attributes, "faas.coldstart").is_some() {
+                continue;
+            }
+            let Some(function) = attrs::find_string(&span.attributes, "faas.name")
+                .or_else(|| facts.function_name.clone())
+            else {
+                continue;
+            };
+            let start = earliest
+                .entry((function, instance.clone()))
+                .or_insert(u64::MAX);
+            *start = (*start).min(span.start_time_unix_nano);
+        }
+    }
+    earliest
+}
+
+/// [`normalize`], where a handler span without `faas.coldstart` is a cold
+/// start when it is the first invocation of its instance: the earliest of
+/// the instance's spans in the first request that showed the instance
+/// (`instances` with that request's receive time).
+pub fn normalize_with(
+    req: &ExportTraceServiceRequest,
+    instances: Option<(&Instances, i64)>,
+) -> Result<Normalized, arrow::error::ArrowError> {
+    let earliest = match instances {
+        Some(_) => earliest_unflagged_starts(req),
+        None => HashMap::new(),
+    };
     let mut out = Normalized::default();
     let mut cols = SpanColumns::new();
     let mut records = RecordColumns::default();
@@ -167,6 +226,7 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::e
         let empty = Vec::new();
         let res_attrs = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);
         let facts = ResourceFacts::from_attributes(res_attrs);
+        let instance = instances.and_then(|_| instance_of(res_attrs));
         for ss in &rs.scope_spans {
             let scope = ss
                 .scope
@@ -209,7 +269,7 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::e
                     Ok(SpanKind::Server | SpanKind::Consumer)
                 );
                 if let (true, Some(rid), Some(function)) = (is_handler, &request_id, &function) {
-                    records.append(&invocations::from_handler_span(invocations::HandlerSpan {
+                    let mut record = invocations::from_handler_span(invocations::HandlerSpan {
                         time_micros: start,
                         function_name: function,
                         request_id: rid.clone(),
@@ -218,7 +278,17 @@ pub fn normalize(req: &ExportTraceServiceRequest) -> Result<Normalized, arrow::e
                         is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
                         span_attributes: &span.attributes,
                         resource_attributes: res_attrs,
-                    }));
+                    });
+                    if let (Some((seen, received_at)), Some(instance)) = (instances, &instance) {
+                        let first = seen.first_seen_in(function, instance, received_at);
+                        if record.cold_start.is_none() {
+                            let key = (function.clone(), instance.clone());
+                            record.cold_start = Some(
+                                first && earliest.get(&key) == Some(&span.start_time_unix_nano),
+                            );
+                        }
+                    }
+                    records.append(&record);
                 }
                 cols.request_id.append_option(request_id);
                 cols.cold_start
