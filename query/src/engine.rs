@@ -332,6 +332,7 @@ impl QueryEngine {
                 )),
             )?;
         }
+        ctx.register_udf(crate::datetime::UtcDateTrunc::udf());
         for udf in cost_udfs(&self.config.pricing) {
             ctx.register_udf(udf);
         }

@@ -8,6 +8,7 @@
 pub mod api;
 pub mod catalog;
 pub mod cost;
+pub mod datetime;
 pub mod engine;
 pub mod format;
 pub mod memory;
