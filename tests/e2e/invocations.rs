@@ -675,3 +675,130 @@ fn the_first_invocation_of_an_instance_is_a_cold_start_across_restarts() {
     assert_eq!(rate[0]["cold"], 4);
     assert_eq!(rate[0]["n"], 10);
 }
+
+/// A CloudWatch metric stream delivered by Firehose, in both output formats
+/// (JSON lines; OpenTelemetry 1.0 length-delimited protobuf, built here with
+/// the `opentelemetry-proto` types a stream's records decode to), lands in
+/// `metrics` with each point's function.
+#[test]
+fn firehose_deliveries_of_metric_streams_become_metrics() {
+    use base64::Engine;
+    use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
+    use opentelemetry_proto::tonic::metrics::v1::{
+        Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, metric,
+        summary_data_point::ValueAtQuantile,
+    };
+    use prost::Message;
+
+    let server = TestServer::start();
+    let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
+    let json_record = [
+        ("ProvisionedConcurrencyUtilization", 0.75, 3.0),
+        ("ProvisionedConcurrentExecutions", 7.5, 3.0),
+    ]
+    .iter()
+    .map(|(name, sum, count)| {
+        serde_json::json!({
+            "metric_stream_name": "all", "account_id": "123456789012", "region": "us-east-1",
+            "namespace": "AWS/Lambda", "metric_name": name,
+            "dimensions": {"FunctionName": "reserved", "Resource": "reserved:live"},
+            "timestamp": 1764403200000i64,
+            "value": {"max": sum, "min": 0.0, "sum": sum, "count": count}, "unit": "None"
+        })
+        .to_string()
+            + "\n"
+    })
+    .collect::<String>();
+    let text = |k: &str, v: &str| KeyValue {
+        key: k.into(),
+        value: Some(AnyValue {
+            value: Some(any_value::Value::StringValue(v.into())),
+        }),
+        ..Default::default()
+    };
+    let otlp_request = ExportMetricsServiceRequest {
+        resource_metrics: vec![ResourceMetrics {
+            resource: Some(opentelemetry_proto::tonic::resource::v1::Resource {
+                attributes: vec![text("cloud.provider", "aws")],
+                ..Default::default()
+            }),
+            scope_metrics: vec![ScopeMetrics {
+                metrics: vec![Metric {
+                    name: "amazonaws.com/AWS/Lambda/ProvisionedConcurrencyUtilization".into(),
+                    data: Some(metric::Data::Summary(Summary {
+                        data_points: vec![SummaryDataPoint {
+                            time_unix_nano: 1_764_403_260_000_000_000,
+                            count: 2,
+                            sum: 0.5,
+                            quantile_values: vec![
+                                ValueAtQuantile {
+                                    quantile: 0.0,
+                                    value: 0.2,
+                                },
+                                ValueAtQuantile {
+                                    quantile: 1.0,
+                                    value: 0.3,
+                                },
+                            ],
+                            attributes: vec![KeyValue {
+                                key: "Dimensions".into(),
+                                value: Some(AnyValue {
+                                    value: Some(any_value::Value::KvlistValue(KeyValueList {
+                                        values: vec![text("FunctionName", "standby")],
+                                    })),
+                                }),
+                                ..Default::default()
+                            }],
+                            ..Default::default()
+                        }],
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    };
+    let body = serde_json::json!({
+        "requestId": "ms-1", "timestamp": 1764403300000i64,
+        "records": [
+            {"data": b64(json_record.as_bytes())},
+            {"data": b64(&otlp_request.encode_length_delimited_to_vec())},
+        ]
+    });
+    let (status, answer) = post_firehose(&server, "", "ms-1", &body.to_string());
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["requestId"], "ms-1");
+    let rows = server.sql(
+        "SELECT function_name, name, \"sum\" / \"count\" AS avg, min, max FROM metrics \
+         ORDER BY function_name, name",
+    );
+    assert_eq!(
+        rows,
+        serde_json::json!([
+            {"function_name": "reserved", "name": "amazonaws.com/AWS/Lambda/ProvisionedConcurrencyUtilization",
+             "avg": 0.25, "min": 0.0, "max": 0.75},
+            {"function_name": "reserved", "name": "amazonaws.com/AWS/Lambda/ProvisionedConcurrentExecutions",
+             "avg": 2.5, "min": 0.0, "max": 7.5},
+            {"function_name": "standby", "name": "amazonaws.com/AWS/Lambda/ProvisionedConcurrencyUtilization",
+             "avg": 0.25, "min": 0.2, "max": 0.3},
+        ])
+        .as_array()
+        .expect("array")
+        .clone()
+    );
+    // A record that is neither logs nor a metric stream refuses the
+    // delivery and stores nothing.
+    let bad = serde_json::json!({"requestId": "ms-2", "timestamp": 1, "records": [
+        {"data": b64(json_record.as_bytes())}, {"data": b64(&[0xff, 0xff, 0xff, 0xff, 0x0f, 1])}]});
+    let (status, answer) = post_firehose(&server, "", "ms-2", &bad.to_string());
+    assert_eq!(status, 400, "{answer}");
+    assert!(
+        answer["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("record 1")),
+        "{answer}"
+    );
+    assert_eq!(server.count("SELECT count(*) AS n FROM metrics"), 3);
+}
