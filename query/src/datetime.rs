@@ -120,6 +120,23 @@ mod tests {
 
     use super::*;
 
+    /// `sql` prints the same on DataFusion's own `date_trunc` and ours.
+    async fn assert_same(plain: &SessionContext, ours: &SessionContext, sql: &str) {
+        let mut printed = Vec::new();
+        for ctx in [plain, ours] {
+            let batches = ctx
+                .sql(sql)
+                .await
+                .expect("plan")
+                .collect()
+                .await
+                .expect("run");
+            let text = arrow::util::pretty::pretty_format_batches(&batches).expect("fmt");
+            printed.push(text.to_string());
+        }
+        assert_eq!(printed[1], printed[0], "{sql}");
+    }
+
     /// The shortcut answers exactly what DataFusion's own function does, for
     /// every granularity, on UTC instants around the turn of a year, a
     /// quarter, a leap day and before 1970.
@@ -166,53 +183,10 @@ mod tests {
             let sql = format!(
                 "SELECT date_trunc('{g}', t) AS a, datetrunc('{g}', t) AS b, arrow_typeof(date_trunc('{g}', t)) AS ty FROM ts"
             );
-            let want = plain
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            let got = ours
-                .sql(&sql)
-                .await
-                .expect("plan")
-                .collect()
-                .await
-                .expect("run");
-            assert_eq!(
-                arrow::util::pretty::pretty_format_batches(&got)
-                    .expect("fmt")
-                    .to_string(),
-                arrow::util::pretty::pretty_format_batches(&want)
-                    .expect("fmt")
-                    .to_string(),
-                "{g}"
-            );
+            assert_same(&plain, &ours, &sql).await;
         }
         // Other zones keep DataFusion's calendar path.
         let sql = "SELECT date_trunc('day', arrow_cast(t, 'Timestamp(Microsecond, Some(\"Europe/Berlin\"))')) AS d FROM ts";
-        let want = plain
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        let got = ours
-            .sql(sql)
-            .await
-            .expect("plan")
-            .collect()
-            .await
-            .expect("run");
-        assert_eq!(
-            arrow::util::pretty::pretty_format_batches(&got)
-                .expect("fmt")
-                .to_string(),
-            arrow::util::pretty::pretty_format_batches(&want)
-                .expect("fmt")
-                .to_string()
-        );
+        assert_same(&plain, &ours, sql).await;
     }
 }

@@ -66,6 +66,14 @@ fn by_subject(found: &[Value]) -> BTreeMap<(String, String), &Value> {
         .collect()
 }
 
+/// Wall-clock time in epoch milliseconds (the rules look back from now).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 fn close(got: f64, want: f64) -> bool {
     (got - want).abs() <= 1e-9 * want.abs().max(1e-6)
 }
@@ -75,11 +83,7 @@ fn shipped_rules_flag_the_right_functions_with_the_right_dollars() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut server = TestServer::builder().data_dir(&data).start();
-    let hour_ago = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-        - 3_600_000;
+    let hour_ago = now_ms() - 3_600_000;
     let mut v = Vec::new();
     records(&mut v, "big", 100, 1024, 200, 1000, "ok", None, hour_ago);
     records(&mut v, "tight", 100, 512, 400, 1000, "ok", None, hour_ago);
@@ -250,10 +254,7 @@ fn the_other_shipped_rules_flag_spikes_regressions_timeouts_loops_and_waiting() 
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut server = TestServer::builder().data_dir(&data).start();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = now_ms();
     let (hour, day) = (3_600_000_i64, 86_400_000_i64);
     let mut v = Vec::new();
     // spiky (arm64, 10 GB, 15 min each): one a day for the 7 days before
@@ -509,10 +510,7 @@ fn idle_provisioned_concurrency_is_priced_from_lambda_metrics() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
     let mut server = TestServer::builder().data_dir(&data).start();
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0);
+    let now_ms = now_ms();
     let hour_ago = now_ms - 3_600_000;
     let mut v = Vec::new();
     records(&mut v, "reserved", 20, 1024, 300, 100, "ok", None, hour_ago);
@@ -523,47 +521,18 @@ fn idle_provisioned_concurrency_is_priced_from_lambda_metrics() {
     // reserved (metric stream summaries): utilization averages 0.3 and 0.2
     // → 0.25, executions 3 and 2 → 2.5, so 10 instances are allocated.
     // standby (gauges): 0.5 used of 4 instances. busy: 0.8 of 10.
-    let request = pc_metrics(
-        (now_ms - 1_800_000) * 1_000_000,
-        &[
-            (
-                "ProvisionedConcurrencyUtilization",
-                "reserved",
-                true,
-                &[(1.2, 4), (0.8, 4)],
-            ),
-            (
-                "ProvisionedConcurrentExecutions",
-                "reserved",
-                true,
-                &[(12.0, 4), (8.0, 4)],
-            ),
-            (
-                "aws.lambda.provisioned_concurrency_utilization",
-                "standby",
-                false,
-                &[(0.5, 1), (0.5, 1)],
-            ),
-            (
-                "aws.lambda.provisioned_concurrent_executions",
-                "standby",
-                false,
-                &[(2.0, 1), (2.0, 1)],
-            ),
-            (
-                "ProvisionedConcurrencyUtilization",
-                "busy",
-                true,
-                &[(3.2, 4)],
-            ),
-            (
-                "ProvisionedConcurrentExecutions",
-                "busy",
-                true,
-                &[(32.0, 4)],
-            ),
-        ],
-    );
+    const UTILIZATION: &str = "ProvisionedConcurrencyUtilization";
+    const EXECUTIONS: &str = "ProvisionedConcurrentExecutions";
+    #[rustfmt::skip]
+    let series: [Series<'_>; 6] = [
+        (UTILIZATION, "reserved", true, &[(1.2, 4), (0.8, 4)]),
+        (EXECUTIONS, "reserved", true, &[(12.0, 4), (8.0, 4)]),
+        ("aws.lambda.provisioned_concurrency_utilization", "standby", false, &[(0.5, 1), (0.5, 1)]),
+        ("aws.lambda.provisioned_concurrent_executions", "standby", false, &[(2.0, 1), (2.0, 1)]),
+        (UTILIZATION, "busy", true, &[(3.2, 4)]),
+        (EXECUTIONS, "busy", true, &[(32.0, 4)]),
+    ];
+    let request = pc_metrics((now_ms - 1_800_000) * 1_000_000, &series);
     let (status, body) = server.post_json("/v1/metrics", &[], &request.to_string());
     assert_eq!(status, 200, "{body}");
     server.terminate();
