@@ -350,6 +350,18 @@ def cold_starts():
                    "Provisioned concurrency pays for itself when the provisioned environments are busy "
                    "more than the break-even share of the time (x86_64 prices of us-east-1 from the "
                    "catalog). Average concurrency is the busy time over the range."), 24, 9),
+            (series("Provisioned concurrency utilization",
+                    "SELECT $__timeGroupAlias(time, $__interval), function_name AS metric, "
+                    "avg(coalesce(value, \"sum\" / nullif(\"count\", 0))) AS utilization "
+                    "FROM metrics WHERE $__timeFilter(time) AND function_name IN ($function) "
+                    "AND (name LIKE '%ProvisionedConcurrencyUtilization' "
+                    "OR name = 'aws.lambda.provisioned_concurrency_utilization') "
+                    "GROUP BY 1, 2 ORDER BY 1",
+                    "percentunit",
+                    "Share of the provisioned concurrency in use (Lambda's "
+                    "ProvisionedConcurrencyUtilization from a CloudWatch metric stream through "
+                    "/v1/firehose, or OTLP). Below the break-even above, on demand costs less; the "
+                    "idle_provisioned_concurrency rule prices the difference."), 24, 9),
         ],
     )
 
