@@ -12,7 +12,7 @@
 //! - The map is saved (`DATA_DIR/instances.json`, written atomically) by each
 //!   flush *before* its checkpoint, so the saved map covers every request up
 //!   to the checkpoint; the WAL replays the rest in order.
-//! - Bounded: at most [`MAX_ENTRIES`]; entries not seen for [`FORGET_AFTER`]
+//! - Bounded: at most [`MAX_ENTRIES`] of at most [`MAX_KEY_BYTES`]; entries not seen for [`FORGET_AFTER`]
 //!   are dropped when saving (such an instance is long gone). When the cap
 //!   is reached the least recently seen go first.
 
@@ -26,6 +26,11 @@ use serde::{Deserialize, Serialize};
 
 /// Instances remembered at most.
 pub const MAX_ENTRIES: usize = 200_000;
+
+/// Longest function + instance name remembered: ids are short (a Lambda
+/// log stream name is ~60 bytes); longer ones are not tracked, so hostile
+/// names cannot grow the map beyond ~`MAX_ENTRIES` × this.
+pub const MAX_KEY_BYTES: usize = 512;
 
 /// An instance not seen for this long is forgotten (µs): a week.
 pub const FORGET_AFTER: i64 = 7 * 24 * 3_600_000_000;
@@ -91,6 +96,9 @@ impl Instances {
     /// Records that the request received at `received_at` shows `instance`
     /// of `function`; true when that request is the first to show it.
     pub fn first_seen_in(&self, function: &str, instance: &str, received_at: i64) -> bool {
+        if function.len() + instance.len() > MAX_KEY_BYTES {
+            return false;
+        }
         let mut seen = self.seen.lock();
         let key = (function.to_string(), instance.to_string());
         match seen.get_mut(&key) {
@@ -224,5 +232,9 @@ mod tests {
         // The most recent stay; the oldest went first.
         assert!(!m.first_seen_in("f", &(MAX_ENTRIES + 4).to_string(), 0));
         assert!(m.first_seen_in("f", "0", 1));
+        // Names too long to be real ids are not tracked.
+        let long = "x".repeat(MAX_KEY_BYTES);
+        assert!(!m.first_seen_in("f", &long, 1));
+        assert!(!m.first_seen_in("f", &long, 1));
     }
 }
