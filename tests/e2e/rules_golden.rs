@@ -613,9 +613,10 @@ fn generated_provisioned_functions_get_metrics_the_idle_rule_reads() {
     let mut expected = Vec::new();
     for s in &series {
         let function = s["function_name"].as_str().expect("function");
-        // 5-minute points over 7 days (the last period may not have ended).
+        // 5-minute points of 167 whole hours and the current one up to now
+        // (its periods that have ended), for two metrics.
         let points = s["points"].as_u64().expect("points");
-        assert!((2 * 2010..=2 * 2016).contains(&points), "{s}");
+        assert!((2 * 167 * 12..=2 * 168 * 12).contains(&points), "{s}");
         let u = s["utilization"].as_f64().expect("utilization");
         let allocated = s["executions"].as_f64().expect("executions") / u;
         assert!(

@@ -1,6 +1,6 @@
 //! `ExportTraceServiceRequest` → rows of the `spans` table.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
@@ -174,6 +174,39 @@ fn instance_of(resource: &[KeyValue]) -> Option<String> {
         .filter(|s| !s.is_empty())
 }
 
+/// Names of spans that record an execution environment's initialization:
+/// X-Ray's Lambda `Initialization` subsegment (so the OpenTelemetry
+/// Collector's X-Ray receiver names it) and Datadog's
+/// `aws.lambda.cold_start` and `aws.lambda.load`.
+pub const INIT_SPAN_NAMES: &[&str] =
+    &["Initialization", "aws.lambda.cold_start", "aws.lambda.load"];
+
+/// (trace id, function) of the request's init spans: a handler span of the
+/// same function in the same trace is a cold start.
+fn init_spans(req: &ExportTraceServiceRequest) -> HashSet<(Vec<u8>, String)> {
+    let mut out = HashSet::new();
+    for rs in &req.resource_spans {
+        let mut facts = None;
+        for span in rs.scope_spans.iter().flat_map(|ss| &ss.spans) {
+            if !INIT_SPAN_NAMES.contains(&span.name.as_str()) {
+                continue;
+            }
+            let facts = facts.get_or_insert_with(|| {
+                let empty = Vec::new();
+                ResourceFacts::from_attributes(
+                    rs.resource.as_ref().map_or(&empty, |r| &r.attributes),
+                )
+            });
+            let function = attrs::find_string(&span.attributes, "faas.name")
+                .or_else(|| facts.function_name.clone());
+            if let Some(function) = function {
+                out.insert((span.trace_id.clone(), function));
+            }
+        }
+    }
+    out
+}
+
 /// (function, instance) → the earliest start of the request's handler spans
 /// of that instance that say nothing about cold starts.
 fn earliest_unflagged_starts(req: &ExportTraceServiceRequest) -> HashMap<(String, String), u64> {
@@ -219,6 +252,7 @@ pub fn normalize_with(
         Some(_) => earliest_unflagged_starts(req),
         None => HashMap::new(),
     };
+    let init = init_spans(req);
     let mut out = Normalized::default();
     let mut cols = SpanColumns::new();
     let mut records = RecordColumns::default();
@@ -279,6 +313,12 @@ pub fn normalize_with(
                         span_attributes: &span.attributes,
                         resource_attributes: res_attrs,
                     });
+                    if record.cold_start.is_none()
+                        && !init.is_empty()
+                        && init.contains(&(span.trace_id.clone(), function.clone()))
+                    {
+                        record.cold_start = Some(true);
+                    }
                     if let (Some((seen, received_at)), Some(instance)) = (instances, &instance) {
                         let first = seen.first_seen_in(function, instance, received_at);
                         if record.cold_start.is_none() {

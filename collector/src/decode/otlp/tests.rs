@@ -241,3 +241,72 @@ fn metric_stream_summaries_keep_min_max_and_the_function_of_each_point() {
     assert_eq!(f64s("sum")[..2], [Some(1.0), Some(3.2)]);
     assert_eq!(f64s("value")[2..], [Some(7.0), Some(2.0)]);
 }
+
+/// An init span (X-Ray's `Initialization` subsegment) makes the handler
+/// span of the same function in the same trace a cold start; other traces
+/// and other functions of the trace are left as they said.
+#[test]
+fn init_spans_mark_their_invocation_cold() {
+    let span = |trace: &str, id: &str, name: &str, kind: i32, rid: Option<&str>| {
+        let mut attributes = vec![];
+        if let Some(rid) = rid {
+            attributes.push(
+                serde_json::json!({"key": "faas.invocation_id", "value": {"stringValue": rid}}),
+            );
+        }
+        serde_json::json!({"traceId": trace, "spanId": id, "name": name, "kind": kind,
+            "startTimeUnixNano": "1764403200000000000", "endTimeUnixNano": "1764403200100000000",
+            "attributes": attributes})
+    };
+    let resource = |function: &str, spans: Vec<serde_json::Value>| {
+        serde_json::json!({"resource": {"attributes": [
+            {"key": "faas.name", "value": {"stringValue": function}}]},
+            "scopeSpans": [{"spans": spans}]})
+    };
+    let t1 = "11".repeat(16);
+    let t2 = "22".repeat(16);
+    let body = serde_json::json!({"resourceSpans": [
+        resource("orders", vec![
+            span(&t1, &"01".repeat(8), "Initialization", 1, None),
+            span(&t1, &"02".repeat(8), "orders", 2, Some("r-cold")),
+            span(&t2, &"03".repeat(8), "orders", 2, Some("r-other-trace")),
+        ]),
+        resource("billing", vec![span(&t1, &"04".repeat(8), "billing", 2, Some("r-other-function"))]),
+    ]});
+    let n = decode(
+        Signal::Traces,
+        Encoding::Json,
+        body.to_string().as_bytes(),
+        0,
+    )
+    .expect("decodes");
+    let records = &n
+        .batches
+        .iter()
+        .find(|b| b.table == crate::model::Table::InvocationRecords)
+        .expect("records")
+        .batch;
+    let col = |name: &str| {
+        records
+            .column(records.schema().index_of(name).expect("column"))
+            .clone()
+    };
+    let (ids, cold) = (col(schema::REQUEST_ID), col(schema::COLD_START));
+    let got: Vec<(String, Option<bool>)> = (0..records.num_rows())
+        .map(|i| {
+            let c = cold.as_boolean();
+            (
+                ids.as_string::<i32>().value(i).to_string(),
+                (!c.is_null(i)).then(|| c.value(i)),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("r-cold".to_string(), Some(true)),
+            ("r-other-trace".to_string(), None),
+            ("r-other-function".to_string(), None),
+        ]
+    );
+}
