@@ -26,6 +26,7 @@ use std::path::PathBuf;
 use arrow::record_batch::RecordBatch;
 use chrono::{DateTime, Datelike, Timelike, Utc};
 use faasight_collector::decode::invocations::{InvocationRecord, RecordColumns, SOURCE_REPORT};
+use faasight_collector::decode::metric_stream;
 use faasight_collector::decode::otlp::{metrics, spans};
 use faasight_collector::ingest::Limits;
 use faasight_collector::model::Table;
@@ -33,11 +34,7 @@ use faasight_collector::{Collector, CollectorConfig};
 use faasight_query::engine::{QueryConfig, QueryEngine};
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, metric,
-    summary_data_point::ValueAtQuantile,
-};
+use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, span};
 use rand::{Rng, SeedableRng};
@@ -557,51 +554,46 @@ impl Generator {
         to: i64,
         until: i64,
     ) -> ExportMetricsServiceRequest {
-        let mut utilization = Vec::new();
-        let mut executions = Vec::new();
+        let mut metrics = Vec::new();
         for (f, &allocated) in self.allocated.iter().enumerate() {
             if allocated == 0 {
                 continue;
             }
-            let name = &self.funcs[f].name;
+            let name = self.funcs[f].name.as_str();
+            let resource = format!("{name}:live");
+            let dimensions = [("FunctionName", name), ("Resource", resource.as_str())];
             let first =
                 from.div_euclid(METRIC_PERIOD) + i64::from(from.rem_euclid(METRIC_PERIOD) != 0);
             let mut slot = first;
             while slot * METRIC_PERIOD < to && (slot + 1) * METRIC_PERIOD <= until {
                 let busy = self.busy_ms.remove(&(f, slot)).unwrap_or(0.0);
                 let running = (busy / (METRIC_PERIOD / 1000) as f64).min(f64::from(allocated));
-                let point = |value: f64| stream_point(name, slot * METRIC_PERIOD, value);
-                executions.push(point(running));
-                utilization.push(point(running / f64::from(allocated)));
+                // One sample per period: minimum, maximum and sum are it.
+                let sample = |metric_name: &'static str, value: f64| {
+                    metric_stream::metric(&metric_stream::Statistics {
+                        namespace: "AWS/Lambda",
+                        metric_name,
+                        dimensions: &dimensions,
+                        unit: "None",
+                        start_nanos: (slot * METRIC_PERIOD * 1000) as u64,
+                        end_nanos: ((slot + 1) * METRIC_PERIOD * 1000) as u64,
+                        count: 1,
+                        sum: value,
+                        min: value,
+                        max: value,
+                    })
+                };
+                metrics.push(sample(
+                    "ProvisionedConcurrencyUtilization",
+                    running / f64::from(allocated),
+                ));
+                metrics.push(sample("ProvisionedConcurrentExecutions", running));
                 slot += 1;
             }
         }
         self.busy_ms
             .retain(|(_, slot), _| slot * METRIC_PERIOD >= to);
-        let metric = |name: &str, points: Vec<SummaryDataPoint>| Metric {
-            name: format!("amazonaws.com/AWS/Lambda/{name}"),
-            unit: "None".into(),
-            data: Some(metric::Data::Summary(Summary {
-                data_points: points,
-            })),
-            ..Default::default()
-        };
-        ExportMetricsServiceRequest {
-            resource_metrics: vec![ResourceMetrics {
-                resource: Some(Resource {
-                    attributes: vec![kv("cloud.provider", "aws")],
-                    ..Default::default()
-                }),
-                scope_metrics: vec![ScopeMetrics {
-                    metrics: vec![
-                        metric("ProvisionedConcurrencyUtilization", utilization),
-                        metric("ProvisionedConcurrentExecutions", executions),
-                    ],
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-        }
+        metric_stream::request(None, None, metrics)
     }
 
     fn take_batches(
@@ -639,37 +631,6 @@ impl Generator {
             out.push((Table::InvocationRecords, invocation_batches));
         }
         Ok(out)
-    }
-}
-
-/// One period of a CloudWatch metric stream (a single sample, so minimum,
-/// maximum and average are the value) for one function.
-fn stream_point(function: &str, start_micros: i64, value: f64) -> SummaryDataPoint {
-    SummaryDataPoint {
-        start_time_unix_nano: (start_micros * 1000) as u64,
-        time_unix_nano: ((start_micros + METRIC_PERIOD) * 1000) as u64,
-        count: 1,
-        sum: value,
-        quantile_values: [0.0, 1.0]
-            .into_iter()
-            .map(|quantile| ValueAtQuantile { quantile, value })
-            .collect(),
-        attributes: vec![
-            kv("Namespace", "AWS/Lambda"),
-            KeyValue {
-                key: "Dimensions".into(),
-                value: Some(AnyValue {
-                    value: Some(any_value::Value::KvlistValue(KeyValueList {
-                        values: vec![
-                            kv("FunctionName", function),
-                            kv("Resource", &format!("{function}:live")),
-                        ],
-                    })),
-                }),
-                ..Default::default()
-            },
-        ],
-        ..Default::default()
     }
 }
 

@@ -65,6 +65,14 @@ pub fn find<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a AnyValue> {
     attrs.iter().find(|kv| kv.key == key)?.value.as_ref()
 }
 
+/// A non-empty string attribute, borrowed (other value types: `None`).
+pub fn find_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
+    match find(attrs, key)?.value.as_ref()? {
+        Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
+        _ => None,
+    }
+}
+
 pub fn find_string(attrs: &[KeyValue], key: &str) -> Option<String> {
     find(attrs, key)
         .and_then(value_to_string)

@@ -6,30 +6,19 @@
 //! `/aws/lambda/<name>`); `CONTROL_MESSAGE` records are skipped.
 //!
 //! The same endpoint takes a CloudWatch metric stream delivered by Firehose,
-//! in either output format: `opentelemetry1.0` (a record holds one or more
-//! `ExportMetricsServiceRequest`s, each prefixed by its length as a varint)
-//! and `json` (one JSON object per line with `namespace`, `metric_name`,
-//! `dimensions`, `timestamp` and `value {max, min, sum, count}`). Both
-//! become `metrics` rows named `amazonaws.com/<namespace>/<metric>`, shaped
-//! as the OpenTelemetry format's summaries, so Lambda's provisioned
-//! concurrency metrics reach the `idle_provisioned_concurrency` rule.
+//! in either output format (see [`super::metric_stream`]): its records
+//! become `metrics` rows, so Lambda's provisioned concurrency metrics reach
+//! the `idle_provisioned_concurrency` rule.
 //!
 //! A malformed delivery is refused whole, so Firehose retries it and
 //! nothing is stored half-way.
 
 use base64::Engine;
-use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
-use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, KeyValueList, any_value};
-use opentelemetry_proto::tonic::metrics::v1::{
-    Metric, ResourceMetrics, ScopeMetrics, Summary, SummaryDataPoint, metric,
-    summary_data_point::ValueAtQuantile,
-};
-use opentelemetry_proto::tonic::resource::v1::Resource;
-use prost::Message;
 use serde::Deserialize;
 
 use super::invocations::{self, RecordColumns};
 use super::lambda_report;
+use super::metric_stream;
 use super::otlp::logs::{LogColumns, LogRow};
 use crate::model::{Normalized, Table, TableBatch};
 use crate::receive::decompress::decompress;
@@ -114,162 +103,31 @@ pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, 
         } else {
             std::borrow::Cow::Borrowed(raw.as_slice())
         };
-        match json.iter().find(|b| !b.is_ascii_whitespace()) {
-            Some(b'{') if is_metric_stream_json(&json) => {
-                metrics.push(metric_stream_json(&json).map_err(|e| FirehoseError::Record(i, e))?);
-            }
+        let requests = match json.iter().find(|b| !b.is_ascii_whitespace()) {
+            Some(b'{') if metric_stream::is_json(&json) => metric_stream::from_json(&json),
             Some(b'{') => {
                 let sub: Subscription = serde_json::from_slice(&json).map_err(|e| {
                     FirehoseError::Record(i, format!("not CloudWatch Logs subscription data: {e}"))
                 })?;
                 subs.push(sub);
+                continue;
             }
-            _ => {
-                metrics.extend(metric_stream_otlp(&json).map_err(|e| FirehoseError::Record(i, e))?)
-            }
-        }
+            _ => metric_stream::from_otlp(&json),
+        };
+        let requests = requests.map_err(|e| FirehoseError::Record(i, e))?;
+        metrics.extend(requests.into_iter().map(|r| (i, r)));
     }
     let mut out = decode_subscriptions(&subs, now_micros)?;
-    for (i, request) in metrics.iter().enumerate() {
+    for (i, request) in &metrics {
         let n = super::otlp::metrics::normalize(request)?;
         if let Some(reason) = n.reject_reason {
-            return Err(FirehoseError::Record(i, format!("metric stream: {reason}")));
+            return Err(FirehoseError::Record(
+                *i,
+                format!("metric stream: {reason}"),
+            ));
         }
         out.accepted += n.accepted;
         out.batches.extend(n.batches);
-    }
-    Ok(out)
-}
-
-/// A record of a metric stream in the JSON output format: its first line
-/// names the stream.
-fn is_metric_stream_json(data: &[u8]) -> bool {
-    let first = data.split(|b| *b == b'\n').next().unwrap_or_default();
-    serde_json::from_slice::<serde_json::Value>(first)
-        .is_ok_and(|v| v.get("metric_stream_name").is_some() && v.get("metric_name").is_some())
-}
-
-/// One metric of a JSON-format metric stream record.
-#[derive(Debug, Deserialize)]
-struct StreamedMetric {
-    #[serde(default)]
-    account_id: Option<String>,
-    #[serde(default)]
-    region: Option<String>,
-    namespace: String,
-    metric_name: String,
-    #[serde(default)]
-    dimensions: std::collections::BTreeMap<String, String>,
-    /// Epoch milliseconds: the end of the period.
-    timestamp: i64,
-    value: StreamedValue,
-    #[serde(default)]
-    unit: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-struct StreamedValue {
-    max: f64,
-    min: f64,
-    sum: f64,
-    count: f64,
-}
-
-/// A JSON-format record as the OpenTelemetry format would carry it.
-fn metric_stream_json(data: &[u8]) -> Result<ExportMetricsServiceRequest, String> {
-    let mut resource_metrics = Vec::new();
-    for (n, line) in data.split(|b| *b == b'\n').enumerate() {
-        if line.iter().all(u8::is_ascii_whitespace) {
-            continue;
-        }
-        let m: StreamedMetric = serde_json::from_slice(line)
-            .map_err(|e| format!("metric stream line {}: {e}", n + 1))?;
-        if m.timestamp <= 0 || !m.value.count.is_finite() || m.value.count < 0.0 {
-            return Err(format!(
-                "metric stream line {}: bad timestamp or count",
-                n + 1
-            ));
-        }
-        let text = |key: &str, value: &str| KeyValue {
-            key: key.into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::StringValue(value.into())),
-            }),
-            ..Default::default()
-        };
-        let mut resource = vec![text("cloud.provider", "aws")];
-        resource.extend(m.account_id.as_deref().map(|a| text("cloud.account.id", a)));
-        resource.extend(m.region.as_deref().map(|r| text("cloud.region", r)));
-        let dimensions = KeyValue {
-            key: "Dimensions".into(),
-            value: Some(AnyValue {
-                value: Some(any_value::Value::KvlistValue(KeyValueList {
-                    values: m.dimensions.iter().map(|(k, v)| text(k, v)).collect(),
-                })),
-            }),
-            ..Default::default()
-        };
-        let end_nanos = u64::try_from(m.timestamp)
-            .unwrap_or(0)
-            .saturating_mul(1_000_000);
-        let point = SummaryDataPoint {
-            start_time_unix_nano: end_nanos.saturating_sub(60_000_000_000),
-            time_unix_nano: end_nanos,
-            count: m.value.count as u64,
-            sum: m.value.sum,
-            quantile_values: vec![
-                ValueAtQuantile {
-                    quantile: 0.0,
-                    value: m.value.min,
-                },
-                ValueAtQuantile {
-                    quantile: 1.0,
-                    value: m.value.max,
-                },
-            ],
-            attributes: vec![
-                text("Namespace", &m.namespace),
-                text("MetricName", &m.metric_name),
-                dimensions,
-            ],
-            ..Default::default()
-        };
-        resource_metrics.push(ResourceMetrics {
-            resource: Some(Resource {
-                attributes: resource,
-                ..Default::default()
-            }),
-            scope_metrics: vec![ScopeMetrics {
-                metrics: vec![Metric {
-                    name: format!("amazonaws.com/{}/{}", m.namespace, m.metric_name),
-                    unit: m.unit.unwrap_or_default(),
-                    data: Some(metric::Data::Summary(Summary {
-                        data_points: vec![point],
-                    })),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }],
-            ..Default::default()
-        });
-    }
-    Ok(ExportMetricsServiceRequest { resource_metrics })
-}
-
-/// The length-delimited `ExportMetricsServiceRequest`s of an
-/// OpenTelemetry-format record.
-fn metric_stream_otlp(data: &[u8]) -> Result<Vec<ExportMetricsServiceRequest>, String> {
-    let mut rest = data;
-    let mut out = Vec::new();
-    while !rest.is_empty() {
-        let request =
-            ExportMetricsServiceRequest::decode_length_delimited(&mut rest).map_err(|e| {
-                format!(
-                    "neither CloudWatch Logs subscription data nor a metric stream record \
-                 (length-delimited OpenTelemetry protobuf): {e}"
-                )
-            })?;
-        out.push(request);
     }
     Ok(out)
 }
@@ -339,6 +197,8 @@ pub fn decode_subscriptions(
 
 #[cfg(test)]
 mod tests {
+    use prost::Message;
+
     use super::*;
 
     /// The Powertools sample from `lambda-samples.txt`: base64(gzip(JSON)).
@@ -477,7 +337,8 @@ mod tests {
             let line = format!(
                 r#"{{"metric_stream_name":"s","namespace":"AWS/Lambda","metric_name":"ProvisionedConcurrencyUtilization","dimensions":{{"FunctionName":"{function}"}},"timestamp":1764403200000,"value":{{"max":{sum},"min":0.0,"sum":{sum},"count":1.0}}}}"#
             );
-            metric_stream_json(line.as_bytes()).expect("request")
+            let mut requests = metric_stream::from_json(line.as_bytes()).expect("request");
+            requests.remove(0)
         };
         let mut record = request("a", 0.25).encode_length_delimited_to_vec();
         record.extend(request("b", 0.75).encode_length_delimited_to_vec());

@@ -6,6 +6,7 @@ pub mod firehose;
 pub mod invocations;
 pub mod invocations_api;
 pub mod lambda_report;
+pub mod metric_stream;
 pub mod otlp;
 pub mod telemetry_api;
 

@@ -17,7 +17,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequ
 use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 
-use crate::decode::attrs::ResourceFacts;
+use crate::decode::attrs::{self, ResourceFacts};
 use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
 use crate::model::{Normalized, Table, TableBatch};
 
@@ -65,24 +65,16 @@ struct Point<'a> {
 /// stream's resource names no function, and one request carries the
 /// metrics of many functions.
 fn point_function(attributes: &[KeyValue]) -> Option<&str> {
-    named_text(attributes, "faas.name")
-        .or_else(|| named_text(attributes, "FunctionName"))
-        .or_else(|| {
-            let dims = attributes.iter().find(|kv| kv.key == "Dimensions")?;
-            match dims.value.as_ref()?.value.as_ref()? {
-                any_value::Value::KvlistValue(list) => named_text(&list.values, "FunctionName"),
+    attrs::find_str(attributes, "faas.name")
+        .or_else(|| attrs::find_str(attributes, "FunctionName"))
+        .or_else(
+            || match attrs::find(attributes, "Dimensions")?.value.as_ref()? {
+                any_value::Value::KvlistValue(list) => {
+                    attrs::find_str(&list.values, "FunctionName")
+                }
                 _ => None,
-            }
-        })
-}
-
-/// The non-empty string value of attribute `key`.
-fn named_text<'a>(attributes: &'a [KeyValue], key: &str) -> Option<&'a str> {
-    let kv = attributes.iter().find(|kv| kv.key == key)?;
-    match kv.value.as_ref()?.value.as_ref()? {
-        any_value::Value::StringValue(s) if !s.is_empty() => Some(s.as_str()),
-        _ => None,
-    }
+            },
+        )
 }
 
 /// What the points of one metric share.
