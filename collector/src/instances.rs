@@ -55,16 +55,13 @@ struct Saved {
 #[derive(Debug, Default)]
 pub struct Instances {
     seen: Mutex<HashMap<(String, String), Seen>>,
+    /// An instance was added since the last save.
+    added: std::sync::atomic::AtomicBool,
     /// Where the map is saved; `None` keeps it in memory only.
     path: Option<PathBuf>,
 }
 
 impl Instances {
-    /// A map that is never saved (`faasight generate`, read-only opens).
-    pub fn in_memory() -> Self {
-        Instances::default()
-    }
-
     /// Loads the saved map of `data_dir`; a missing file is an empty map, an
     /// unreadable one too (with a warning: at worst an instance's next
     /// invocation counts as its first).
@@ -89,6 +86,7 @@ impl Instances {
         }
         Instances {
             seen: Mutex::new(seen),
+            added: Default::default(),
             path: save.then_some(path),
         }
     }
@@ -117,6 +115,7 @@ impl Instances {
                         last: received_at,
                     },
                 );
+                self.added.store(true, std::sync::atomic::Ordering::Release);
                 true
             }
         }
@@ -131,11 +130,16 @@ impl Instances {
     }
 
     /// Forgets instances not seen since `now - FORGET_AFTER` and writes the
-    /// map atomically (temp file, fsync, rename, directory fsync).
+    /// map atomically (temp file, fsync, rename, directory fsync) — only
+    /// when an instance was added since the last save: the saved map must
+    /// hold every first sighting, while `last` only decides forgetting.
     pub fn save(&self, now: i64) -> io::Result<()> {
         let Some(path) = &self.path else {
             return Ok(());
         };
+        if !self.added.swap(false, std::sync::atomic::Ordering::AcqRel) {
+            return Ok(());
+        }
         let saved = {
             let mut seen = self.seen.lock();
             seen.retain(|_, s| s.last >= now - FORGET_AFTER);
@@ -146,20 +150,29 @@ impl Instances {
                     .collect(),
             }
         };
-        let bytes = serde_json::to_vec(&saved).map_err(io::Error::other)?;
-        let tmp = path.with_extension("json.tmp");
-        {
-            use std::io::Write;
-            let mut file = fs::File::create(&tmp)?;
-            file.write_all(&bytes)?;
-            file.sync_all()?;
+        let written = write_atomically(path, &saved);
+        if written.is_err() {
+            // Try again at the next flush.
+            self.added.store(true, std::sync::atomic::Ordering::Release);
         }
-        fs::rename(&tmp, path)?;
-        if let Some(dir) = path.parent() {
-            crate::wal::sync_dir(dir)?;
-        }
-        Ok(())
+        written
     }
+}
+
+fn write_atomically(path: &Path, saved: &Saved) -> io::Result<()> {
+    let bytes = serde_json::to_vec(saved).map_err(io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    {
+        use std::io::Write;
+        let mut file = fs::File::create(&tmp)?;
+        file.write_all(&bytes)?;
+        file.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        crate::wal::sync_dir(dir)?;
+    }
+    Ok(())
 }
 
 /// Drops the `n` least recently seen entries.
@@ -188,7 +201,7 @@ mod tests {
 
     #[test]
     fn the_first_request_of_an_instance_is_first_again_on_replay_only() {
-        let m = Instances::in_memory();
+        let m = Instances::default();
         assert!(m.first_seen_in("f", "i-1", 100));
         assert!(!m.first_seen_in("f", "i-1", 200));
         // Replaying the first request (same receive time) marks it again.
@@ -220,11 +233,16 @@ mod tests {
         m.first_seen_in("f", "i", 1);
         m.save(2).expect("no-op");
         assert!(!dir2.path().join(FILE).exists());
+        // Nothing added since the last save: no write (flushes of data
+        // without instances do not touch the file).
+        let m = Instances::load(dir2.path(), true);
+        m.save(3).expect("nothing to save");
+        assert!(!dir2.path().join(FILE).exists());
     }
 
     #[test]
     fn the_map_is_bounded() {
-        let m = Instances::in_memory();
+        let m = Instances::default();
         for i in 0..(MAX_ENTRIES + 5) {
             m.first_seen_in("f", &i.to_string(), i as i64);
         }
