@@ -442,8 +442,24 @@ fn main() {
         "machine: {cores} cores; payload: {bytes_per_span:.0} protobuf bytes per span (batch 512)"
     );
 
-    let inproc_512 = in_process(&big, cores, secs);
-    let inproc_1 = in_process(&single, cores, secs);
+    // FAASIGHT_BENCH_DISK_ONLY=1: only the bytes-on-disk measurement;
+    // FAASIGHT_BENCH_KEEP=DIR keeps its data directory there for inspection.
+    let disk_only = std::env::var_os("FAASIGHT_BENCH_DISK_ONLY").is_some();
+    if !disk_only {
+        load_phases(&rt, &big, &single, cores, secs);
+    }
+    disk(&rt, &big, bytes_per_span);
+}
+
+fn load_phases(
+    rt: &tokio::runtime::Runtime,
+    big: &Arc<Vec<Bytes>>,
+    single: &Arc<Vec<Bytes>>,
+    cores: usize,
+    secs: f64,
+) {
+    let inproc_512 = in_process(big, cores, secs);
+    let inproc_1 = in_process(single, cores, secs);
     println!("\n| in-process decode + normalize + Parquet encode | spans/s |\n|---|---|");
     println!(
         "| batches of 512, {cores} threads | {inproc_512:.0} |\n| batches of 1, {cores} threads | {inproc_1:.0} |"
@@ -454,7 +470,7 @@ fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
     for protocol in ["http", "grpc"] {
-        for (batch, bodies, inproc) in [(512usize, &big, inproc_512), (1, &single, inproc_1)] {
+        for (batch, bodies, inproc) in [(512usize, big, inproc_512), (1, single, inproc_1)] {
             let levels: &[usize] = if batch == 512 {
                 &[1, 4, 16, 64]
             } else {
@@ -488,7 +504,7 @@ fn main() {
     let r = rt.block_on(load(
         "http",
         &server.http.clone(),
-        Arc::clone(&big),
+        Arc::clone(big),
         512,
         256,
         secs,
@@ -499,8 +515,10 @@ fn main() {
         "\noverload (http, batch 512, 256 concurrent, 64 MiB buffer): {:.0} spans/s, refused {}, p99 {:.1} ms, peak RSS {rss:.0} MiB",
         r.spans_per_sec, r.refused, r.p99_ms
     );
+}
 
-    // Disk: every unique span once, then a clean stop (flush).
+/// Every unique span once, then a clean stop (flush): bytes on disk per span.
+fn disk(rt: &tokio::runtime::Runtime, big: &Arc<Vec<Bytes>>, bytes_per_span: f64) {
     let server = start_server(&["--flush-interval", "1h"]);
     let r = rt.block_on(async {
         let client = reqwest::Client::new();
@@ -524,4 +542,10 @@ fn main() {
         bytes as f64 / (r * 512) as f64,
         records as f64 / (r * 512) as f64
     );
+    if let Some(keep) = std::env::var_os("FAASIGHT_BENCH_KEEP") {
+        let keep = Path::new(&keep);
+        let _ = std::fs::remove_dir_all(keep);
+        std::fs::rename(dir.path().join("data"), keep).expect("keep the data directory");
+        println!("data directory kept in {}", keep.display());
+    }
 }

@@ -140,3 +140,36 @@ async fn files_of_an_uncommitted_flush_are_removed_at_start() {
     assert!(!orphan.exists(), "the uncommitted file is deleted");
     assert_eq!(rows(&c), (3, 2));
 }
+
+#[tokio::test]
+async fn flushed_files_encode_ids_and_times_without_dictionaries() {
+    use parquet::basic::Encoding as Pq;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path());
+    submit(&c, 1, 4).await;
+    c.flusher.flush().await.expect("flush");
+    let snap = c.buffer.snapshot(Table::Spans);
+    let r =
+        SerializedFileReader::new(File::open(&snap.files[0].path).expect("open")).expect("parquet");
+    let rg = r.metadata().row_group(0);
+    let encodings = |name: &str| {
+        rg.columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .map(|c| c.encodings().collect::<Vec<_>>())
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    for (col, expected) in [
+        ("trace_id", Pq::DELTA_LENGTH_BYTE_ARRAY),
+        ("span_id", Pq::DELTA_LENGTH_BYTE_ARRAY),
+        ("time", Pq::DELTA_BINARY_PACKED),
+        ("end_time", Pq::DELTA_BINARY_PACKED),
+    ] {
+        let e = encodings(col);
+        assert!(e.contains(&expected), "{col}: {e:?}");
+        assert!(!e.contains(&Pq::RLE_DICTIONARY), "{col}: {e:?}");
+    }
+    assert!(!encodings("duration_ms").contains(&Pq::RLE_DICTIONARY));
+    // Repeated text keeps its dictionary.
+    assert!(encodings("name").contains(&Pq::RLE_DICTIONARY));
+}

@@ -16,14 +16,17 @@ use arrow::compute::{
 };
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
-use parquet::basic::{Compression, ZstdLevel};
+use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 
 use super::layout::{self, MICROS_PER_HOUR};
 use crate::buffer::FileMeta;
 use crate::model::Table;
-use crate::model::schema::{SCHEMA_VERSION, TIME};
+use crate::model::schema::{
+    DURATION_MS, END_TIME, OBSERVED_TIME, PARENT_SPAN_ID, REQUEST_ID, SCHEMA_VERSION, SPAN_ID,
+    TIME, TRACE_ID,
+};
 
 /// Errors of the storage stage.
 #[derive(Debug, thiserror::Error)]
@@ -72,14 +75,43 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         .build()
 }
 
+/// Columns whose values are (nearly) unique per row. A dictionary of them
+/// only grows until it spills to plain pages; without one, the lengths are
+/// delta-encoded (all equal) and zstd packs the hex digits to about half.
+const UNIQUE_TEXT_COLUMNS: [&str; 4] = [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, REQUEST_ID];
+
+/// Timestamps: delta-encoded (rows are sorted by time within a function).
+const TIME_COLUMNS: [&str; 3] = [TIME, END_TIME, OBSERVED_TIME];
+
+/// Durations with nanosecond fractions: a dictionary never pays off.
+const MEASURE_COLUMNS: [&str; 1] = [DURATION_MS];
+
 /// What every Parquet file faasight writes shares: zstd level 3, page
-/// statistics, `row_group` rows per row group and bloom filters on
-/// `bloom_columns`.
+/// statistics, `row_group` rows per row group, bloom filters on
+/// `bloom_columns`, and per-column encodings chosen for what the columns
+/// hold (ids, timestamps and durations without dictionaries; measured on
+/// Lambda-like spans: 52 → 40 bytes per span). The encodings are standard
+/// Parquet ones that DuckDB, pyarrow, Spark and Athena read.
 pub fn file_properties(row_group: usize, bloom_columns: &[&str]) -> WriterPropertiesBuilder {
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).unwrap_or_default()))
         .set_statistics_enabled(EnabledStatistics::Page)
         .set_max_row_group_row_count(Some(row_group));
+    for (columns, encoding) in [
+        (
+            &UNIQUE_TEXT_COLUMNS[..],
+            Some(Encoding::DELTA_LENGTH_BYTE_ARRAY),
+        ),
+        (&TIME_COLUMNS[..], Some(Encoding::DELTA_BINARY_PACKED)),
+        (&MEASURE_COLUMNS[..], None),
+    ] {
+        for col in columns {
+            props = props.set_column_dictionary_enabled((*col).into(), false);
+            if let Some(encoding) = encoding {
+                props = props.set_column_encoding((*col).into(), encoding);
+            }
+        }
+    }
     for col in bloom_columns {
         props = props
             .set_column_bloom_filter_enabled((*col).into(), true)
