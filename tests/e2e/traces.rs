@@ -620,6 +620,44 @@ fn trace_lookup_prunes_row_groups_with_bloom_filters() {
         all >= files,
         "without the id predicate every file is read ({all} of {files})"
     );
+    // The coalesced invocations are looked up the same way: a request id
+    // opens the file (of one per hour) that holds it.
+    let request = server.sql(&format!(
+        "SELECT request_id FROM invocations WHERE trace_id = '{id}' LIMIT 1"
+    ))[0]["request_id"]
+        .as_str()
+        .expect("the trace has an invocation")
+        .to_string();
+    let opened = |sql: &str| -> i64 {
+        let plan: String = server
+            .sql(&format!("EXPLAIN ANALYZE {sql}"))
+            .iter()
+            .filter_map(|r| r["plan"].as_str())
+            .collect::<Vec<_>>()
+            .join("\n");
+        let at = plan.find("files_opened=").expect("files_opened");
+        plan[at + 13..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse()
+            .expect("n")
+    };
+    let by_id = opened(&format!(
+        "SELECT count(*) FROM invocations WHERE request_id = '{request}'"
+    ));
+    let hidden = opened(&format!(
+        "SELECT count(*) FROM invocations WHERE lower(request_id) = '{request}'"
+    ));
+    // (A second file is a bloom filter false positive, as above.)
+    assert!(
+        (1..=2).contains(&by_id),
+        "a request id opened {by_id} of {hidden} invocation files"
+    );
+    assert!(
+        hidden >= 20,
+        "without the id every hour's file is read ({hidden})"
+    );
     let view = get_json(&format!("http://{}/api/v1/traces/{id}", server.api));
     assert!(
         view["span_count"].as_u64().is_some_and(|n| n >= 1),

@@ -117,11 +117,14 @@ impl Table {
         }
     }
 
-    /// Columns the flush sorts by inside a partition (then `time`), chosen so
-    /// that predicates on them prune row groups and pages.
+    /// Columns the flush sorts by inside a partition, chosen so that
+    /// predicates on them prune row groups and pages. Spans are read by
+    /// trace (Tempo's block layout): a trace's spans sit together, so a
+    /// lookup by id decodes one page range per column.
     pub fn sort_columns(self) -> &'static [&'static str] {
         match self {
-            Table::Spans | Table::Logs => &[SERVICE_NAME, FUNCTION_NAME, TIME],
+            Table::Spans => &[TRACE_ID, TIME],
+            Table::Logs => &[SERVICE_NAME, FUNCTION_NAME, TIME],
             Table::Metrics => &[SERVICE_NAME, NAME, TIME],
             Table::InvocationRecords => &[FUNCTION_NAME, TIME],
         }

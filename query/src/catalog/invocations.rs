@@ -54,7 +54,7 @@ use parking_lot::{Mutex, RwLock};
 
 use super::id_filter::IdFilters;
 use super::prune::TimeRange;
-use super::tables::{FaasightTable, ScanFile, parquet_scan};
+use super::tables::{FaasightTable, files_for_ids, parquet_scan};
 
 /// Where the coalesced files live under the data directory.
 pub const DIR: &str = "invocations";
@@ -539,7 +539,7 @@ fn write_coalesced(
     fingerprint: u64,
     batch: &RecordBatch,
 ) -> Result<FileMeta> {
-    let props = file_properties(128 * 1024, &["trace_id", "request_id"]).build();
+    let props = file_properties(128 * 1024, Table::InvocationRecords.bloom_columns()).build();
     let part = dir.join(layout::partition_dir(hour));
     let (path, size) = write_atomically(&part, &file_name(fingerprint), batch, props)
         .map_err(|e| DataFusionError::External(e.into()))?;
@@ -579,7 +579,15 @@ impl TableProvider for InvocationsView {
         let range = TimeRange::from_filters(filters);
         let split = self.split(&raw, range);
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let fresh: Vec<ScanFile> = split.fresh.iter().map(|f| (f, None)).collect();
+        // Coalesced files carry bloom filters on the same id columns as the
+        // records: a lookup by request or trace id reads only their row
+        // groups that can hold it.
+        let (fresh, pinned) = files_for_ids(
+            &self.ids,
+            split.fresh.iter(),
+            Table::InvocationRecords.bloom_columns(),
+            filters,
+        );
         if let Some(plan) = parquet_scan(
             state,
             &self.schema,
@@ -587,7 +595,7 @@ impl TableProvider for InvocationsView {
             projection,
             filters,
             limit,
-            false,
+            pinned,
         )? {
             plans.push(plan);
         }

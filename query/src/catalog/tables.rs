@@ -70,6 +70,50 @@ impl FaasightTable {
 /// A file to scan, with the row groups to read when not all.
 pub(crate) type ScanFile<'a> = (&'a FileMeta, Option<ParquetAccessPlan>);
 
+/// Id predicates (`trace_id = …`, `request_id IN (…)`) on `bloom_columns`
+/// skip the files whose bloom filters rule the ids out, before any file is
+/// opened, and name the row groups to read of the others. The flag says an
+/// id was pinned (the scan then pushes its filters into the decoder).
+pub(crate) fn files_for_ids<'a>(
+    ids: &IdFilters,
+    files: impl Iterator<Item = &'a FileMeta>,
+    bloom_columns: &[&str],
+    filters: &[Expr],
+) -> (Vec<ScanFile<'a>>, bool) {
+    let pinned: Vec<(&str, Vec<String>)> = bloom_columns
+        .iter()
+        .filter_map(|c| pinned_ids(filters, c).map(|ids| (*c, ids)))
+        .collect();
+    let files = files
+        .filter_map(|f| {
+            // The row groups every pinned column's filters allow (the lists
+            // of one file have one entry per row group each).
+            let mut keep: Option<Vec<bool>> = None;
+            for (col, wanted) in &pinned {
+                if let Some(groups) = ids.row_groups(&f.path, col, wanted) {
+                    keep = Some(match keep {
+                        Some(k) => k.iter().zip(&groups).map(|(a, b)| *a && *b).collect(),
+                        None => groups,
+                    });
+                }
+            }
+            match keep {
+                None => Some((f, None)),
+                Some(k) if !k.contains(&true) => None,
+                Some(k) if !k.contains(&false) => Some((f, None)),
+                Some(k) => {
+                    let mut plan = ParquetAccessPlan::new_all(k.len());
+                    for (i, _) in k.iter().enumerate().filter(|(_, scan)| !**scan) {
+                        plan.skip(i);
+                    }
+                    Some((f, Some(plan)))
+                }
+            }
+        })
+        .collect();
+    (files, !pinned.is_empty())
+}
+
 /// Splits files into `n` groups of similar total size so that scans run in
 /// parallel.
 fn file_groups(files: Vec<ScanFile<'_>>, n: usize) -> Vec<FileGroup> {
@@ -127,54 +171,15 @@ impl TableProvider for FaasightTable {
             Rows::Fixed(snapshot) => snapshot.clone(),
         };
         let range = TimeRange::from_filters(filters);
-        // Id predicates (`trace_id = …`, `request_id IN (…)`) skip the files
-        // whose bloom filters rule the ids out, before any file is opened.
-        let pinned: Vec<(&str, Vec<String>)> = self
-            .table
-            .bloom_columns()
-            .iter()
-            .filter_map(|c| pinned_ids(filters, c).map(|ids| (*c, ids)))
-            .collect();
-        let files: Vec<ScanFile> = snapshot
+        let in_range = snapshot
             .files
             .iter()
-            .filter(|f| range.overlaps_hour(f.hour_start_micros))
-            .filter_map(|f| {
-                // The row groups every pinned column's filters allow (the
-                // lists of one file have one entry per row group each).
-                let mut keep: Option<Vec<bool>> = None;
-                for (col, ids) in &pinned {
-                    if let Some(groups) = self.ids.row_groups(&f.path, col, ids) {
-                        keep = Some(match keep {
-                            Some(k) => k.iter().zip(&groups).map(|(a, b)| *a && *b).collect(),
-                            None => groups,
-                        });
-                    }
-                }
-                match keep {
-                    None => Some((f, None)),
-                    Some(k) if !k.contains(&true) => None,
-                    Some(k) if !k.contains(&false) => Some((f, None)),
-                    Some(k) => {
-                        let mut plan = ParquetAccessPlan::new_all(k.len());
-                        for (i, _) in k.iter().enumerate().filter(|(_, scan)| !**scan) {
-                            plan.skip(i);
-                        }
-                        Some((f, Some(plan)))
-                    }
-                }
-            })
-            .collect();
+            .filter(|f| range.overlaps_hour(f.hour_start_micros));
+        let (files, pinned) =
+            files_for_ids(&self.ids, in_range, self.table.bloom_columns(), filters);
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(plan) = parquet_scan(
-            state,
-            &schema,
-            files,
-            projection,
-            filters,
-            limit,
-            !pinned.is_empty(),
-        )? {
+        if let Some(plan) = parquet_scan(state, &schema, files, projection, filters, limit, pinned)?
+        {
             plans.push(plan);
         }
         if !snapshot.batches.is_empty() {
