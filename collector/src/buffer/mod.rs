@@ -107,19 +107,30 @@ impl Buffer {
     }
 
     /// Publishes the files of a finished flush and forgets its rows.
+    ///
+    /// The files replace the rows in one step under the lock; counting and
+    /// freeing the rows (tens of thousands of small batches when functions
+    /// send a span per request) happens outside it, so appends, and the
+    /// requests waiting on them, do not stall behind a flush. Until then the
+    /// usage is overstated, which only makes back-pressure earlier.
     pub fn commit_flush(&self, files: Vec<(Table, FileMeta)>) {
-        let mut inner = self.inner.write();
-        for (table, file) in files {
-            inner.tables.entry(table).or_default().files.push(file);
-        }
-        let mut freed_rows = 0;
-        let mut freed_bytes = 0;
-        for state in inner.tables.values_mut() {
-            for b in state.flushing.drain(..) {
-                freed_rows += b.num_rows();
-                freed_bytes += b.get_array_memory_size();
+        let flushed: Vec<Vec<RecordBatch>> = {
+            let mut inner = self.inner.write();
+            for (table, file) in files {
+                inner.tables.entry(table).or_default().files.push(file);
             }
-        }
+            inner
+                .tables
+                .values_mut()
+                .map(|state| std::mem::take(&mut state.flushing))
+                .collect()
+        };
+        let (freed_rows, freed_bytes) =
+            flushed.iter().flatten().fold((0, 0), |(rows, bytes), b| {
+                (rows + b.num_rows(), bytes + b.get_array_memory_size())
+            });
+        drop(flushed);
+        let mut inner = self.inner.write();
         inner.rows -= freed_rows;
         inner.bytes -= freed_bytes;
     }

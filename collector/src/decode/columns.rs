@@ -17,17 +17,31 @@ impl Default for AttrMapBuilder {
     }
 }
 
+/// A string column builder sized for `rows` values of about `bytes` each.
+/// Arrow's `new()` reserves 1,024 values and 1 KiB per builder: a request
+/// of one span would then hold ~100 KiB of empty capacity in the buffer
+/// until the next flush.
+pub fn text_builder(rows: usize, bytes: usize) -> StringBuilder {
+    StringBuilder::with_capacity(rows, rows * bytes)
+}
+
 impl AttrMapBuilder {
     pub fn new() -> Self {
+        Self::with_capacity(1024)
+    }
+
+    /// Sized for `rows` maps of a few entries each.
+    pub fn with_capacity(rows: usize) -> Self {
         let names = MapFieldNames {
             entry: "entries".into(),
             key: "keys".into(),
             value: "values".into(),
         };
-        AttrMapBuilder(MapBuilder::new(
+        AttrMapBuilder(MapBuilder::with_capacity(
             Some(names),
-            StringBuilder::new(),
-            StringBuilder::new(),
+            text_builder(rows * 4, 16),
+            text_builder(rows * 4, 16),
+            rows,
         ))
     }
 

@@ -11,6 +11,7 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 
+use super::columns::text_builder;
 use super::lambda_report::{PlatformLine, Report};
 use crate::model::Table;
 
@@ -150,24 +151,29 @@ pub struct RecordColumns {
 
 impl Default for RecordColumns {
     fn default() -> Self {
-        RecordColumns {
-            time: TimestampMicrosecondBuilder::new().with_timezone("UTC"),
-            text: Default::default(),
-            cold_start: BooleanBuilder::new(),
-            init_duration_ms: Float64Builder::new(),
-            duration_ms: Float64Builder::new(),
-            billed_duration_ms: Int64Builder::new(),
-            memory_size_mb: Int64Builder::new(),
-            max_memory_used_mb: Int64Builder::new(),
-            status: StringBuilder::new(),
-            error_type: StringBuilder::new(),
-            source: StringBuilder::new(),
-            rows: 0,
-        }
+        Self::with_capacity(1024)
     }
 }
 
 impl RecordColumns {
+    /// Builders sized for `rows` records (most requests carry a few).
+    pub fn with_capacity(rows: usize) -> Self {
+        RecordColumns {
+            time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
+            text: std::array::from_fn(|_| text_builder(rows, 16)),
+            cold_start: BooleanBuilder::with_capacity(rows),
+            init_duration_ms: Float64Builder::with_capacity(rows),
+            duration_ms: Float64Builder::with_capacity(rows),
+            billed_duration_ms: Int64Builder::with_capacity(rows),
+            memory_size_mb: Int64Builder::with_capacity(rows),
+            max_memory_used_mb: Int64Builder::with_capacity(rows),
+            status: text_builder(rows, 8),
+            error_type: text_builder(rows, 0),
+            source: text_builder(rows, 8),
+            rows: 0,
+        }
+    }
+
     pub fn append(&mut self, r: &InvocationRecord) {
         self.time.append_value(r.time_micros);
         let [

@@ -89,7 +89,7 @@ pub fn writer_properties(table: Table) -> WriterProperties {
 /// delta-encoded (all equal) and zstd packs the hex digits to about half.
 const UNIQUE_TEXT_COLUMNS: [&str; 4] = [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, REQUEST_ID];
 
-/// Timestamps: delta-encoded (rows are sorted by time within a function).
+/// Timestamps: delta-encoded (neighbouring rows are close in time).
 const TIME_COLUMNS: [&str; 3] = [TIME, END_TIME, OBSERVED_TIME];
 
 /// Durations with nanosecond fractions: a dictionary never pays off.

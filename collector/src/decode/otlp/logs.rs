@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
+use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, text_builder};
 use crate::decode::invocations::{self, RecordColumns};
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
@@ -57,21 +57,26 @@ impl Default for LogColumns {
 
 impl LogColumns {
     pub fn new() -> Self {
-        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+        Self::with_capacity(1024)
+    }
+
+    /// Builders sized for `rows` log records.
+    pub fn with_capacity(rows: usize) -> Self {
+        let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
         LogColumns {
             time: ts(),
             observed_time: ts(),
-            severity_text: StringBuilder::new(),
-            severity_number: Int32Builder::new(),
-            body: StringBuilder::new(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            function_name: StringBuilder::new(),
-            request_id: StringBuilder::new(),
-            attributes: AttrMapBuilder::new(),
-            resource_attributes: AttrMapBuilder::new(),
-            scope_name: StringBuilder::new(),
+            severity_text: text_builder(rows, 5),
+            severity_number: Int32Builder::with_capacity(rows),
+            body: text_builder(rows, 64),
+            trace_id: text_builder(rows, 32),
+            span_id: text_builder(rows, 16),
+            service_name: text_builder(rows, 16),
+            function_name: text_builder(rows, 16),
+            request_id: text_builder(rows, 36),
+            attributes: AttrMapBuilder::with_capacity(rows),
+            resource_attributes: AttrMapBuilder::with_capacity(rows),
+            scope_name: text_builder(rows, 16),
             rows: 0,
         }
     }
@@ -149,8 +154,14 @@ pub fn normalize(
     now_micros: i64,
 ) -> Result<Normalized, arrow::error::ArrowError> {
     let mut out = Normalized::default();
-    let mut cols = LogColumns::new();
-    let mut records = RecordColumns::default();
+    let logs: usize = req
+        .resource_logs
+        .iter()
+        .flat_map(|rl| &rl.scope_logs)
+        .map(|sl| sl.log_records.len())
+        .sum();
+    let mut cols = LogColumns::with_capacity(logs);
+    let mut records = RecordColumns::with_capacity(1);
     for rl in &req.resource_logs {
         let empty = Vec::new();
         let res_attrs = rl.resource.as_ref().map_or(&empty, |r| &r.attributes);

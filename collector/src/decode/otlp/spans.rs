@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
+use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, text_builder};
 use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
@@ -42,28 +42,29 @@ struct SpanColumns {
 }
 
 impl SpanColumns {
-    fn new() -> Self {
-        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    /// Builders sized for `rows` spans.
+    fn with_capacity(rows: usize) -> Self {
+        let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
         SpanColumns {
             time: ts(),
             end_time: ts(),
-            duration_ms: Float64Builder::new(),
-            trace_id: StringBuilder::new(),
-            span_id: StringBuilder::new(),
-            parent_span_id: StringBuilder::new(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            status_code: StringBuilder::new(),
-            status_message: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            function_name: StringBuilder::new(),
-            request_id: StringBuilder::new(),
-            cold_start: BooleanBuilder::new(),
-            attributes: AttrMapBuilder::new(),
-            resource_attributes: AttrMapBuilder::new(),
-            events: StringBuilder::new(),
-            links: StringBuilder::new(),
-            scope_name: StringBuilder::new(),
+            duration_ms: Float64Builder::with_capacity(rows),
+            trace_id: text_builder(rows, 32),
+            span_id: text_builder(rows, 16),
+            parent_span_id: text_builder(rows, 16),
+            name: text_builder(rows, 24),
+            kind: text_builder(rows, 8),
+            status_code: text_builder(rows, 5),
+            status_message: text_builder(rows, 0),
+            service_name: text_builder(rows, 16),
+            function_name: text_builder(rows, 16),
+            request_id: text_builder(rows, 36),
+            cold_start: BooleanBuilder::with_capacity(rows),
+            attributes: AttrMapBuilder::with_capacity(rows),
+            resource_attributes: AttrMapBuilder::with_capacity(rows),
+            events: text_builder(rows, 0),
+            links: text_builder(rows, 0),
+            scope_name: text_builder(rows, 16),
         }
     }
 
@@ -254,8 +255,14 @@ pub fn normalize_with(
     };
     let init = init_spans(req);
     let mut out = Normalized::default();
-    let mut cols = SpanColumns::new();
-    let mut records = RecordColumns::default();
+    let spans: usize = req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .map(|ss| ss.spans.len())
+        .sum();
+    let mut cols = SpanColumns::with_capacity(spans);
+    let mut records = RecordColumns::with_capacity(1);
     for rs in &req.resource_spans {
         let empty = Vec::new();
         let res_attrs = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);

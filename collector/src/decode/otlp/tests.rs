@@ -310,3 +310,26 @@ fn init_spans_mark_their_invocation_cold() {
         ]
     );
 }
+
+/// A one-span request (what a Lambda function sends per invocation) holds
+/// about what its values need until the next flush, not the 1,024-row
+/// capacity arrow's builders reserve by default (~100 KiB per request).
+#[test]
+fn a_one_span_request_holds_little_memory() {
+    let body = request(vec![span(vec![0xAB; 16])]).encode_to_vec();
+    let n = decode(Signal::Traces, Encoding::Protobuf, &body, 0).expect("decodes");
+    for b in &n.batches {
+        let bytes = b.batch.get_array_memory_size();
+        assert!(
+            bytes < 8 * 1024,
+            "{:?}: {} rows hold {bytes} bytes",
+            b.table,
+            b.batch.num_rows()
+        );
+    }
+    assert!(
+        n.batches
+            .iter()
+            .any(|b| b.table == crate::model::Table::Spans)
+    );
+}
