@@ -303,7 +303,9 @@ impl QueryEngine {
     /// Deletes replaced coalesced files now (a process that is the only
     /// reader, like `faasight generate`).
     pub fn purge_replaced_files(&self) -> usize {
-        self.coalesced.purge_retired(Duration::ZERO)
+        let purged = self.coalesced.purge_retired(Duration::ZERO);
+        self.ids.forget(&purged);
+        purged.len()
     }
 
     /// A session with the tables, the cost functions and `prices`.

@@ -138,6 +138,16 @@ impl IdFilters {
         })
     }
 
+    /// Drops the filters of `paths` (files that were deleted).
+    pub fn forget(&self, paths: &[PathBuf]) {
+        if paths.is_empty() {
+            return;
+        }
+        self.files
+            .write()
+            .retain(|(path, _), _| !paths.contains(path));
+    }
+
     /// Files cached (for tests and metrics).
     pub fn len(&self) -> usize {
         self.files.read().len()
@@ -188,5 +198,54 @@ mod tests {
         assert_eq!(ids(col("trace_id").not_eq(lit("a"))), None);
         assert_eq!(ids(col("span_id").eq(lit("a"))), None);
         assert_eq!(ids(col("trace_id").like(lit("a%"))), None);
+    }
+
+    #[test]
+    fn filters_are_read_once_and_forgotten_with_their_file() {
+        use std::sync::Arc;
+
+        use arrow::array::StringArray;
+        use arrow::datatypes::{DataType, Field, Schema};
+        use arrow::record_batch::RecordBatch;
+        use parquet::arrow::ArrowWriter;
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("f.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "trace_id",
+            DataType::Utf8,
+            false,
+        )]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(StringArray::from(vec!["a", "b"]))],
+        )
+        .expect("batch");
+        let props =
+            faasight_collector::storage::parquet::file_properties(1024, &["trace_id"]).build();
+        let mut w = ArrowWriter::try_new(
+            std::fs::File::create(&path).expect("create"),
+            schema,
+            Some(props),
+        )
+        .expect("writer");
+        w.write(&batch).expect("write");
+        w.close().expect("close");
+
+        let filters = super::IdFilters::default();
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            filters.row_groups(&path, "trace_id", &ids(&["a"])),
+            Some(vec![true])
+        );
+        assert_eq!(
+            filters.row_groups(&path, "trace_id", &ids(&["zz"])),
+            Some(vec![false])
+        );
+        assert_eq!(filters.len(), 1);
+        filters.forget(&[dir.path().join("other.parquet")]);
+        assert_eq!(filters.len(), 1);
+        filters.forget(&[path]);
+        assert!(filters.is_empty());
     }
 }

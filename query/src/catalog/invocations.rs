@@ -180,10 +180,10 @@ impl CoalescedStore {
         });
     }
 
-    /// Deletes replaced files retired at least `grace` ago.
-    pub fn purge_retired(&self, grace: Duration) -> usize {
+    /// Deletes replaced files retired at least `grace` ago; returns them.
+    pub fn purge_retired(&self, grace: Duration) -> Vec<PathBuf> {
         let mut retired = self.retired.lock();
-        let before = retired.len();
+        let mut purged = Vec::new();
         retired.retain(|(at, path)| {
             if at.elapsed() < grace {
                 return true;
@@ -193,9 +193,10 @@ impl CoalescedStore {
             {
                 tracing::warn!(path = %path.display(), error = %e, "could not remove a replaced coalesced file");
             }
+            purged.push(path.clone());
             false
         });
-        before - retired.len()
+        purged
     }
 
     /// Hours with a coalesced file (fresh or not), for `/metrics`.
@@ -525,7 +526,9 @@ impl InvocationsView {
                 written += 1;
             }
         }
-        self.store.purge_retired(RETIRE_AFTER);
+        // The id index holds the bloom filters of files it has seen; a
+        // deleted file's are dropped with it.
+        self.ids.forget(&self.store.purge_retired(RETIRE_AFTER));
         Ok(written)
     }
 }
@@ -750,9 +753,9 @@ mod tests {
         store.install(0xdef, second);
         assert!(store.fresh(hour, 0xabc).is_none());
         assert!(store.fresh(hour, 0xdef).is_some());
-        assert_eq!(store.purge_retired(Duration::from_secs(600)), 0);
+        assert_eq!(store.purge_retired(Duration::from_secs(600)).len(), 0);
         assert!(first.path.exists(), "kept for running queries");
-        assert_eq!(store.purge_retired(Duration::ZERO), 1);
+        assert_eq!(store.purge_retired(Duration::ZERO).len(), 1);
         assert!(!first.path.exists());
         // A new process finds the file on disk.
         let reopened = CoalescedStore::open(Some(dir.path()), "prices");
@@ -777,7 +780,7 @@ mod tests {
         let current = write_coalesced(&root, 7 * H, 2, &batch).expect("write");
         let store = CoalescedStore::open(Some(dir.path()), "prices");
         store.keep_only(7 * H, 2);
-        assert_eq!(store.purge_retired(Duration::ZERO), 1);
+        assert_eq!(store.purge_retired(Duration::ZERO).len(), 1);
         assert!(!old.path.exists());
         assert!(current.path.exists());
         assert!(store.fresh(7 * H, 2).is_some());
