@@ -17,6 +17,14 @@ impl Default for AttrMapBuilder {
     }
 }
 
+/// Rows to reserve for a request of `items` items: what it holds, up to a
+/// bound, so that a body of millions of tiny (and invalid) items cannot make
+/// the decoder reserve gigabytes before validating them; builders grow past
+/// it as rows are appended.
+pub fn rows_to_reserve(items: usize) -> usize {
+    items.min(8192)
+}
+
 /// A string column builder sized for `rows` values of about `bytes` each.
 /// Arrow's `new()` reserves 1,024 values and 1 KiB per builder: a request
 /// of one span would then hold ~100 KiB of empty capacity in the buffer

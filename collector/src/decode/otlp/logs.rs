@@ -8,7 +8,7 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, text_builder};
+use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, rows_to_reserve, text_builder};
 use crate::decode::invocations::{self, RecordColumns};
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
@@ -160,7 +160,7 @@ pub fn normalize(
         .flat_map(|rl| &rl.scope_logs)
         .map(|sl| sl.log_records.len())
         .sum();
-    let mut cols = LogColumns::with_capacity(logs);
+    let mut cols = LogColumns::with_capacity(rows_to_reserve(logs));
     let mut records = RecordColumns::with_capacity(1);
     for rl in &req.resource_logs {
         let empty = Vec::new();

@@ -12,7 +12,7 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, text_builder};
+use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, rows_to_reserve, text_builder};
 use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
@@ -261,7 +261,7 @@ pub fn normalize_with(
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len())
         .sum();
-    let mut cols = SpanColumns::with_capacity(spans);
+    let mut cols = SpanColumns::with_capacity(rows_to_reserve(spans));
     let mut records = RecordColumns::with_capacity(1);
     for rs in &req.resource_spans {
         let empty = Vec::new();
