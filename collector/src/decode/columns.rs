@@ -20,7 +20,8 @@ impl Default for AttrMapBuilder {
 /// Rows to reserve for a request of `items` items: what it holds, up to a
 /// bound, so that a body of millions of tiny (and invalid) items cannot make
 /// the decoder reserve gigabytes before validating them; builders grow past
-/// it as rows are appended.
+/// it as rows are appended. Every `with_capacity` constructor of the
+/// decoders' column sets applies it, so callers pass the item count as is.
 pub fn rows_to_reserve(items: usize) -> usize {
     items.min(8192)
 }
@@ -38,8 +39,10 @@ impl AttrMapBuilder {
         Self::with_capacity(1024)
     }
 
-    /// Sized for `rows` maps of a few entries each.
+    /// Sized for `rows` maps of a few entries each (at most
+    /// [`rows_to_reserve`]).
     pub fn with_capacity(rows: usize) -> Self {
+        let rows = rows_to_reserve(rows);
         let names = MapFieldNames {
             entry: "entries".into(),
             key: "keys".into(),

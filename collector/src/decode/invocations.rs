@@ -11,7 +11,7 @@ use arrow::array::{
 };
 use arrow::record_batch::RecordBatch;
 
-use super::columns::text_builder;
+use super::columns::{rows_to_reserve, text_builder};
 use super::lambda_report::{PlatformLine, Report};
 use crate::model::Table;
 
@@ -156,8 +156,10 @@ impl Default for RecordColumns {
 }
 
 impl RecordColumns {
-    /// Builders sized for `rows` records (most requests carry a few).
+    /// Builders sized for `rows` records (most requests carry a few; at most
+    /// [`rows_to_reserve`]).
     pub fn with_capacity(rows: usize) -> Self {
+        let rows = rows_to_reserve(rows);
         RecordColumns {
             time: TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC"),
             text: std::array::from_fn(|_| text_builder(rows, 16)),

@@ -130,6 +130,17 @@ impl Table {
         }
     }
 
+    /// Rows per Parquet data page, when smaller than the writer's default
+    /// (20,000 rows or 1 MiB). Spans, sorted by trace id, use small pages:
+    /// the page index then narrows a trace lookup to one page per column
+    /// instead of a row group.
+    pub fn page_rows(self) -> Option<usize> {
+        match self {
+            Table::Spans => Some(1024),
+            Table::Logs | Table::Metrics | Table::InvocationRecords => None,
+        }
+    }
+
     /// Columns that get a Parquet bloom filter.
     pub fn bloom_columns(self) -> &'static [&'static str] {
         match self {

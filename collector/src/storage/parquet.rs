@@ -61,9 +61,6 @@ const ID_TABLE_ROW_GROUP: usize = 16 * 1024;
 /// a week, 1% would send every lookup to several wrong row groups.
 const ID_BLOOM_FPP: f64 = 0.001;
 
-/// Rows per data page of span files (see `writer_properties`).
-const SPAN_PAGE_ROWS: usize = 1024;
-
 pub fn writer_properties(table: Table) -> WriterProperties {
     let row_group = if table.bloom_columns().is_empty() {
         256 * 1024
@@ -71,10 +68,8 @@ pub fn writer_properties(table: Table) -> WriterProperties {
         ID_TABLE_ROW_GROUP
     };
     let mut props = file_properties(row_group, table.bloom_columns());
-    if table == Table::Spans {
-        // Small pages: the page index then narrows a trace lookup (rows
-        // sorted by trace id) to a page per column instead of a row group.
-        props = props.set_data_page_row_count_limit(SPAN_PAGE_ROWS);
+    if let Some(rows) = table.page_rows() {
+        props = props.set_data_page_row_count_limit(rows);
     }
     props
         .set_key_value_metadata(Some(vec![KeyValue::new(

@@ -60,8 +60,9 @@ impl LogColumns {
         Self::with_capacity(1024)
     }
 
-    /// Builders sized for `rows` log records.
+    /// Builders sized for `rows` log records (at most [`rows_to_reserve`]).
     pub fn with_capacity(rows: usize) -> Self {
+        let rows = rows_to_reserve(rows);
         let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
         LogColumns {
             time: ts(),
@@ -160,7 +161,7 @@ pub fn normalize(
         .flat_map(|rl| &rl.scope_logs)
         .map(|sl| sl.log_records.len())
         .sum();
-    let mut cols = LogColumns::with_capacity(rows_to_reserve(logs));
+    let mut cols = LogColumns::with_capacity(logs);
     let mut records = RecordColumns::with_capacity(1);
     for rl in &req.resource_logs {
         let empty = Vec::new();

@@ -18,7 +18,7 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros};
+use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, rows_to_reserve, text_builder};
 use crate::model::{Normalized, Table, TableBatch};
 
 #[derive(Debug)]
@@ -77,6 +77,17 @@ fn point_function(attributes: &[KeyValue]) -> Option<&str> {
         )
 }
 
+/// How many data points (rows) `data` holds.
+fn point_count(data: &Data) -> usize {
+    match data {
+        Data::Gauge(g) => g.data_points.len(),
+        Data::Sum(s) => s.data_points.len(),
+        Data::Histogram(h) => h.data_points.len(),
+        Data::ExponentialHistogram(h) => h.data_points.len(),
+        Data::Summary(s) => s.data_points.len(),
+    }
+}
+
 /// What the points of one metric share.
 #[derive(Debug)]
 struct MetricContext<'a> {
@@ -90,35 +101,34 @@ struct MetricContext<'a> {
 }
 
 impl MetricColumns {
-    fn new() -> Self {
-        let ts = || TimestampMicrosecondBuilder::new().with_timezone("UTC");
+    /// Builders sized for `rows` data points (at most [`rows_to_reserve`]):
+    /// arrow's `new()` reserves 1,024 rows per column, which a one-point
+    /// request would hold in the buffer until the next flush.
+    fn with_capacity(rows: usize) -> Self {
+        let rows = rows_to_reserve(rows);
+        let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
+        let item = |data_type| Arc::new(Field::new("item", data_type, true));
         MetricColumns {
             time: ts(),
             start_time: ts(),
-            name: StringBuilder::new(),
-            kind: StringBuilder::new(),
-            value: Float64Builder::new(),
-            count: Int64Builder::new(),
-            sum: Float64Builder::new(),
-            min: Float64Builder::new(),
-            max: Float64Builder::new(),
-            bounds: ListBuilder::new(Float64Builder::new()).with_field(Arc::new(Field::new(
-                "item",
-                DataType::Float64,
-                true,
-            ))),
-            bucket_counts: ListBuilder::new(Int64Builder::new()).with_field(Arc::new(Field::new(
-                "item",
-                DataType::Int64,
-                true,
-            ))),
-            unit: StringBuilder::new(),
-            description: StringBuilder::new(),
-            service_name: StringBuilder::new(),
-            function_name: StringBuilder::new(),
-            attributes: AttrMapBuilder::new(),
-            resource_attributes: AttrMapBuilder::new(),
-            scope_name: StringBuilder::new(),
+            name: text_builder(rows, 24),
+            kind: text_builder(rows, 9),
+            value: Float64Builder::with_capacity(rows),
+            count: Int64Builder::with_capacity(rows),
+            sum: Float64Builder::with_capacity(rows),
+            min: Float64Builder::with_capacity(rows),
+            max: Float64Builder::with_capacity(rows),
+            bounds: ListBuilder::with_capacity(Float64Builder::with_capacity(0), rows)
+                .with_field(item(DataType::Float64)),
+            bucket_counts: ListBuilder::with_capacity(Int64Builder::with_capacity(0), rows)
+                .with_field(item(DataType::Int64)),
+            unit: text_builder(rows, 4),
+            description: text_builder(rows, 0),
+            service_name: text_builder(rows, 16),
+            function_name: text_builder(rows, 16),
+            attributes: AttrMapBuilder::with_capacity(rows),
+            resource_attributes: AttrMapBuilder::with_capacity(rows),
+            scope_name: text_builder(rows, 16),
             rows: 0,
         }
     }
@@ -316,7 +326,15 @@ pub fn normalize(
     req: &ExportMetricsServiceRequest,
 ) -> Result<Normalized, arrow::error::ArrowError> {
     let mut out = Normalized::default();
-    let mut cols = MetricColumns::new();
+    let points: usize = req
+        .resource_metrics
+        .iter()
+        .flat_map(|rm| &rm.scope_metrics)
+        .flat_map(|sm| &sm.metrics)
+        .filter_map(|m| m.data.as_ref())
+        .map(point_count)
+        .sum();
+    let mut cols = MetricColumns::with_capacity(points);
     for rm in &req.resource_metrics {
         let empty = Vec::new();
         let res_attrs = rm.resource.as_ref().map_or(&empty, |r| &r.attributes);

@@ -42,8 +42,9 @@ struct SpanColumns {
 }
 
 impl SpanColumns {
-    /// Builders sized for `rows` spans.
+    /// Builders sized for `rows` spans (at most [`rows_to_reserve`]).
     fn with_capacity(rows: usize) -> Self {
+        let rows = rows_to_reserve(rows);
         let ts = || TimestampMicrosecondBuilder::with_capacity(rows).with_timezone("UTC");
         SpanColumns {
             time: ts(),
@@ -261,7 +262,7 @@ pub fn normalize_with(
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len())
         .sum();
-    let mut cols = SpanColumns::with_capacity(rows_to_reserve(spans));
+    let mut cols = SpanColumns::with_capacity(spans);
     let mut records = RecordColumns::with_capacity(1);
     for rs in &req.resource_spans {
         let empty = Vec::new();

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::*;
-use crate::model::schema;
+use crate::model::{Table, schema};
 
 fn kv(key: &str, v: Value) -> KeyValue {
     KeyValue {
@@ -315,21 +315,45 @@ fn init_spans_mark_their_invocation_cold() {
 /// about what its values need until the next flush, not the 1,024-row
 /// capacity arrow's builders reserve by default (~100 KiB per request).
 #[test]
-fn a_one_span_request_holds_little_memory() {
-    let body = request(vec![span(vec![0xAB; 16])]).encode_to_vec();
-    let n = decode(Signal::Traces, Encoding::Protobuf, &body, 0).expect("decodes");
-    for b in &n.batches {
-        let bytes = b.batch.get_array_memory_size();
-        assert!(
-            bytes < 8 * 1024,
-            "{:?}: {} rows hold {bytes} bytes",
-            b.table,
-            b.batch.num_rows()
-        );
+fn one_item_requests_of_every_signal_hold_little_memory() {
+    let span = request(vec![span(vec![0xAB; 16])]).encode_to_vec();
+    let point = serde_json::json!({"resourceMetrics": [{"scopeMetrics": [{"metrics": [
+        {"name": "faas.invocations", "sum": {"aggregationTemporality": 1, "isMonotonic": true,
+         "dataPoints": [{"timeUnixNano": "1764331200000000000", "asInt": "7"}]}},
+        {"name": "faas.duration", "histogram": {"aggregationTemporality": 1, "dataPoints": [
+            {"timeUnixNano": "1764331200000000000", "count": "3", "sum": 12.5,
+             "explicitBounds": [5, 10], "bucketCounts": ["1", "1", "1"]}]}}]}]}]})
+    .to_string();
+    let log = serde_json::json!({"resourceLogs": [{"scopeLogs": [{"logRecords": [
+        {"timeUnixNano": "1764331200000000000", "body": {"stringValue": "hello"}}]}]}]})
+    .to_string();
+    let requests = [
+        (
+            Signal::Traces,
+            Encoding::Protobuf,
+            span.as_slice(),
+            Table::Spans,
+        ),
+        (
+            Signal::Metrics,
+            Encoding::Json,
+            point.as_bytes(),
+            Table::Metrics,
+        ),
+        (Signal::Logs, Encoding::Json, log.as_bytes(), Table::Logs),
+    ];
+    for (signal, encoding, body, table) in requests {
+        let n = decode(signal, encoding, body, 0).expect("decodes");
+        assert_eq!(n.rejected, 0, "{signal:?}");
+        assert!(n.batches.iter().any(|b| b.table == table), "{signal:?}");
+        for b in &n.batches {
+            let bytes = b.batch.get_array_memory_size();
+            assert!(
+                bytes < 8 * 1024,
+                "{:?}: {} rows hold {bytes} bytes",
+                b.table,
+                b.batch.num_rows()
+            );
+        }
     }
-    assert!(
-        n.batches
-            .iter()
-            .any(|b| b.table == crate::model::Table::Spans)
-    );
 }
