@@ -281,6 +281,8 @@ impl Writer {
                     self.buffer.append(batches);
                     let _ = done.send(Ok(()));
                 }
+                // After the replies: the requests do not wait for it.
+                self.buffer.merge_small_batches();
                 let (rows, bytes) = self.buffer.usage();
                 self.metrics.buffer_rows.set(rows as u64);
                 self.metrics.buffer_bytes.set(bytes as u64);

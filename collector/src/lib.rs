@@ -258,6 +258,7 @@ fn replay_segment(
                 report.records_replayed += 1;
                 report.rows_replayed += n.rows();
                 buffer.append(n.batches);
+                buffer.merge_small_batches();
             }
             Err(e) => {
                 tracing::error!(segment = id, error = %e, "wal record no longer decodes; skipped")

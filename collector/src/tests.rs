@@ -81,6 +81,90 @@ async fn a_second_writer_on_the_same_directory_is_refused() {
     open(dir.path());
 }
 
+/// A request of one span named `one-{n}`.
+fn one_span(n: u32) -> Vec<u8> {
+    let span = Span {
+        trace_id: [n.to_be_bytes(); 4].concat(),
+        span_id: [n.to_be_bytes(); 2].concat(),
+        name: format!("one-{n}"),
+        start_time_unix_nano: 1_764_331_200_000_000_000,
+        end_time_unix_nano: 1_764_331_200_001_000_000,
+        ..Default::default()
+    };
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            scope_spans: vec![ScopeSpans {
+                spans: vec![span],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// The span names the buffer holds, in order, and how many batches hold them.
+fn buffered_names(c: &Collector) -> (Vec<String>, usize) {
+    let snap = c.buffer.snapshot(Table::Spans);
+    let names = snap
+        .batches
+        .iter()
+        .flat_map(|b| {
+            let col = b.column(b.schema().index_of("name").expect("name"));
+            arrow::array::AsArray::as_string::<i32>(col)
+                .iter()
+                .map(|v| v.expect("name").to_string())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    (names, snap.batches.len())
+}
+
+/// One-span requests (a Lambda function exporting per invocation) are merged
+/// as they arrive: the buffer holds a few batches instead of one per
+/// request, with every row once and in order, its byte count matching what
+/// it holds; replay merges the same way and the flush writes every row.
+#[tokio::test]
+async fn one_span_requests_are_merged_in_the_buffer() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path());
+    let requests = 1000;
+    // From 1: an all-zero trace id is invalid.
+    for n in 1..=requests {
+        let b = one_span(n);
+        let d = otlp::decode(Signal::Traces, Encoding::Protobuf, &b, 0).expect("decodes");
+        let kind = otlp::record_kind(Signal::Traces, Encoding::Protobuf);
+        c.ingest
+            .submit(kind, 0, &b, d.batches)
+            .await
+            .expect("durable");
+    }
+    let expected: Vec<String> = (1..=requests).map(|n| format!("one-{n}")).collect();
+    let (names, batches) = buffered_names(&c);
+    assert_eq!(names, expected);
+    assert!(
+        batches < 300,
+        "{batches} batches for {requests} one-span requests"
+    );
+    let held = Table::ALL
+        .iter()
+        .flat_map(|t| c.buffer.snapshot(*t).batches)
+        .fold((0, 0), |(rows, bytes), b| {
+            (rows + b.num_rows(), bytes + b.get_array_memory_size())
+        });
+    assert_eq!(held.0, requests as usize, "spans only");
+    assert_eq!(c.buffer.usage(), held);
+    drop(c);
+
+    let c = open(dir.path());
+    let (names, batches) = buffered_names(&c);
+    assert!(names == expected, "replayed: {} rows", names.len());
+    assert!(batches < 300, "{batches} batches after replay");
+    let report = c.flusher.flush().await.expect("flush");
+    assert_eq!(report.rows, requests as usize);
+    assert_eq!(rows(&c), (0, requests as usize));
+}
+
 #[tokio::test]
 async fn replay_restores_unflushed_rows_and_is_idempotent() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -14,6 +14,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use arrow::compute::concat_batches;
 use arrow::record_batch::RecordBatch;
 use parking_lot::RwLock;
 
@@ -31,9 +32,20 @@ pub struct FileMeta {
 #[derive(Debug, Default)]
 struct TableState {
     active: Vec<RecordBatch>,
+    /// `active[merged..]` are the batches appended since the last merge
+    /// (see [`Buffer::merge_small_batches`]).
+    merged: usize,
     flushing: Vec<RecordBatch>,
     files: Vec<FileMeta>,
 }
+
+/// A run of this many batches appended since the last merge is merged into
+/// one when its batches are small (see [`Buffer::merge_small_batches`]).
+const MERGE_RUN: usize = 256;
+
+/// Batches of fewer rows than this on average count as small: a function
+/// that sends a span per invocation makes one-row batches.
+const SMALL_BATCH_ROWS: usize = 64;
 
 /// What a query reads of one table at one instant.
 #[derive(Debug, Clone, Default)]
@@ -75,6 +87,72 @@ impl Buffer {
         }
     }
 
+    /// Merges each table's run of small batches into one batch once the run
+    /// is [`MERGE_RUN`] batches long; returns how many batches were merged.
+    ///
+    /// One-span requests (the Lambda case) append one-row batches: tens of
+    /// thousands per flush, each with a few dozen buffers of its own, which
+    /// every query snapshot clones and the flush concatenates, counts and
+    /// frees. Merging them as they come keeps the buffer at a few batches.
+    ///
+    /// Called only by the WAL writer, after it has answered its group, and by
+    /// replay before the writer starts: the one thread that changes `active`
+    /// (appends and `begin_flush` both go through it), so the run read under the read lock is still there
+    /// when it is replaced under the write lock. Queries see the run or the
+    /// merged batch, the same rows either way.
+    pub fn merge_small_batches(&self) -> usize {
+        let runs: Vec<(Table, usize, Vec<RecordBatch>)> = {
+            let inner = self.inner.read();
+            inner
+                .tables
+                .iter()
+                .filter(|(_, state)| state.active.len() - state.merged >= MERGE_RUN)
+                .map(|(table, state)| (*table, state.merged, state.active[state.merged..].to_vec()))
+                .collect()
+        };
+        let mut merged_batches = 0;
+        for (table, start, run) in runs {
+            let rows: usize = run.iter().map(RecordBatch::num_rows).sum();
+            let merged = if rows < SMALL_BATCH_ROWS * run.len() {
+                match concat_batches(&table.schema(), &run) {
+                    Ok(batch) => Some(batch),
+                    Err(e) => {
+                        tracing::warn!(table = table.name(), error = %e, "could not merge buffered batches");
+                        None
+                    }
+                }
+            } else {
+                None
+            };
+            let end = start + run.len();
+            let mut inner = self.inner.write();
+            let Some(state) = inner.tables.get_mut(&table) else {
+                continue;
+            };
+            if state.merged != start || state.active.len() < end {
+                continue;
+            }
+            let Some(batch) = merged else {
+                // Large batches are left as they are.
+                state.merged = end;
+                continue;
+            };
+            let (old, new) = (
+                run.iter()
+                    .map(RecordBatch::get_array_memory_size)
+                    .sum::<usize>(),
+                batch.get_array_memory_size(),
+            );
+            state.active.splice(start..end, [batch]);
+            state.merged = start + 1;
+            inner.bytes = (inner.bytes + new).saturating_sub(old);
+            merged_batches += run.len();
+            drop(inner);
+            drop(run);
+        }
+        merged_batches
+    }
+
     /// Rows and bytes held in memory (active and flushing).
     pub fn usage(&self) -> (usize, usize) {
         let inner = self.inner.read();
@@ -100,6 +178,7 @@ impl Buffer {
             .iter_mut()
             .filter_map(|(table, state)| {
                 let active = std::mem::take(&mut state.active);
+                state.merged = 0;
                 state.flushing.extend(active);
                 (!state.flushing.is_empty()).then(|| (*table, state.flushing.clone()))
             })
