@@ -97,9 +97,10 @@ impl Buffer {
     ///
     /// Called only by the WAL writer, after it has answered its group, and by
     /// replay before the writer starts: the one thread that changes `active`
-    /// (appends and `begin_flush` both go through it), so the run read under the read lock is still there
-    /// when it is replaced under the write lock. Queries see the run or the
-    /// merged batch, the same rows either way.
+    /// (appends and `begin_flush` both go through it), so the run read under
+    /// the read lock is still there when it is replaced under the write
+    /// lock. Queries see the run or the merged batch, the same rows either
+    /// way.
     pub fn merge_small_batches(&self) -> usize {
         let runs: Vec<(Table, usize, Vec<RecordBatch>)> = {
             let inner = self.inner.read();
