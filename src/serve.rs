@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use axum::serve::ListenerExt;
 use faasight_collector::ingest::Limits;
 use faasight_collector::receive::{self, Receiver, ReceiverConfig};
 use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
@@ -29,6 +30,17 @@ async fn bind(name: &str, addr: SocketAddr) -> Result<TcpListener, BoxError> {
     TcpListener::bind(addr)
         .await
         .map_err(|e| format!("could not bind {name} on {addr}: {e}").into())
+}
+
+/// Turns off Nagle's algorithm on an accepted connection. Responses are
+/// small and written in more than one piece (HTTP/2 frames for gRPC:
+/// headers, data, trailers); with Nagle on, the last piece waits for the
+/// client's delayed ACK, up to 40 ms on Linux, so an exporter sending one
+/// batch at a time would stall on every request.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(e) = stream.set_nodelay(true) {
+        tracing::debug!(error = %e, "could not set TCP_NODELAY");
+    }
 }
 
 /// How often settled hours of `invocations` are merged on disk (the first
@@ -233,14 +245,17 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             .add_service(logs)
             .add_service(metrics)
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_listener),
+                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
                 stopped(),
             ),
     );
     let http = tokio::spawn(
-        axum::serve(http_listener, receive::http::router(receiver))
-            .with_graceful_shutdown(stopped())
-            .into_future(),
+        axum::serve(
+            http_listener.tap_io(no_delay),
+            receive::http::router(receiver),
+        )
+        .with_graceful_shutdown(stopped())
+        .into_future(),
     );
     let ready = Arc::new(AtomicBool::new(false));
     let coalescer = tokio::spawn(engine.clone().run_coalescer(COALESCE_EVERY, stopped()));
@@ -251,7 +266,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         rules: rules.clone(),
     };
     let api = tokio::spawn(
-        axum::serve(api_listener, api::router(api_state))
+        axum::serve(api_listener.tap_io(no_delay), api::router(api_state))
             .with_graceful_shutdown(stopped())
             .into_future(),
     );
