@@ -13,7 +13,10 @@ pub(crate) struct Serve {
 }
 
 impl Serve {
-    /// `faasight serve --data-dir DIR` plus `extra` flags, all ports 0.
+    /// `faasight serve --data-dir DIR` plus `extra` flags, all ports 0, and
+    /// no alert rules: the default `./rules` (the repository's example
+    /// rules, found from the bench's working directory) would run their
+    /// queries over the benchmark's data in the background and skew it.
     pub(crate) fn start(data_dir: &Path, extra: &[&str]) -> Serve {
         let mut child = Command::new(env!("CARGO_BIN_EXE_faasight"))
             .arg("serve")
@@ -29,6 +32,8 @@ impl Serve {
                 "--pg-addr",
                 "127.0.0.1:0",
             ])
+            .arg("--rules-dir")
+            .arg(data_dir.join("no-rules"))
             .args(extra)
             .env("FAASIGHT_LOG", "warn")
             .stdout(Stdio::piped())
