@@ -31,6 +31,11 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
 
+/// The allocator the server binary uses (src/main.rs), so the in-process
+/// figure and the server's are compared on equal terms.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// xorshift64*: deterministic, dependency-free randomness.
 struct Rng(u64);
 
