@@ -10,6 +10,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use faasight_query::cost::PriceCatalog;
+use faasight_query::format::{self, Format};
+use faasight_query::{QueryConfig, QueryEngine};
 
 /// mimalloc instead of glibc's malloc: one-span requests allocate a few
 /// hundred small objects each on the tokio workers that the WAL writer and
@@ -18,9 +21,6 @@ use clap::{Parser, Subcommand};
 /// DataFusion's own CLI makes the same choice.
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use faasight_query::cost::PriceCatalog;
-use faasight_query::format::{self, Format};
-use faasight_query::{QueryConfig, QueryEngine};
 
 /// Traces, cold starts and cost for serverless functions.
 #[derive(Debug, Parser)]

@@ -88,7 +88,7 @@ impl Buffer {
     }
 
     /// Merges each table's run of small batches into one batch once the run
-    /// is [`MERGE_RUN`] batches long; returns how many batches were merged.
+    /// is [`MERGE_RUN`] batches long.
     ///
     /// One-span requests (the Lambda case) append one-row batches: tens of
     /// thousands per flush, each with a few dozen buffers of its own, which
@@ -101,7 +101,7 @@ impl Buffer {
     /// the read lock is still there when it is replaced under the write
     /// lock. Queries see the run or the merged batch, the same rows either
     /// way.
-    pub fn merge_small_batches(&self) -> usize {
+    pub fn merge_small_batches(&self) {
         let runs: Vec<(Table, usize, Vec<RecordBatch>)> = {
             let inner = self.inner.read();
             inner
@@ -111,7 +111,6 @@ impl Buffer {
                 .map(|(table, state)| (*table, state.merged, state.active[state.merged..].to_vec()))
                 .collect()
         };
-        let mut merged_batches = 0;
         for (table, start, run) in runs {
             let rows: usize = run.iter().map(RecordBatch::num_rows).sum();
             let merged = if rows < SMALL_BATCH_ROWS * run.len() {
@@ -147,11 +146,9 @@ impl Buffer {
             state.active.splice(start..end, [batch]);
             state.merged = start + 1;
             inner.bytes = (inner.bytes + new).saturating_sub(old);
-            merged_batches += run.len();
             drop(inner);
             drop(run);
         }
-        merged_batches
     }
 
     /// Rows and bytes held in memory (active and flushing).

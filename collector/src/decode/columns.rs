@@ -11,12 +11,6 @@ use super::attrs::value_to_string;
 #[derive(Debug)]
 pub struct AttrMapBuilder(MapBuilder<StringBuilder, StringBuilder>);
 
-impl Default for AttrMapBuilder {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Rows to reserve for a request of `items` items: what it holds, up to a
 /// bound, so that a body of millions of tiny (and invalid) items cannot make
 /// the decoder reserve gigabytes before validating them; builders grow past
@@ -35,10 +29,6 @@ pub fn text_builder(rows: usize, bytes: usize) -> StringBuilder {
 }
 
 impl AttrMapBuilder {
-    pub fn new() -> Self {
-        Self::with_capacity(1024)
-    }
-
     /// Sized for `rows` maps of a few entries each (at most
     /// [`rows_to_reserve`]).
     pub fn with_capacity(rows: usize) -> Self {

@@ -139,8 +139,9 @@ pub fn decode_subscriptions(
     now_micros: i64,
 ) -> Result<Normalized, arrow::error::ArrowError> {
     let mut out = Normalized::default();
-    let mut logs = LogColumns::new();
-    let mut records = RecordColumns::default();
+    let events = subs.iter().map(|s| s.log_events.len()).sum();
+    let mut logs = LogColumns::with_capacity(events);
+    let mut records = RecordColumns::with_capacity(1);
     for sub in subs {
         if sub.message_type != "DATA_MESSAGE" {
             continue;

@@ -157,8 +157,9 @@ fn record(v: &Value) -> Result<InvocationRecord, String> {
 pub fn decode(body: &[u8]) -> Result<(Normalized, Rejections), BodyError> {
     let mut out = Normalized::default();
     let mut rejections = Vec::new();
-    let mut cols = RecordColumns::default();
-    for (i, v) in rows(body)?.iter().enumerate() {
+    let rows = rows(body)?;
+    let mut cols = RecordColumns::with_capacity(rows.len());
+    for (i, v) in rows.iter().enumerate() {
         match record(v) {
             Ok(r) => {
                 cols.append(&r);

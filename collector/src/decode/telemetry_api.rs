@@ -289,8 +289,8 @@ pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, T
     let events: Vec<Value> =
         serde_json::from_slice(body).map_err(|e| TelemetryError::Body(e.to_string()))?;
     let mut out = Normalized::default();
-    let mut records = RecordColumns::default();
-    let mut logs = LogColumns::new();
+    let mut records = RecordColumns::with_capacity(1);
+    let mut logs = LogColumns::with_capacity(events.len());
     let mut state = PlatformState::default();
     for (i, e) in events.iter().enumerate() {
         let kind = e

@@ -49,17 +49,7 @@ pub struct LogRow<'a> {
     pub scope_name: Option<&'a str>,
 }
 
-impl Default for LogColumns {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 impl LogColumns {
-    pub fn new() -> Self {
-        Self::with_capacity(1024)
-    }
-
     /// Builders sized for `rows` log records (at most [`rows_to_reserve`]).
     pub fn with_capacity(rows: usize) -> Self {
         let rows = rows_to_reserve(rows);
