@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use datafusion::datasource::TableProvider;
+use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
@@ -20,6 +21,7 @@ use crate::catalog::id_filter::IdFilters;
 use crate::catalog::invocations::{CoalescedStore, InvocationsView};
 use crate::catalog::tables::FaasightTable;
 use crate::catalog::views::{INVOCATIONS_SQL, ViewPlans};
+use crate::coop::YieldAboveMultipliers;
 use crate::cost::{PriceCatalog, cost_udfs};
 use crate::memory::QueryPool;
 
@@ -260,6 +262,12 @@ impl QueryEngine {
             "Hours of invocations kept merged on disk",
             self.coalesced.hours() as u64,
         );
+        faasight_collector::telemetry::render_gauge(
+            out,
+            "faasight_query_memory_bytes",
+            "Memory held by running queries (the shared pool of --query-memory-limit)",
+            self.runtime.memory_pool.reserved() as u64,
+        );
         render_counter(
             out,
             "faasight_invocations_coalesce_failures_total",
@@ -323,7 +331,13 @@ impl QueryEngine {
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
             .with_memory_pool(pool)
             .build_arc()?;
-        let ctx = SessionContext::new_with_config_rt(config, runtime);
+        let state = SessionStateBuilder::new()
+            .with_config(config)
+            .with_runtime_env(runtime)
+            .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(YieldAboveMultipliers))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
         for table in Table::ALL {
             ctx.register_table(
                 table.name(),

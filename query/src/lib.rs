@@ -7,6 +7,7 @@
 
 pub mod api;
 pub mod catalog;
+pub mod coop;
 pub mod cost;
 pub mod datetime;
 pub mod engine;

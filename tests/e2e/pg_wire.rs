@@ -256,6 +256,7 @@ fn a_runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0.0);
     assert!(timed_out >= 2.0, "{metrics}");
+    assert_eq!(server.query_memory_after_settling(), 0);
     assert_eq!(
         server.count("SELECT count(*) FROM invocations"),
         10 + posted

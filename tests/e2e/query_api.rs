@@ -1,6 +1,7 @@
 //! SQL over HTTP and from `faasight query`: formats, refusals, limits.
 
 use std::process::Command;
+use std::time::Duration;
 
 use crate::sql_golden::pg_query;
 use crate::support::{BIN, PUBLIC_TABLES, TestServer, generate};
@@ -126,6 +127,9 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
         .start();
     send_spans(&server, 200);
     let api = server.api.clone();
+    // 200^4 combinations through a nested-loop join whose filter rejects
+    // every one: the join loops over its repartitioned input without
+    // producing a row, so it stops only where that input yields.
     let runaway = std::thread::spawn(move || {
         let resp = reqwest::blocking::Client::new()
             .post(format!("http://{api}/api/v1/query"))
@@ -135,10 +139,14 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
         (resp.status().as_u16(), resp.text().expect("body"))
     });
     // Ingest keeps answering while the query runs.
+    std::thread::sleep(Duration::from_millis(300));
     send_spans(&server, 10);
     let (status, body) = runaway.join().expect("join");
     assert_eq!(status, 408, "{body}");
     assert!(body.contains("timeout"), "{body}");
+    // The query really stopped: its join state is given back (a join that
+    // never yields keeps running, and holding it, for minutes).
+    assert_eq!(server.query_memory_after_settling(), 0);
     assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 210);
     let (_, metrics) = server.get("/metrics");
     assert!(

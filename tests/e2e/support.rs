@@ -288,6 +288,24 @@ impl TestServer {
         (resp.status().as_u16(), resp.text().expect("body"))
     }
 
+    /// Waits (up to 30 s) until running queries hold no memory, and returns
+    /// what they hold last: a stopped query must give its memory back.
+    pub(crate) fn query_memory_after_settling(&self) -> u64 {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let (_, metrics) = self.get("/metrics");
+            let held = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("faasight_query_memory_bytes "))
+                .and_then(|v| v.trim().parse().ok())
+                .expect("faasight_query_memory_bytes in /metrics");
+            if held == 0 || Instant::now() > deadline {
+                return held;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
     /// The server's peak resident memory so far (VmHWM), in MiB.
     pub(crate) fn peak_rss_mib(&self) -> f64 {
         let status =
