@@ -92,6 +92,13 @@ impl Post<'_> {
     }
 }
 
+/// `google.rpc.Status`, the error body of OTLP/HTTP (message only).
+#[derive(Clone, PartialEq, prost::Message)]
+struct RpcStatusBody {
+    #[prost(string, tag = "2")]
+    message: String,
+}
+
 const PB: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
@@ -202,6 +209,36 @@ fn http_bad_input_matrix() {
         let (status, _, _) = post.send(ct, enc, body);
         assert_eq!(status, expected, "{what}");
     }
+
+    // A body far past the limit, declared or streamed (chunked, no
+    // length): the client still reads a 413 in its own encoding, not a
+    // reset connection while it is writing.
+    let (status, body, _) = post.send(PB, None, vec![0u8; 24 << 20]);
+    assert_eq!(status, 413);
+    let refusal = RpcStatusBody::decode(body.as_slice()).expect("google.rpc.Status");
+    assert!(
+        refusal.message.contains("--max-body-size"),
+        "{}",
+        refusal.message
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", server.http_url()))
+        .header("content-type", JSON)
+        .body(reqwest::blocking::Body::new(std::io::Cursor::new(vec![
+            b' ';
+            24 << 20
+        ])))
+        .send()
+        .expect("chunked send");
+    assert_eq!(resp.status().as_u16(), 413);
+    let refusal: serde_json::Value = resp.json().expect("json status");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("--max-body-size"),
+        "{refusal}"
+    );
 
     // A 300 MiB gzip bomb is refused without inflating it: the server's
     // peak memory stays far below what the inflated body would need.

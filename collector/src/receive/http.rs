@@ -3,13 +3,16 @@
 
 use axum::Json;
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use std::borrow::Cow;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use prost::Message;
 
+use super::body::{BodyError, read_body};
 use super::decompress::{DecompressError, decompress};
 use super::{AcceptError, Receiver};
 use crate::decode::otlp::{self, Encoding, Signal};
@@ -29,7 +32,6 @@ struct RpcStatus {
 const RETRY_AFTER_SECS: &str = "1";
 
 pub fn router(receiver: Receiver) -> Router {
-    let limit = receiver.config.max_body_size;
     Router::new()
         .route(
             "/v1/traces",
@@ -43,8 +45,15 @@ pub fn router(receiver: Receiver) -> Router {
         .route("/v1/invocations", post(invocations))
         .route("/v1/lambda/telemetry", post(lambda_telemetry))
         .route("/v1/firehose", post(firehose))
-        .layer(DefaultBodyLimit::max(limit))
         .with_state(receiver)
+}
+
+/// The HTTP status of a body that could not be read.
+fn body_status(e: &BodyError) -> StatusCode {
+    match e {
+        BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+        BodyError::Read(_) => StatusCode::BAD_REQUEST,
+    }
 }
 
 /// The HTTP status of a decompression failure.
@@ -91,9 +100,12 @@ fn error(status: StatusCode, encoding: Encoding, message: String) -> Response {
 async fn export(
     State(rx): State<Receiver>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
     signal: Signal,
 ) -> Response {
+    // Read first: answering with the body unread can reset the connection
+    // before the client reads the answer (see `body`).
+    let body = read_body(&headers, body, rx.config.max_body_size).await;
     let Some(encoding) = encoding_of(&headers) else {
         rx.metrics.signal(signal).refused_requests.add(1);
         let msg =
@@ -110,6 +122,13 @@ async fn export(
             "missing or invalid ingest token".into(),
         );
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => {
+            rx.metrics.signal(signal).refused_requests.add(1);
+            return error(body_status(&e), encoding, e.to_string());
+        }
+    };
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
@@ -180,12 +199,11 @@ fn json_accept_error(e: AcceptError) -> Response {
     }
 }
 
-/// Authorization and decompression of the JSON ingest endpoints.
-fn json_body<'a>(
-    rx: &Receiver,
-    headers: &HeaderMap,
-    body: &'a [u8],
-) -> Result<std::borrow::Cow<'a, [u8]>, Box<Response>> {
+/// Reading, authorization and decompression of the JSON ingest endpoints.
+async fn json_body(rx: &Receiver, headers: &HeaderMap, body: Body) -> Result<Bytes, Box<Response>> {
+    let body = read_body(headers, body, rx.config.max_body_size)
+        .await
+        .map_err(|e| Box::new(json_error(body_status(&e), &e.to_string())))?;
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -196,15 +214,19 @@ fn json_body<'a>(
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());
-    decompress(content_encoding, body, rx.config.max_body_size)
-        .map_err(|e| Box::new(json_error(decompress_status(&e), &e.to_string())))
+    let inflated = match decompress(content_encoding, &body, rx.config.max_body_size) {
+        Ok(Cow::Borrowed(_)) => None,
+        Ok(Cow::Owned(v)) => Some(Bytes::from(v)),
+        Err(e) => return Err(Box::new(json_error(decompress_status(&e), &e.to_string()))),
+    };
+    Ok(inflated.unwrap_or(body))
 }
 
 /// `POST /v1/invocations`: 200 with the count stored and the rows refused
 /// (by index, with the reason); 400 when the body is not JSON rows or when
 /// every row was refused.
-async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
-    let body = match json_body(&rx, &headers, &body) {
+async fn invocations(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let body = match json_body(&rx, &headers, body).await {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -235,9 +257,9 @@ async fn lambda_telemetry(
     State(rx): State<Receiver>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
-    let body = match json_body(&rx, &headers, &body) {
+    let body = match json_body(&rx, &headers, body).await {
         Ok(b) => b,
         Err(r) => return *r,
     };
@@ -257,7 +279,8 @@ async fn lambda_telemetry(
 /// `POST /v1/firehose`, answered as the Firehose HTTP-endpoint contract
 /// asks: `{"requestId", "timestamp"}` echoing `X-Amz-Firehose-Request-Id`,
 /// plus `errorMessage` on failure (4xx: do not retry as is; 5xx/429: retry).
-async fn firehose(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -> Response {
+async fn firehose(State(rx): State<Receiver>, headers: HeaderMap, body: Body) -> Response {
+    let body = read_body(&headers, body, rx.config.max_body_size).await;
     let header_id = headers
         .get("x-amz-firehose-request-id")
         .and_then(|v| v.to_str().ok())
@@ -289,6 +312,10 @@ async fn firehose(State(rx): State<Receiver>, headers: HeaderMap, body: Bytes) -
             Some("invalid or missing access key".into()),
         );
     }
+    let body = match body {
+        Ok(b) => b,
+        Err(e) => return answer(body_status(&e), header_id, Some(e.to_string())),
+    };
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)
         .and_then(|v| v.to_str().ok());

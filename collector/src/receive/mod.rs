@@ -2,6 +2,7 @@
 //! [`Receiver::accept`], which checks capacity, decodes, normalizes and hands
 //! the request to the WAL; errors map to statuses once per protocol.
 
+pub mod body;
 pub mod decompress;
 pub mod grpc;
 pub mod http;
