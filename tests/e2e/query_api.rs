@@ -88,6 +88,15 @@ fn formats_refusals_and_the_cli_agree() {
     }
     assert!(!target.exists());
     assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 30);
+    // A request body past the 2 MiB limit: a JSON 413 the client reads
+    // whole, and the server answers the next query.
+    let huge = format!("SELECT 1 /* {} */", "x".repeat(16 << 20));
+    let (status, body) = server.query_raw(&huge, "json");
+    assert_eq!(status, 413, "{body}");
+    assert!(
+        body.contains("exceeds the limit of 2097152 bytes"),
+        "{body}"
+    );
 
     // The CLI on the same directory, beside the running server, sees the
     // same rows (committed files plus the WAL), and after a clean stop too.

@@ -27,7 +27,7 @@ pub const DRAIN_TIME: Duration = Duration::from_secs(5);
 /// Why a body was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
-    #[error("request body exceeds the limit of {limit} bytes (--max-body-size)")]
+    #[error("request body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
     #[error("could not read the request body: {0}")]
     Read(String),

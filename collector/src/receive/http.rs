@@ -48,11 +48,14 @@ pub fn router(receiver: Receiver) -> Router {
         .with_state(receiver)
 }
 
-/// The HTTP status of a body that could not be read.
-fn body_status(e: &BodyError) -> StatusCode {
+/// The HTTP status and message of a body that could not be read.
+fn body_refusal(e: &BodyError) -> (StatusCode, String) {
     match e {
-        BodyError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
-        BodyError::Read(_) => StatusCode::BAD_REQUEST,
+        BodyError::TooLarge { .. } => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("{e} (--max-body-size)"),
+        ),
+        BodyError::Read(_) => (StatusCode::BAD_REQUEST, e.to_string()),
     }
 }
 
@@ -126,7 +129,8 @@ async fn export(
         Ok(b) => b,
         Err(e) => {
             rx.metrics.signal(signal).refused_requests.add(1);
-            return error(body_status(&e), encoding, e.to_string());
+            let (status, message) = body_refusal(&e);
+            return error(status, encoding, message);
         }
     };
     let content_encoding = headers
@@ -203,7 +207,10 @@ fn json_accept_error(e: AcceptError) -> Response {
 async fn json_body(rx: &Receiver, headers: &HeaderMap, body: Body) -> Result<Bytes, Box<Response>> {
     let body = read_body(headers, body, rx.config.max_body_size)
         .await
-        .map_err(|e| Box::new(json_error(body_status(&e), &e.to_string())))?;
+        .map_err(|e| {
+            let (status, message) = body_refusal(&e);
+            Box::new(json_error(status, &message))
+        })?;
     let auth = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -314,7 +321,10 @@ async fn firehose(State(rx): State<Receiver>, headers: HeaderMap, body: Body) ->
     }
     let body = match body {
         Ok(b) => b,
-        Err(e) => return answer(body_status(&e), header_id, Some(e.to_string())),
+        Err(e) => {
+            let (status, message) = body_refusal(&e);
+            return answer(status, header_id, Some(message));
+        }
     };
     let content_encoding = headers
         .get(header::CONTENT_ENCODING)

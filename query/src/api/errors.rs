@@ -19,6 +19,8 @@ pub enum ApiError {
     Internal(String),
     #[error("{0}")]
     NotFound(String),
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl IntoResponse for ApiError {
@@ -33,6 +35,7 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
             ApiError::Encode(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
         (
             status,

@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Query, State};
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use chrono::{DateTime, SecondsFormat, Utc};
+use faasight_collector::receive::body::{BodyError, read_body};
 use faasight_collector::telemetry::CollectorMetrics;
 
 use super::errors::ApiError;
@@ -47,7 +48,21 @@ pub fn router(state: ApiState) -> Router {
         .with_state(state)
 }
 
-async fn query(State(st): State<ApiState>, body: Bytes) -> Result<Response, ApiError> {
+/// The largest `POST /api/v1/query` body (axum's default for the JSON it
+/// replaced): SQL, not data.
+const MAX_QUERY_BODY: usize = 2 << 20;
+
+async fn query(
+    State(st): State<ApiState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let body = read_body(&headers, body, MAX_QUERY_BODY)
+        .await
+        .map_err(|e| match e {
+            BodyError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            BodyError::Read(_) => ApiError::BadRequest(e.to_string()),
+        })?;
     let req: QueryRequest =
         serde_json::from_slice(&body).map_err(|e| ApiError::BadRequest(e.to_string()))?;
     if req.format == Format::Table {
