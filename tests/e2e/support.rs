@@ -60,8 +60,13 @@ pub(crate) fn run_json(cmd: &mut Command) -> Value {
 }
 
 /// `faasight serve --data-dir DIR` with every listener on a free port.
+///
+/// Without the repository's example rules (`./rules`, the default rules
+/// directory from where cargo runs the tests): they would query every test's
+/// data in the background. Tests of rules pass `--rules-dir`, which wins.
 pub(crate) fn serve_command(data_dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
+    cmd.env("FAASIGHT_RULES_DIR", data_dir.join("no-rules"));
     cmd.arg("serve").arg("--data-dir").arg(data_dir).args([
         "--otlp-grpc-addr",
         "127.0.0.1:0",
