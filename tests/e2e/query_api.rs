@@ -157,9 +157,32 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     // never yields keeps running, and holding it, for minutes).
     assert_eq!(server.query_memory_after_settling(), 0);
     assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 210);
+
+    // A join without an equality condition passes over its whole left side
+    // (a million rows here) for every probe batch without returning: it
+    // held the runtime, ingest included, until it finished (18 s in a
+    // release build, far past the client's 30 s in a debug one).
+    let api = server.api.clone();
+    let nested = std::thread::spawn(move || {
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("http://{api}/api/v1/query"))
+            .json(
+                &serde_json::json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000) a \
+                JOIN generate_series(1, 10000000) b ON a.value + b.value < 0"}),
+            )
+            .send()
+            .expect("nested-loop runaway");
+        (resp.status().as_u16(), resp.text().expect("body"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    send_spans(&server, 5);
+    let (status, body) = nested.join().expect("join");
+    assert_eq!(status, 408, "{body}");
+    assert_eq!(server.query_memory_after_settling(), 0);
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 215);
     let (_, metrics) = server.get("/metrics");
     assert!(
-        metrics.contains("faasight_queries_timed_out_total 1"),
+        metrics.contains("faasight_queries_timed_out_total 2"),
         "{metrics}"
     );
 }
