@@ -129,28 +129,39 @@ fn formats_refusals_and_the_cli_agree() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("no data directory"));
 }
 
+/// Runs `sql` over HTTP on a thread while `spans` spans are sent: ingest
+/// must answer while the query runs. The query's status and body.
+fn query_while_ingesting(server: &TestServer, sql: &str, spans: usize) -> (u16, String) {
+    let url = format!("http://{}/api/v1/query", server.api);
+    let body = serde_json::json!({ "sql": sql });
+    let query = std::thread::spawn(move || {
+        let resp = reqwest::blocking::Client::new()
+            .post(url)
+            .json(&body)
+            .send()
+            .expect("runaway query");
+        (resp.status().as_u16(), resp.text().expect("body"))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    send_spans(server, spans);
+    query.join().expect("query thread")
+}
+
 #[test]
 fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     let server = TestServer::builder()
         .args(&["--query-timeout", "1s"])
         .start();
     send_spans(&server, 200);
-    let api = server.api.clone();
     // 200^4 combinations through a nested-loop join whose filter rejects
     // every one: the join loops over its repartitioned input without
     // producing a row, so it stops only where that input yields.
-    let runaway = std::thread::spawn(move || {
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("http://{api}/api/v1/query"))
-            .json(&serde_json::json!({"sql": "SELECT count(*) FROM spans a, spans b, spans c, spans d WHERE a.name || b.name || c.name || d.name LIKE '%zz%'"}))
-            .send()
-            .expect("runaway");
-        (resp.status().as_u16(), resp.text().expect("body"))
-    });
-    // Ingest keeps answering while the query runs.
-    std::thread::sleep(Duration::from_millis(300));
-    send_spans(&server, 10);
-    let (status, body) = runaway.join().expect("join");
+    let (status, body) = query_while_ingesting(
+        &server,
+        "SELECT count(*) FROM spans a, spans b, spans c, spans d \
+         WHERE a.name || b.name || c.name || d.name LIKE '%zz%'",
+        10,
+    );
     assert_eq!(status, 408, "{body}");
     assert!(body.contains("timeout"), "{body}");
     // The query really stopped: its join state is given back (a join that
@@ -162,21 +173,12 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     // (a million rows here) for every probe batch without returning: it
     // held the runtime, ingest included, until it finished (18 s in a
     // release build, far past the client's 30 s in a debug one).
-    let api = server.api.clone();
-    let nested = std::thread::spawn(move || {
-        let resp = reqwest::blocking::Client::new()
-            .post(format!("http://{api}/api/v1/query"))
-            .json(
-                &serde_json::json!({"sql": "SELECT count(*) FROM generate_series(1, 1000000) a \
-                JOIN generate_series(1, 10000000) b ON a.value + b.value < 0"}),
-            )
-            .send()
-            .expect("nested-loop runaway");
-        (resp.status().as_u16(), resp.text().expect("body"))
-    });
-    std::thread::sleep(Duration::from_millis(300));
-    send_spans(&server, 5);
-    let (status, body) = nested.join().expect("join");
+    let (status, body) = query_while_ingesting(
+        &server,
+        "SELECT count(*) FROM generate_series(1, 1000000) a \
+         JOIN generate_series(1, 10000000) b ON a.value + b.value < 0",
+        5,
+    );
     assert_eq!(status, 408, "{body}");
     assert_eq!(server.query_memory_after_settling(), 0);
     assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 215);
