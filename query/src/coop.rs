@@ -246,8 +246,11 @@ impl ExecutionPlan for YieldExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        if let Role::CountBuild(rows) = &self.role {
-            // The join buffers its left input once per execution.
+        if let Role::CountBuild(rows) = &self.role
+            && partition == 0
+        {
+            // The join buffers its left input once per execution, from its
+            // first partition on.
             rows.store(0, Ordering::Relaxed);
         }
         let mut stream = YieldStream::new(self.input.execute(partition, context)?);
