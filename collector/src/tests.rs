@@ -23,6 +23,11 @@ fn body(seed: u8, spans: usize) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
+    request(spans)
+}
+
+/// An OTLP/protobuf trace export of `spans` under one resource and scope.
+fn request(spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             scope_spans: vec![ScopeSpans {
@@ -36,13 +41,17 @@ fn body(seed: u8, spans: usize) -> Vec<u8> {
 }
 
 async fn submit(c: &Collector, seed: u8, spans: usize) {
-    let b = body(seed, spans);
-    let n = otlp::decode(Signal::Traces, Encoding::Protobuf, &b, 0).expect("decodes");
+    submit_body(c, &body(seed, spans)).await;
+}
+
+/// Decodes an OTLP/protobuf trace export and makes it durable.
+async fn submit_body(c: &Collector, b: &[u8]) {
+    let n = otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0).expect("decodes");
     c.ingest
         .submit(
             otlp::record_kind(Signal::Traces, Encoding::Protobuf),
             0,
-            &b,
+            b,
             n.batches,
         )
         .await
@@ -91,16 +100,7 @@ fn one_span(n: u32) -> Vec<u8> {
         end_time_unix_nano: 1_764_331_200_001_000_000,
         ..Default::default()
     };
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            scope_spans: vec![ScopeSpans {
-                spans: vec![span],
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    request(vec![span])
 }
 
 /// The span names the buffer holds, in order, and how many batches hold them.
@@ -131,13 +131,7 @@ async fn one_span_requests_are_merged_in_the_buffer() {
     let requests = 1000;
     // From 1: an all-zero trace id is invalid.
     for n in 1..=requests {
-        let b = one_span(n);
-        let d = otlp::decode(Signal::Traces, Encoding::Protobuf, &b, 0).expect("decodes");
-        let kind = otlp::record_kind(Signal::Traces, Encoding::Protobuf);
-        c.ingest
-            .submit(kind, 0, &b, d.batches)
-            .await
-            .expect("durable");
+        submit_body(&c, &one_span(n)).await;
     }
     let expected: Vec<String> = (1..=requests).map(|n| format!("one-{n}")).collect();
     let (names, batches) = buffered_names(&c);

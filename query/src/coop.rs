@@ -72,12 +72,12 @@ use datafusion::physical_plan::{
 use futures::Stream;
 
 /// The longest a consumer works above a [`YieldExec`] before it yields.
-pub const TIME_SLICE: Duration = Duration::from_millis(10);
+const TIME_SLICE: Duration = Duration::from_millis(10);
 
 /// Left rows × probe rows a nested-loop join evaluates between two polls of
 /// its probe side, at most (short of one probe row against a left side
 /// larger than this).
-pub const NLJ_PAIRS_PER_POLL: usize = 16 << 20;
+const NLJ_PAIRS_PER_POLL: usize = 16 << 20;
 
 /// The largest probe batch a nested-loop join gets (DataFusion's batch size).
 const NLJ_MAX_PROBE_ROWS: usize = 8192;
@@ -253,9 +253,10 @@ impl ExecutionPlan for YieldExec {
             // first partition on.
             rows.store(0, Ordering::Relaxed);
         }
-        let mut stream = YieldStream::new(self.input.execute(partition, context)?);
-        stream.role = self.role.clone();
-        Ok(Box::pin(stream))
+        Ok(Box::pin(YieldStream::new(
+            self.input.execute(partition, context)?,
+            self.role.clone(),
+        )))
     }
 }
 
@@ -272,10 +273,10 @@ pub struct YieldStream {
 }
 
 impl YieldStream {
-    pub fn new(inner: SendableRecordBatchStream) -> Self {
+    fn new(inner: SendableRecordBatchStream, role: Role) -> Self {
         YieldStream {
             inner,
-            role: Role::Yield,
+            role,
             since: None,
             yielding: None,
             rest: None,
@@ -319,8 +320,9 @@ impl Stream for YieldStream {
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         if let Some(yielding) = self.yielding.as_mut() {
             std::task::ready!(yielding.as_mut().poll(cx));
+            // A new slice starts with this poll.
             self.yielding = None;
-            self.since = Some(Instant::now());
+            self.since = None;
         }
         let now = Instant::now();
         match self.since {
@@ -407,7 +409,7 @@ mod tests {
         let counter = Arc::new(CountingWaker::default());
         let waker = Waker::from(Arc::clone(&counter));
         let mut cx = Context::from_waker(&waker);
-        let mut stream = YieldStream::new(always_ready(3));
+        let mut stream = YieldStream::new(always_ready(3), Role::Yield);
         let mut seen = Vec::new();
         let mut pendings = 0;
         loop {
@@ -458,21 +460,18 @@ mod tests {
     #[test]
     fn probe_batches_are_cut_by_the_left_rows_counted() {
         let left_rows = Arc::new(AtomicUsize::new(0));
-        let mut build = YieldStream::new(one_batch(300));
-        build.role = Role::CountBuild(Arc::clone(&left_rows));
+        let build = YieldStream::new(one_batch(300), Role::CountBuild(Arc::clone(&left_rows)));
         assert_eq!(drain(build)[0].num_rows(), 300);
         assert_eq!(left_rows.load(Ordering::Relaxed), 300);
 
         // A small left side: probe batches pass whole.
-        let mut probe = YieldStream::new(one_batch(5000));
-        probe.role = Role::SliceProbe(Arc::clone(&left_rows));
+        let probe = YieldStream::new(one_batch(5000), Role::SliceProbe(Arc::clone(&left_rows)));
         let sizes: Vec<usize> = drain(probe).iter().map(|b| b.num_rows()).collect();
         assert_eq!(sizes, vec![5000]);
 
         // A left side a hundredth of the budget: slices of 100 rows, in order.
         left_rows.store(NLJ_PAIRS_PER_POLL / 100, Ordering::Relaxed);
-        let mut probe = YieldStream::new(one_batch(250));
-        probe.role = Role::SliceProbe(Arc::clone(&left_rows));
+        let probe = YieldStream::new(one_batch(250), Role::SliceProbe(Arc::clone(&left_rows)));
         let slices = drain(probe);
         let sizes: Vec<usize> = slices.iter().map(|b| b.num_rows()).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
@@ -487,8 +486,7 @@ mod tests {
 
         // A left side past the budget: one probe row at a time.
         left_rows.store(NLJ_PAIRS_PER_POLL * 4, Ordering::Relaxed);
-        let mut probe = YieldStream::new(one_batch(3));
-        probe.role = Role::SliceProbe(left_rows);
+        let probe = YieldStream::new(one_batch(3), Role::SliceProbe(left_rows));
         assert_eq!(drain(probe).len(), 3);
     }
 

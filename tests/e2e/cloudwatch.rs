@@ -55,11 +55,9 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
 }
 
 fn polls(server: &TestServer) -> u64 {
-    let (_, m) = server.get("/metrics");
-    m.lines()
-        .find_map(|l| l.strip_prefix("faasight_cloudwatch_polls_total "))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    server
+        .metric("faasight_cloudwatch_polls_total")
+        .unwrap_or(0.0) as u64
 }
 
 #[test]

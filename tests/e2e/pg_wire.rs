@@ -249,13 +249,10 @@ fn a_runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     let (status, body) = server.query_raw(runaway, "json");
     assert_eq!(status, 408, "{body}");
     // Both counted, and the server still answers.
-    let (_, metrics) = server.get("/metrics");
-    let timed_out: f64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("faasight_queries_timed_out_total "))
-        .and_then(|v| v.trim().parse().ok())
+    let timed_out = server
+        .metric("faasight_queries_timed_out_total")
         .unwrap_or(0.0);
-    assert!(timed_out >= 2.0, "{metrics}");
+    assert!(timed_out >= 2.0, "{timed_out} queries timed out");
     assert_eq!(server.query_memory_after_settling(), 0);
     assert_eq!(
         server.count("SELECT count(*) FROM invocations"),

@@ -293,17 +293,23 @@ impl TestServer {
         (resp.status().as_u16(), resp.text().expect("body"))
     }
 
+    /// The value of an unlabelled series in `/metrics`, if it is there.
+    pub(crate) fn metric(&self, name: &str) -> Option<f64> {
+        let (_, metrics) = self.get("/metrics");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
     /// Waits (up to 30 s) until running queries hold no memory, and returns
     /// what they hold last: a stopped query must give its memory back.
     pub(crate) fn query_memory_after_settling(&self) -> u64 {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let (_, metrics) = self.get("/metrics");
-            let held = metrics
-                .lines()
-                .find_map(|l| l.strip_prefix("faasight_query_memory_bytes "))
-                .and_then(|v| v.trim().parse().ok())
-                .expect("faasight_query_memory_bytes in /metrics");
+            let held = self
+                .metric("faasight_query_memory_bytes")
+                .expect("faasight_query_memory_bytes in /metrics") as u64;
             if held == 0 || Instant::now() > deadline {
                 return held;
             }

@@ -19,10 +19,10 @@ use futures::StreamExt;
 
 /// How much past the limit is read and thrown away so the client gets the
 /// answer.
-pub const DRAIN_BYTES: usize = 32 << 20;
+const DRAIN_BYTES: usize = 32 << 20;
 
 /// How long the thrown-away part may take.
-pub const DRAIN_TIME: Duration = Duration::from_secs(5);
+const DRAIN_TIME: Duration = Duration::from_secs(5);
 
 /// Why a body was not read.
 #[derive(Debug, thiserror::Error)]

@@ -1,10 +1,10 @@
 //! OTLP/HTTP: `POST /v1/traces`, `/v1/logs`, `/v1/metrics` with protobuf or
 //! JSON bodies, gzip or zstd, answered in the request's encoding.
 
-use axum::Json;
-use axum::Router;
 use std::borrow::Cow;
 
+use axum::Json;
+use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
