@@ -8,6 +8,12 @@
 //! (a data directory to reuse; default target/bench-data/invocations-N,
 //! generated when missing), `FAASIGHT_BENCH_RUNS` (hot runs, default 5),
 //! `FAASIGHT_BENCH_PYTHON` (default .venv/bin/python).
+//!
+//! Then, on a fresh server with no data: what a runaway query costs
+//! everyone else (query/src/coop.rs) — ingest acknowledgement latency alone
+//! and while two nested-loop joins of a million left rows run into
+//! `--query-timeout`, when their `408` comes, and what a legitimate
+//! nested-loop join of 20,000 × 20,000 rows takes.
 
 mod support;
 use std::io::Write;
@@ -157,6 +163,97 @@ fn main() {
             d["pg_rows"],
         );
     }
+
+    isolation(&root.join("target/bench-data/isolation"), runs);
+}
+
+/// Milliseconds at the `q` quantile (0..=1) of `v`.
+fn quantile(mut v: Vec<f64>, q: f64) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Ingest latency alone and beside two runaway nested-loop joins; the
+/// joins' answers; a legitimate nested-loop join's time.
+fn isolation(dir: &std::path::Path, runs: usize) {
+    const RUNAWAY: &str = "SELECT count(*) FROM generate_series(1, 1000000) a \
+                           JOIN generate_series(1, 10000000) b ON a.value + b.value < 0";
+    const LEGIT: &str = "SELECT count(*) FROM generate_series(1, 20000) a \
+                         JOIN generate_series(1, 20000) b ON a.value + b.value < 1000";
+    let _ = std::fs::remove_dir_all(dir);
+    let mut server = support::Serve::start(dir, &["--query-timeout", "2s"]);
+    let (api, otlp) = (server.addr("api"), server.addr("otlp_http"));
+    let client = reqwest::blocking::Client::new();
+    let span = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+        "name": "bench", "startTimeUnixNano": "1764331200000000000",
+        "endTimeUnixNano": "1764331200100000000"}]}]}]});
+    let ingest = || -> f64 {
+        let started = Instant::now();
+        let resp = client
+            .post(format!("http://{otlp}/v1/traces"))
+            .json(&span)
+            .send()
+            .expect("ingest");
+        assert!(resp.status().is_success(), "ingest: {}", resp.status());
+        started.elapsed().as_secs_f64() * 1000.0
+    };
+    let query = |sql: &str| -> (u16, f64) {
+        let started = Instant::now();
+        let resp = reqwest::blocking::Client::new()
+            .post(format!("http://{api}/api/v1/query"))
+            .timeout(std::time::Duration::from_secs(600))
+            .json(&serde_json::json!({ "sql": sql }))
+            .send()
+            .expect("query");
+        (
+            resp.status().as_u16(),
+            started.elapsed().as_secs_f64() * 1000.0,
+        )
+    };
+
+    let alone: Vec<f64> = (0..40).map(|_| ingest()).collect();
+    let (beside, answers) = std::thread::scope(|scope| {
+        let runaways: Vec<_> = (0..2).map(|_| scope.spawn(|| query(RUNAWAY))).collect();
+        let mut beside = Vec::new();
+        while runaways.iter().any(|t| !t.is_finished()) {
+            beside.push(ingest());
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let answers: Vec<(u16, f64)> = runaways
+            .into_iter()
+            .map(|t| t.join().expect("runaway"))
+            .collect();
+        (beside, answers)
+    });
+    let (status, _) = query(LEGIT);
+    assert_eq!(status, 200, "the 20,000 x 20,000 join");
+    let legit = median((0..runs).map(|_| query(LEGIT).1).collect());
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let _ = std::fs::remove_dir_all(dir);
+
+    println!("\n| runaway isolation (--query-timeout 2s) | figure |\n|---|---|");
+    println!(
+        "| ingest ack alone, p50 / max ms ({} requests) | {:.1} / {:.1} |",
+        alone.len(),
+        quantile(alone.clone(), 0.5),
+        quantile(alone, 1.0)
+    );
+    if beside.is_empty() {
+        println!("| ingest ack beside two runaway joins | none sent |");
+    } else {
+        println!(
+            "| ingest ack beside two runaway joins, p50 / max ms ({} requests) | {:.1} / {:.1} |",
+            beside.len(),
+            quantile(beside.clone(), 0.5),
+            quantile(beside, 1.0)
+        );
+    }
+    for (status, ms) in answers {
+        println!("| runaway join answered | {status} after {ms:.0} ms |");
+    }
+    println!("| nested-loop join 20,000 x 20,000, hot median ms | {legit:.0} |");
 }
 
 fn walk(dir: &std::path::Path) -> u64 {

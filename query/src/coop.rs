@@ -38,12 +38,10 @@
 //! counts the rows the join buffers, the right one cuts probe batches to
 //! [`NLJ_PAIRS_PER_POLL`] ÷ that count rows (zero-copy slices), so one poll
 //! stays near tens of milliseconds. The price is the join's own speed once
-//! its left side passes 2,048 rows (smaller probe batches amortize less):
-//! measured on the 2-vCPU machine, `generate_series(1, 20000)` joined to
-//! itself on `a + b < 1000` takes 0.41 s instead of 0.20 s, 10M invocations
-//! against two constants 0.28 s instead of 0.20 s; while two runaway joins
-//! of 1M (or 100k) left rows ran, ingest answered within 0.13 s (0.15 s)
-//! instead of 18 s (1.5 s).
+//! its left side passes 2,048 rows (smaller probe batches amortize less).
+//! The query bench measures both sides: ingest latency beside two runaway
+//! joins, and a legitimate 20,000 × 20,000 join (benches/query-report.md,
+//! "Runaway isolation").
 
 use std::fmt;
 use std::pin::Pin;
