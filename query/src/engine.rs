@@ -349,6 +349,7 @@ impl QueryEngine {
             )?;
         }
         ctx.register_udf(crate::datetime::UtcDateTrunc::udf());
+        ctx.register_udaf(crate::percentile::ExactPercentile::udaf());
         for udf in cost_udfs(&self.config.pricing) {
             ctx.register_udf(udf);
         }

@@ -13,6 +13,7 @@ pub mod datetime;
 pub mod engine;
 pub mod format;
 pub mod memory;
+pub mod percentile;
 pub mod rules;
 pub mod safety;
 pub mod traces;

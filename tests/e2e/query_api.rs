@@ -312,3 +312,31 @@ fn results_over_the_row_or_byte_limit_are_refused_on_http_and_pg_wire() {
     // The session survives its refused queries.
     assert_eq!(results[3]["rows"], serde_json::json!([[2000]]));
 }
+
+/// A percentile per group where almost every row is its own group: past
+/// 100,000 rows the partial aggregate passes rows on as state, and
+/// DataFusion's own `percentile_cont` panicked there (query/src/percentile.rs).
+#[test]
+fn a_percentile_over_as_many_groups_as_rows_answers_on_http_and_pg_wire() {
+    let server = TestServer::start();
+    // (v × 7919) mod 300007 is a different key for each v ≤ 300,000, in no
+    // order, so each group's median is its one value.
+    let sql = "SELECT count(*) AS n, sum(p) AS total FROM (
+                 SELECT (value * 7919) % 300007 AS k,
+                        percentile_cont(0.5) WITHIN GROUP (ORDER BY CAST(value AS DOUBLE)) AS p
+                 FROM generate_series(1, 300000) GROUP BY k) t";
+    let rows = server.sql(sql);
+    assert_eq!(rows[0]["n"], 300_000, "{rows:?}");
+    assert_eq!(
+        rows[0]["total"].as_f64(),
+        Some(45_000_150_000.0),
+        "{rows:?}"
+    );
+    let results = pg_query(&server.pg, &[(sql.to_string(), vec![])], false);
+    assert_eq!(
+        results[0]["rows"],
+        serde_json::json!([[300000, 45000150000.0]]),
+        "{}",
+        results[0]
+    );
+}
