@@ -24,9 +24,8 @@
 //! with many groups passes rows straight on as state (`convert_to_state`
 //! expects one argument and is handed three); this one does not.
 
-use std::sync::Arc;
-
 use std::cmp::Ordering;
+use std::sync::Arc;
 
 use arrow::array::{
     Array, ArrayRef, ArrowPrimitiveType, AsArray, BooleanArray, ListArray, PrimitiveArray,
