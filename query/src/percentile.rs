@@ -14,7 +14,9 @@
 //! - rows arrive in runs of one group (files are sorted by function), so a
 //!   run is appended with one `extend_from_slice`;
 //! - lists handed over by the partial phase are kept as they are (slices
-//!   of the arriving arrays) and copied once, when the group is evaluated;
+//!   of the arriving arrays) and copied once, when the group is evaluated
+//!   (short ones, such as the one-value lists of many groups, are copied
+//!   at once: cheaper than holding them);
 //! - its size is kept as a running count, not recomputed per batch;
 //! - between two ranks, the upper value is the least of those above the
 //!   lower one, found in one pass rather than by a second selection.
@@ -214,11 +216,15 @@ impl<T: Float> Group<T> {
         self.owned.len() + self.handed.iter().map(Array::len).sum::<usize>()
     }
 
-    /// Bytes this group accounts for: its vector's capacity and the values
-    /// it holds of arrays it was handed.
+    /// Bytes this group accounts for: its vector's capacity, and for each
+    /// array it was handed, the values it holds of it and the handle.
     fn bytes(&self) -> usize {
-        (self.owned.capacity() + self.handed.iter().map(Array::len).sum::<usize>())
-            * size_of::<T::Native>()
+        self.owned.capacity() * size_of::<T::Native>()
+            + self
+                .handed
+                .iter()
+                .map(|array| handed_bytes::<T>(array.len()))
+                .sum::<usize>()
     }
 
     /// Every value in one vector (the handed slices copied once).
@@ -233,6 +239,14 @@ impl<T: Float> Group<T> {
         }
         values
     }
+}
+
+/// Handed lists shorter than this are copied rather than held.
+const HAND_OVER_MIN: usize = 1024;
+
+/// What holding `len` values of a handed array accounts for.
+fn handed_bytes<T: Float>(len: usize) -> usize {
+    len * size_of::<T::Native>() + size_of::<PrimitiveArray<T>>()
 }
 
 /// Exact percentile per group over float values (see the module doc).
@@ -315,13 +329,16 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
             let list = lists.value(row);
             let list = list.as_primitive::<T>();
             let group = &mut self.groups[group];
-            let before = group.bytes();
-            if list.null_count() == 0 {
+            if list.null_count() == 0 && list.len() >= HAND_OVER_MIN {
+                self.bytes += handed_bytes::<T>(list.len());
                 group.handed.push(list.clone());
             } else {
+                // Short lists (one per row when the partial phase passed
+                // rows on) cost less copied than held.
+                let before = group.owned.capacity();
                 group.owned.extend(list.iter().flatten());
+                self.bytes += (group.owned.capacity() - before) * size_of::<T::Native>();
             }
-            self.bytes += group.bytes() - before;
         }
         Ok(())
     }
@@ -637,20 +654,20 @@ mod tests {
     #[test]
     fn runs_are_appended_and_handed_lists_kept_without_copying() {
         let mut partial = PercentileGroups::<Float64Type>::new(0.5);
-        let values: ArrayRef = Arc::new(Float64Array::from_iter_values((0..1_000).map(f64::from)));
-        let groups: Vec<usize> = (0..1_000).map(|i| usize::from(i >= 600)).collect();
+        let values: ArrayRef = Arc::new(Float64Array::from_iter_values((0..10_000).map(f64::from)));
+        let groups: Vec<usize> = (0..10_000).map(|i| usize::from(i >= 6_000)).collect();
         partial
             .update_batch(&[Arc::clone(&values)], &groups, None, 2)
             .unwrap();
-        assert_eq!(partial.groups[0].owned.len(), 600);
-        assert!(partial.size() >= 1_000 * 8);
+        assert_eq!(partial.groups[0].owned.len(), 6_000);
+        assert!(partial.size() >= 10_000 * 8);
         let state = partial.state(EmitTo::All).unwrap();
         assert_eq!(partial.size(), 0);
 
         let mut last = PercentileGroups::<Float64Type>::new(0.5);
         last.merge_batch(&state, &[1, 0], 2).unwrap();
         last.merge_batch(&state, &[1, 1], 2).unwrap();
-        // Handed lists are slices of the state array, not copies.
+        // Long handed lists are slices of the state array, not copies.
         let flat = state[0]
             .as_list::<i32>()
             .values()
@@ -659,14 +676,27 @@ mod tests {
             .as_ptr();
         assert_eq!(last.groups[1].handed.len(), 3);
         assert_eq!(last.groups[1].handed[0].values().as_ptr(), flat);
+        let held = 20_000 * 8 + 4 * size_of::<PrimitiveArray<Float64Type>>();
+        let slots = last.groups.capacity() * size_of::<Group<Float64Type>>();
+        assert_eq!(last.size(), held + slots);
+        // Short ones are copied.
+        let mut small = PercentileGroups::<Float64Type>::new(0.5);
+        small
+            .update_batch(&[values.slice(0, 10)], &[0; 10], None, 1)
+            .unwrap();
+        last.merge_batch(&small.state(EmitTo::All).unwrap(), &[0], 2)
+            .unwrap();
         assert_eq!(
-            last.size(),
-            2_000 * 8 + last.groups.capacity() * size_of::<Group<Float64Type>>()
+            (last.groups[0].handed.len(), last.groups[0].owned.len()),
+            (1, 10)
         );
+        assert!(last.size() >= held + slots + 10 * 8);
+
         let result = last.evaluate(EmitTo::First(1)).unwrap();
-        assert_eq!(result.as_primitive::<Float64Type>().value(0), 799.5);
+        // 6,000..10,000 and 0..10: the 2,005th and 2,006th of 4,010.
+        assert_eq!(result.as_primitive::<Float64Type>().value(0), 7_994.5);
         let result = last.evaluate(EmitTo::All).unwrap();
-        assert_eq!(result.as_primitive::<Float64Type>().value(0), 399.5);
+        assert_eq!(result.as_primitive::<Float64Type>().value(0), 3_999.5);
         assert_eq!(last.size(), 0);
     }
 }
