@@ -151,12 +151,17 @@ fn payloads(total: usize, batch: usize, seed: u64) -> Vec<Bytes> {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
+    // From the start of the previous hour: 204,800 spans cover 24 minutes,
+    // so they land in one hour partition (one file) whatever the time of
+    // day, and bytes per span compare from run to run.
+    const HOUR_NS: u64 = 3_600_000_000_000;
+    let first = now_ns - now_ns % HOUR_NS - HOUR_NS;
     let mut bodies = Vec::new();
     let mut pending: Vec<(usize, Span)> = Vec::new();
     let mut produced = 0;
     while produced < total {
         let function = rng.below(20) as usize;
-        let start = now_ns - 3_600_000_000_000 + (produced as u64) * 7_000_000;
+        let start = first + (produced as u64) * 7_000_000;
         for sp in invocation(&mut rng, start) {
             pending.push((function, sp));
             produced += 1;

@@ -28,10 +28,12 @@ fn python_client(server: &TestServer, protocol: &str, service: &str, traces: usi
     )
 }
 
-/// Every created span is stored once with its ids, parent and name.
+/// Every created span is stored once with its ids, parent, name and
+/// duration: `end_time - time` of the microsecond timestamps, whatever
+/// nanoseconds the SDK measured.
 fn assert_spans_stored(server: &TestServer, service: &str, created: &[Value]) {
     let rows = server.sql(&format!(
-        "SELECT trace_id, span_id, parent_span_id, name FROM spans WHERE service_name = '{service}' ORDER BY span_id"
+        "SELECT trace_id, span_id, parent_span_id, name, duration_ms FROM spans WHERE service_name = '{service}' ORDER BY span_id"
     ));
     let mut expected: Vec<&Value> = created.iter().collect();
     expected.sort_by_key(|v| v["span_id"].as_str().unwrap_or_default().to_string());
@@ -40,6 +42,17 @@ fn assert_spans_stored(server: &TestServer, service: &str, created: &[Value]) {
         for k in ["trace_id", "span_id", "parent_span_id", "name"] {
             assert_eq!(row[k], exp[k], "{k} of {service}: {row} vs {exp}");
         }
+        // Nanoseconds as a JSON number (Python) or a decimal string (JS).
+        let micros = |k: &str| {
+            let ns = exp[k].as_u64().or_else(|| exp[k].as_str()?.parse().ok());
+            ns.expect("SDK timestamp") / 1_000
+        };
+        let expected_ms = (micros("end_ns") - micros("start_ns")) as f64 / 1_000.0;
+        assert_eq!(
+            row["duration_ms"].as_f64(),
+            Some(expected_ms),
+            "{row} vs {exp}"
+        );
     }
 }
 

@@ -87,7 +87,8 @@ const UNIQUE_TEXT_COLUMNS: [&str; 4] = [TRACE_ID, SPAN_ID, PARENT_SPAN_ID, REQUE
 /// Timestamps: delta-encoded (neighbouring rows are close in time).
 const TIME_COLUMNS: [&str; 3] = [TIME, END_TIME, OBSERVED_TIME];
 
-/// Durations with nanosecond fractions: a dictionary never pays off.
+/// Durations (whole microseconds, but nearly unique per row): a dictionary
+/// never pays off (measured: 4.9 bytes per span with one, 3.7 without).
 const MEASURE_COLUMNS: [&str; 1] = [DURATION_MS];
 
 /// What every Parquet file faasight writes shares: zstd level 3, page

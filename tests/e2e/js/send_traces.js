@@ -6,6 +6,9 @@ const { BasicTracerProvider, SimpleSpanProcessor } = require('@opentelemetry/sdk
 const { OTLPTraceExporter } = require('@opentelemetry/exporter-trace-otlp-http');
 const { resourceFromAttributes } = require('@opentelemetry/resources');
 
+// An SDK HrTime ([seconds, nanoseconds]) as exact decimal nanoseconds.
+const nanos = ([s, ns]) => (BigInt(s) * 1000000000n + BigInt(ns)).toString();
+
 async function main() {
   const [endpoint, service, traces] = process.argv.slice(2);
   const exporter = new OTLPTraceExporter({ url: `${endpoint}/v1/traces` });
@@ -27,8 +30,8 @@ async function main() {
     root.end();
     const r = root.spanContext();
     const c = child.spanContext();
-    created.push({ trace_id: r.traceId, span_id: r.spanId, parent_span_id: null, name: 'handler' });
-    created.push({ trace_id: c.traceId, span_id: c.spanId, parent_span_id: r.spanId, name: 'dynamodb.GetItem' });
+    created.push({ trace_id: r.traceId, span_id: r.spanId, parent_span_id: null, name: 'handler', start_ns: nanos(root.startTime), end_ns: nanos(root.endTime) });
+    created.push({ trace_id: c.traceId, span_id: c.spanId, parent_span_id: r.spanId, name: 'dynamodb.GetItem', start_ns: nanos(child.startTime), end_ns: nanos(child.endTime) });
   }
   await provider.forceFlush();
   await provider.shutdown();

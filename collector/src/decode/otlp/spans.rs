@@ -12,7 +12,9 @@ use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::StatusCode};
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, rows_to_reserve, text_builder};
+use crate::decode::columns::{
+    AttrMapBuilder, micros_between_as_ms, nanos_to_micros, rows_to_reserve, text_builder,
+};
 use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
@@ -284,10 +286,10 @@ pub fn normalize_with(
                     }
                 };
                 let start = nanos_to_micros(span.start_time_unix_nano);
-                let end_nanos = span.end_time_unix_nano.max(span.start_time_unix_nano);
-                let duration_ms = (end_nanos - span.start_time_unix_nano) as f64 / 1_000_000.0;
+                let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
+                let duration_ms = micros_between_as_ms(start, end);
                 cols.time.append_value(start);
-                cols.end_time.append_value(nanos_to_micros(end_nanos));
+                cols.end_time.append_value(end);
                 cols.duration_ms.append_value(duration_ms);
                 cols.trace_id.append_value(trace_id.to_hex());
                 cols.span_id.append_value(span_id.to_hex());

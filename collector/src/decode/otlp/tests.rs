@@ -97,6 +97,58 @@ fn spans_normalize_with_promoted_columns_and_partial_success() {
     assert_eq!(resp.partial_success.map(|p| p.rejected_spans), Some(1));
 }
 
+/// `duration_ms` is `end_time - time` of the stored (microsecond)
+/// timestamps, to the microsecond, not the nanoseconds OTLP carried.
+#[test]
+fn span_durations_are_the_stored_timestamps_difference_in_whole_microseconds() {
+    let mut s = span(vec![0xAB; 16]);
+    s.start_time_unix_nano = 1_700_000_000_000_000_999;
+    s.end_time_unix_nano = s.start_time_unix_nano + 1_234_567_891;
+    let mut backwards = span(vec![0xCD; 16]);
+    backwards.end_time_unix_nano = backwards.start_time_unix_nano - 1;
+    let body = request(vec![s, backwards]).encode_to_vec();
+    let n = decode(Signal::Traces, Encoding::Protobuf, &body, 0).expect("decodes");
+    let b = &n.batches[0].batch;
+    let col = |name: &str| b.column(b.schema().index_of(name).expect("column")).clone();
+    let micros = |name: &str, row: usize| {
+        col(name)
+            .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+            .value(row)
+    };
+    let duration = col(schema::DURATION_MS);
+    let duration = duration.as_primitive::<arrow::datatypes::Float64Type>();
+    assert_eq!(micros(schema::TIME, 0), 1_700_000_000_000_000);
+    assert_eq!(micros(schema::END_TIME, 0), 1_700_000_001_234_568);
+    assert_eq!(duration.value(0), 1234.568);
+    assert_eq!(
+        duration.value(0) * 1000.0,
+        (micros(schema::END_TIME, 0) - micros(schema::TIME, 0)) as f64
+    );
+    // An end before the start is clamped to the start.
+    assert_eq!(duration.value(1), 0.0);
+    assert_eq!(micros(schema::END_TIME, 1), micros(schema::TIME, 1));
+    // The handler span's invocation record carries the same duration.
+    let records = n
+        .batches
+        .iter()
+        .find(|t| t.table == Table::InvocationRecords)
+        .expect("invocation records");
+    let rd = records
+        .batch
+        .column(
+            records
+                .batch
+                .schema()
+                .index_of(schema::DURATION_MS)
+                .expect("column"),
+        )
+        .clone();
+    assert_eq!(
+        rd.as_primitive::<arrow::datatypes::Float64Type>().value(0),
+        1234.568
+    );
+}
+
 #[test]
 fn json_with_upper_case_hex_is_normalized_to_lower_case() {
     let body = br#"{"resourceSpans":[{"resource":{"attributes":[{"key":"service.name","value":{"stringValue":"svc"}}]},
