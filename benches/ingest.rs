@@ -244,6 +244,81 @@ fn in_process(bodies: &[Bytes], threads: usize, secs: f64) -> f64 {
     spans.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
+/// The flush's sort of one flush worth of spans (204,800, like a 2 s flush
+/// at 100k spans/s): `partition_by_hour` against arrow's generic
+/// `lexsort_to_indices` + `take` over the same keys (hour, trace id, time),
+/// run alternately in one thread; medians of `rounds`, in ms.
+fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
+    use arrow::array::{AsArray, Int64Array};
+    use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
+    use arrow::datatypes::TimestampMicrosecondType;
+
+    let batches: Vec<_> = bodies
+        .iter()
+        .flat_map(|b| {
+            otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0)
+                .expect("decodes")
+                .batches
+        })
+        .filter(|b| b.table == Table::Spans)
+        .map(|b| b.batch)
+        .collect();
+    let all = arrow::compute::concat_batches(&Table::Spans.schema(), &batches).expect("concat");
+    let column = |name: &str| {
+        all.column(all.schema().index_of(name).expect("column"))
+            .clone()
+    };
+    let arrow_sort = || {
+        let hours: Int64Array = column("time")
+            .as_primitive::<TimestampMicrosecondType>()
+            .iter()
+            .map(|t| t.map(|t| t.div_euclid(3_600_000_000)))
+            .collect();
+        let options = Some(SortOptions {
+            descending: false,
+            nulls_first: true,
+        });
+        let keys = [
+            SortColumn {
+                values: std::sync::Arc::new(hours),
+                options,
+            },
+            SortColumn {
+                values: column("trace_id"),
+                options,
+            },
+            SortColumn {
+                values: column("time"),
+                options,
+            },
+        ];
+        let indices = lexsort_to_indices(&keys, None).expect("lexsort");
+        take_record_batch(&all, &indices).expect("take").num_rows()
+    };
+    let ours = || {
+        partition_by_hour(Table::Spans, &all)
+            .expect("partition")
+            .iter()
+            .map(|(_, b)| b.num_rows())
+            .sum::<usize>()
+    };
+    let time = |f: &dyn Fn() -> usize| {
+        let t = Instant::now();
+        assert_eq!(f(), all.num_rows());
+        t.elapsed().as_secs_f64() * 1e3
+    };
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        a.push(time(&arrow_sort));
+        b.push(time(&ours));
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    (median(a), median(b))
+}
+
 fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) -> usize {
     let all = arrow::compute::concat_batches(&table.schema(), batches).expect("concat");
     let mut total = 0;
@@ -468,6 +543,11 @@ fn load_phases(
     cores: usize,
     secs: f64,
 ) {
+    let (arrow_ms, ours_ms) = sort_phase(big, 11);
+    println!(
+        "\nflush sort of {} spans (median of 11, one thread): arrow lexsort_to_indices + take {arrow_ms:.1} ms, partition_by_hour {ours_ms:.1} ms",
+        big.len() * 512
+    );
     let inproc_512 = in_process(big, cores, secs);
     let inproc_1 = in_process(single, cores, secs);
     println!("\n| in-process decode + normalize + Parquet encode | spans/s |\n|---|---|");
@@ -479,7 +559,14 @@ fn load_phases(
         "\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process |"
     );
     println!("|---|---|---|---|---|---|---|---|---|---|");
+    // FAASIGHT_BENCH_PROTOCOLS=http (or grpc): only that protocol's rows,
+    // for quicker A/B runs.
+    let protocols =
+        std::env::var("FAASIGHT_BENCH_PROTOCOLS").unwrap_or_else(|_| "http,grpc".into());
     for protocol in ["http", "grpc"] {
+        if !protocols.split(',').any(|p| p.trim() == protocol) {
+            continue;
+        }
         for (batch, bodies, inproc) in [(512usize, big, inproc_512), (1, single, inproc_1)] {
             let levels: &[usize] = if batch == 512 {
                 &[1, 4, 16, 64]

@@ -16,8 +16,32 @@ pub enum IdError {
     Zero { kind: &'static str },
 }
 
+/// An id's lowercase hex on the stack: what the decoders append to the id
+/// columns, one per span, without a `String` each.
+#[derive(Clone, Copy)]
+pub struct Hex<const N: usize>([u8; N]);
+
+impl<const N: usize> fmt::Debug for Hex<N> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl<const N: usize> Hex<N> {
+    pub fn as_str(&self) -> &str {
+        // `hex::encode_to_slice` writes only ASCII hex digits.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl<const N: usize> AsRef<str> for Hex<N> {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
+
 macro_rules! id_type {
-    ($name:ident, $len:expr, $kind:expr) => {
+    ($name:ident, $len:expr, $hex_len:expr, $kind:expr) => {
         #[derive(Clone, Copy, PartialEq, Eq, Hash)]
         pub struct $name(pub [u8; $len]);
 
@@ -39,27 +63,35 @@ macro_rules! id_type {
 
         impl $name {
             /// Lowercase hex, as the id appears in SQL.
+            pub fn hex(&self) -> Hex<$hex_len> {
+                let mut out = [0u8; $hex_len];
+                // The output is exactly twice the input: cannot fail.
+                let _ = hex::encode_to_slice(self.0, &mut out);
+                Hex(out)
+            }
+
+            /// [`Self::hex`] as an owned `String`.
             pub fn to_hex(&self) -> String {
-                hex::encode(self.0)
+                self.hex().as_str().to_string()
             }
         }
 
         impl fmt::Display for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(&self.to_hex())
+                f.write_str(self.hex().as_str())
             }
         }
 
         impl fmt::Debug for $name {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                write!(f, "{}({})", stringify!($name), self.to_hex())
+                write!(f, "{}({})", stringify!($name), self.hex().as_str())
             }
         }
     };
 }
 
-id_type!(TraceId, 16, "trace id");
-id_type!(SpanId, 8, "span id");
+id_type!(TraceId, 16, 32, "trace id");
+id_type!(SpanId, 8, 16, "span id");
 
 #[cfg(test)]
 mod tests {
@@ -69,6 +101,17 @@ mod tests {
     fn hex_is_lowercase() {
         let id = TraceId::try_from(&[0xAB; 16][..]).expect("valid id");
         assert_eq!(id.to_hex(), "ab".repeat(16));
+        let id = TraceId::try_from(
+            &[
+                0x01, 0x23, 0x45, 0x67, 0x89, 0xab, 0xcd, 0xef, 0xfe, 0xdc, 0xba, 0x98, 0x76, 0x54,
+                0x32, 0x10,
+            ][..],
+        )
+        .expect("valid id");
+        assert_eq!(id.hex().as_str(), "0123456789abcdeffedcba9876543210");
+        let id = SpanId::try_from(&[0x0f, 0xf0, 0, 0, 0, 0, 0, 0x01][..]).expect("valid id");
+        assert_eq!(id.hex().as_str(), "0ff0000000000001");
+        assert_eq!(id.to_string(), "0ff0000000000001");
     }
 
     #[test]

@@ -5,15 +5,14 @@
 //! A file appears atomically: written to `.<name>.tmp`, fsynced, renamed,
 //! and the directory fsynced.
 
+use std::cmp::Ordering;
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, Int64Array, TimestampMicrosecondArray};
-use arrow::compute::{
-    SortColumn, SortOptions, concat_batches, lexsort_to_indices, take_record_batch,
-};
+use arrow::array::{Array, AsArray, StringArray, TimestampMicrosecondArray, UInt32Array};
+use arrow::compute::{concat_batches, take_record_batch};
+use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, Encoding, ZstdLevel};
@@ -125,58 +124,124 @@ pub fn file_properties(row_group: usize, bloom_columns: &[&str]) -> WriterProper
     props
 }
 
-/// Sorts `batch` by hour, then the table's sort columns, and returns one
-/// slice per hour partition.
+/// Sorts `batch` by hour, then the table's sort columns (nulls first), and
+/// returns one slice per hour partition.
 pub fn partition_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let time_idx = batch.schema().index_of(TIME)?;
+    let schema_err = |what: &str| arrow::error::ArrowError::SchemaError(what.to_string());
     let times = batch
-        .column(time_idx)
-        .as_any()
-        .downcast_ref::<TimestampMicrosecondArray>()
-        .ok_or_else(|| {
-            arrow::error::ArrowError::SchemaError("time is not a µs timestamp".into())
-        })?;
-    let hours: Int64Array = times
-        .iter()
-        .map(|t| t.map(|t| t.div_euclid(MICROS_PER_HOUR)))
-        .collect();
-    let hours: ArrayRef = Arc::new(hours);
-    let mut sort = vec![SortColumn {
-        values: Arc::clone(&hours),
-        options: None,
-    }];
+        .column(batch.schema().index_of(TIME)?)
+        .as_primitive_opt::<TimestampMicrosecondType>()
+        .ok_or_else(|| schema_err("time is not a µs timestamp"))?;
+    let mut keys = Vec::new();
     for col in table.sort_columns() {
-        let idx = batch.schema().index_of(col)?;
-        sort.push(SortColumn {
-            values: Arc::clone(batch.column(idx)),
-            options: Some(SortOptions {
-                descending: false,
-                nulls_first: true,
-            }),
+        let array = batch.column(batch.schema().index_of(col)?);
+        keys.push(match array.data_type() {
+            DataType::Utf8 => SortKey::Text(array.as_string::<i32>()),
+            DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                SortKey::Micros(array.as_primitive::<TimestampMicrosecondType>())
+            }
+            other => return Err(schema_err(&format!("cannot sort by {col} ({other})")).into()),
         });
     }
-    let indices = lexsort_to_indices(&sort, None)?;
+    let order = sort_order(times, &keys);
+    let indices = UInt32Array::from_iter_values(order.iter().map(|r| r.row));
     let sorted = take_record_batch(batch, &indices)?;
-    let sorted_hours = arrow::compute::take(&hours, &indices, None)?;
-    let sorted_hours = sorted_hours
-        .as_any()
-        .downcast_ref::<Int64Array>()
-        .ok_or_else(|| arrow::error::ArrowError::SchemaError("hours".into()))?;
     let mut parts = Vec::new();
     let mut start = 0;
-    for i in 1..=sorted.num_rows() {
-        if i == sorted.num_rows() || sorted_hours.value(i) != sorted_hours.value(start) {
+    for i in 1..=order.len() {
+        if i == order.len() || order[i].hour != order[start].hour {
             parts.push((
-                sorted_hours.value(start) * MICROS_PER_HOUR,
+                order[start].hour * MICROS_PER_HOUR,
                 sorted.slice(start, i - start),
             ));
             start = i;
         }
     }
     Ok(parts)
+}
+
+/// A column rows are sorted by.
+enum SortKey<'a> {
+    Text(&'a StringArray),
+    Micros(&'a TimestampMicrosecondArray),
+}
+
+impl SortKey<'_> {
+    /// Nulls first, text by its bytes.
+    fn compare(&self, a: usize, b: usize) -> Ordering {
+        fn opt<T: Ord>(a: Option<T>, b: Option<T>) -> Ordering {
+            a.cmp(&b) // None < Some
+        }
+        match self {
+            SortKey::Text(t) => opt(
+                t.is_valid(a).then(|| t.value(a).as_bytes()),
+                t.is_valid(b).then(|| t.value(b).as_bytes()),
+            ),
+            SortKey::Micros(t) => opt(
+                t.is_valid(a).then(|| t.value(a)),
+                t.is_valid(b).then(|| t.value(b)),
+            ),
+        }
+    }
+
+    /// A number that orders rows as [`Self::compare`] does, or ties them:
+    /// for text, non-null before null is 0, then the first 8 bytes big-endian
+    /// (zero-padded: a proper prefix never sorts after what it prefixes).
+    fn prefix(&self, row: usize) -> (bool, u64) {
+        match self {
+            SortKey::Text(t) if t.is_valid(row) => {
+                let bytes = t.value(row).as_bytes();
+                let mut head = [0u8; 8];
+                let n = bytes.len().min(8);
+                head[..n].copy_from_slice(&bytes[..n]);
+                (true, u64::from_be_bytes(head))
+            }
+            SortKey::Micros(t) if t.is_valid(row) => (true, (t.value(row) as u64) ^ (1 << 63)),
+            _ => (false, 0),
+        }
+    }
+}
+
+/// One row's place in the sort: its hour, the leading key's prefix, its
+/// index.
+struct Ranked {
+    hour: i64,
+    lead: (bool, u64),
+    row: u32,
+}
+
+/// The rows in (hour, keys…, row index) order. Sorting compact entries by
+/// the hour and an 8-byte prefix of the leading key decides nearly every
+/// comparison (trace ids are random) without touching the strings; ties
+/// compare the keys in full. The row index keeps equal rows in arrival order.
+fn sort_order(times: &TimestampMicrosecondArray, keys: &[SortKey<'_>]) -> Vec<Ranked> {
+    let mut order: Vec<Ranked> = (0..times.len())
+        .map(|row| Ranked {
+            // A null time is not written by any decoder; it would sort first.
+            hour: if times.is_valid(row) {
+                times.value(row).div_euclid(MICROS_PER_HOUR)
+            } else {
+                i64::MIN
+            },
+            lead: keys.first().map_or((false, 0), |k| k.prefix(row)),
+            row: row as u32,
+        })
+        .collect();
+    order.sort_unstable_by(|a, b| {
+        (a.hour, a.lead)
+            .cmp(&(b.hour, b.lead))
+            .then_with(|| {
+                keys.iter()
+                    .map(|k| k.compare(a.row as usize, b.row as usize))
+                    .find(|o| o.is_ne())
+                    .unwrap_or(Ordering::Equal)
+            })
+            .then(a.row.cmp(&b.row))
+    });
+    order
 }
 
 /// Writes one file atomically and returns its metadata.
@@ -296,4 +361,78 @@ pub fn scan_table(
     }
     files.sort_by(|a, b| a.path.cmp(&b.path));
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    use arrow::datatypes::{Field, Schema};
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::model::schema::{FUNCTION_NAME, SERVICE_NAME};
+
+    /// Texts that share long prefixes, are prefixes of each other, are
+    /// empty or null: where an 8-byte prefix cannot decide.
+    fn text() -> impl Strategy<Value = Option<String>> {
+        prop_oneof![
+            1 => Just(None),
+            1 => Just(Some(String::new())),
+            8 => "(abcdefgh|abcdefgi|ab|a)?[a-c\u{e9}]{0,3}".prop_map(Some),
+        ]
+    }
+
+    proptest! {
+        /// The rows come out as a plain sort of (hour, keys…, row) tuples
+        /// orders them, one slice per hour.
+        #[test]
+        fn rows_sort_by_hour_then_keys_nulls_first_then_arrival(
+            rows in proptest::collection::vec(
+                (-3i64..3, 0i64..MICROS_PER_HOUR, text(), text()), 0..200)
+        ) {
+            let time: Vec<i64> = rows.iter().map(|(h, m, _, _)| h * MICROS_PER_HOUR + m / 1_000_000).collect();
+            let service: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
+            let function: Vec<Option<&str>> = rows.iter().map(|r| r.3.as_deref()).collect();
+            let batch = RecordBatch::try_new(
+                Arc::new(Schema::new(vec![
+                    Field::new(TIME, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
+                    Field::new(SERVICE_NAME, DataType::Utf8, true),
+                    Field::new(FUNCTION_NAME, DataType::Utf8, true),
+                ])),
+                vec![
+                    Arc::new(TimestampMicrosecondArray::from(time.clone()).with_timezone("UTC")) as ArrayRef,
+                    Arc::new(StringArray::from(service.clone())),
+                    Arc::new(StringArray::from(function.clone())),
+                ],
+            ).expect("batch");
+
+            // Table::Logs sorts by service, function, time.
+            let parts = partition_by_hour(Table::Logs, &batch).expect("sorts");
+
+            let mut expected: Vec<usize> = (0..rows.len()).collect();
+            expected.sort_by_key(|&i| (
+                time[i].div_euclid(MICROS_PER_HOUR),
+                service[i].map(str::as_bytes),
+                function[i].map(str::as_bytes),
+                time[i],
+                i,
+            ));
+            let mut got = Vec::new();
+            for (hour_start, part) in &parts {
+                let t = part.column(0).as_primitive::<TimestampMicrosecondType>();
+                let s = part.column(1).as_string::<i32>();
+                let f = part.column(2).as_string::<i32>();
+                for r in 0..part.num_rows() {
+                    prop_assert_eq!(t.value(r).div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR, *hour_start);
+                    got.push((t.value(r), s.is_valid(r).then(|| s.value(r)), f.is_valid(r).then(|| f.value(r))));
+                }
+            }
+            let want: Vec<_> = expected.iter().map(|&i| (time[i], service[i], function[i])).collect();
+            prop_assert_eq!(got, want);
+            let hours: std::collections::BTreeSet<i64> = time.iter().map(|t| t.div_euclid(MICROS_PER_HOUR)).collect();
+            prop_assert_eq!(parts.len(), hours.len());
+        }
+    }
 }

@@ -291,10 +291,9 @@ pub fn normalize_with(
                 cols.time.append_value(start);
                 cols.end_time.append_value(end);
                 cols.duration_ms.append_value(duration_ms);
-                cols.trace_id.append_value(trace_id.to_hex());
-                cols.span_id.append_value(span_id.to_hex());
-                cols.parent_span_id
-                    .append_option(parent.map(|p| p.to_hex()));
+                cols.trace_id.append_value(trace_id.hex());
+                cols.span_id.append_value(span_id.hex());
+                cols.parent_span_id.append_option(parent.map(|p| p.hex()));
                 cols.name.append_value(&span.name);
                 cols.kind.append_value(kind_name(span.kind));
                 let status = span.status.as_ref();
