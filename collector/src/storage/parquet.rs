@@ -10,8 +10,11 @@ use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 
-use arrow::array::{Array, AsArray, StringArray, TimestampMicrosecondArray, UInt32Array};
-use arrow::compute::{concat_batches, take_record_batch};
+use arrow::array::{
+    Array, AsArray, DynComparator, StringArray, StringViewArray, TimestampMicrosecondArray,
+    UInt32Array, make_comparator,
+};
+use arrow::compute::{SortOptions, concat_batches, take_record_batch};
 use arrow::datatypes::{DataType, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -124,29 +127,20 @@ pub fn file_properties(row_group: usize, bloom_columns: &[&str]) -> WriterProper
     props
 }
 
-/// Sorts `batch` by hour, then the table's sort columns (nulls first), and
-/// returns one slice per hour partition.
+/// Sorts `batch` by hour, then the table's sort columns (nulls first; rows
+/// that tie on every key keep their order), and returns one slice per hour
+/// partition.
 pub fn partition_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
     if batch.num_rows() == 0 {
         return Ok(Vec::new());
     }
-    let schema_err = |what: &str| arrow::error::ArrowError::SchemaError(what.to_string());
-    let times = batch
-        .column(batch.schema().index_of(TIME)?)
-        .as_primitive_opt::<TimestampMicrosecondType>()
-        .ok_or_else(|| schema_err("time is not a µs timestamp"))?;
-    let mut keys = Vec::new();
-    for col in table.sort_columns() {
-        let array = batch.column(batch.schema().index_of(col)?);
-        keys.push(match array.data_type() {
-            DataType::Utf8 => SortKey::Text(array.as_string::<i32>()),
-            DataType::Timestamp(TimeUnit::Microsecond, _) => {
-                SortKey::Micros(array.as_primitive::<TimestampMicrosecondType>())
-            }
-            other => return Err(schema_err(&format!("cannot sort by {col} ({other})")).into()),
-        });
+    if u32::try_from(batch.num_rows()).is_err() {
+        return Err(schema_err("more than u32::MAX rows in one batch").into());
     }
-    let order = sort_order(times, &keys);
+    let order = sort_order(&BatchKeys::new(table, batch)?);
+    // `take` of one batch, not `interleave` from the buffered batches: the
+    // bench measured interleave slower than concatenate + take for the
+    // attribute maps.
     let indices = UInt32Array::from_iter_values(order.iter().map(|r| r.row));
     let sorted = take_record_batch(batch, &indices)?;
     let mut parts = Vec::new();
@@ -163,44 +157,104 @@ pub fn partition_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, 
     Ok(parts)
 }
 
-/// A column rows are sorted by.
+fn schema_err(what: &str) -> arrow::error::ArrowError {
+    arrow::error::ArrowError::SchemaError(what.to_string())
+}
+
+/// The columns one batch is sorted by.
+struct BatchKeys<'a> {
+    times: &'a TimestampMicrosecondArray,
+    keys: Vec<SortKey<'a>>,
+}
+
+impl<'a> BatchKeys<'a> {
+    fn new(table: Table, batch: &'a RecordBatch) -> Result<Self> {
+        let times = batch
+            .column(batch.schema().index_of(TIME)?)
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| schema_err("time is not a µs timestamp"))?;
+        let mut keys = Vec::new();
+        for col in table.sort_columns() {
+            let array = batch.column(batch.schema().index_of(col)?);
+            keys.push(match array.data_type() {
+                DataType::Utf8 => SortKey::Text(array.as_string::<i32>()),
+                DataType::Utf8View => SortKey::View(array.as_string_view()),
+                DataType::Timestamp(TimeUnit::Microsecond, _) => {
+                    SortKey::Micros(array.as_primitive::<TimestampMicrosecondType>())
+                }
+                // Any other type (the coalesced invocations come out of a
+                // query plan): arrow's own comparator.
+                _ => SortKey::Other(make_comparator(array, array, NULLS_FIRST)?),
+            });
+        }
+        Ok(BatchKeys { times, keys })
+    }
+
+    fn hour(&self, row: usize) -> i64 {
+        // A null time is not written by any decoder; it would sort first.
+        if self.times.is_valid(row) {
+            self.times.value(row).div_euclid(MICROS_PER_HOUR)
+        } else {
+            i64::MIN
+        }
+    }
+}
+
+const NULLS_FIRST: SortOptions = SortOptions {
+    descending: false,
+    nulls_first: true,
+};
+
+/// A column rows are sorted by, nulls first.
 enum SortKey<'a> {
     Text(&'a StringArray),
+    View(&'a StringViewArray),
     Micros(&'a TimestampMicrosecondArray),
+    Other(DynComparator),
 }
 
 impl SortKey<'_> {
+    fn text(&self, row: usize) -> Option<&[u8]> {
+        match self {
+            SortKey::Text(t) => t.is_valid(row).then(|| t.value(row).as_bytes()),
+            SortKey::View(t) => t.is_valid(row).then(|| t.value(row).as_bytes()),
+            SortKey::Micros(_) | SortKey::Other(_) => None,
+        }
+    }
+
+    fn micros(&self, row: usize) -> Option<i64> {
+        match self {
+            SortKey::Micros(t) => t.is_valid(row).then(|| t.value(row)),
+            _ => None,
+        }
+    }
+
     /// Nulls first, text by its bytes.
     fn compare(&self, a: usize, b: usize) -> Ordering {
-        fn opt<T: Ord>(a: Option<T>, b: Option<T>) -> Ordering {
-            a.cmp(&b) // None < Some
-        }
         match self {
-            SortKey::Text(t) => opt(
-                t.is_valid(a).then(|| t.value(a).as_bytes()),
-                t.is_valid(b).then(|| t.value(b).as_bytes()),
-            ),
-            SortKey::Micros(t) => opt(
-                t.is_valid(a).then(|| t.value(a)),
-                t.is_valid(b).then(|| t.value(b)),
-            ),
+            SortKey::Other(compare) => compare(a, b),
+            // None < Some
+            SortKey::Micros(_) => self.micros(a).cmp(&self.micros(b)),
+            SortKey::Text(_) | SortKey::View(_) => self.text(a).cmp(&self.text(b)),
         }
     }
 
     /// A number that orders rows as [`Self::compare`] does, or ties them:
-    /// for text, non-null before null is 0, then the first 8 bytes big-endian
+    /// null before non-null, then for text the first 8 bytes big-endian
     /// (zero-padded: a proper prefix never sorts after what it prefixes).
     fn prefix(&self, row: usize) -> (bool, u64) {
         match self {
-            SortKey::Text(t) if t.is_valid(row) => {
-                let bytes = t.value(row).as_bytes();
+            SortKey::Text(_) | SortKey::View(_) => self.text(row).map_or((false, 0), |bytes| {
                 let mut head = [0u8; 8];
                 let n = bytes.len().min(8);
                 head[..n].copy_from_slice(&bytes[..n]);
                 (true, u64::from_be_bytes(head))
-            }
-            SortKey::Micros(t) if t.is_valid(row) => (true, (t.value(row) as u64) ^ (1 << 63)),
-            _ => (false, 0),
+            }),
+            SortKey::Micros(_) => self
+                .micros(row)
+                .map_or((false, 0), |t| (true, (t as u64) ^ (1 << 63))),
+            // Ties every row: the comparator decides.
+            SortKey::Other(_) => (true, 0),
         }
     }
 }
@@ -216,17 +270,13 @@ struct Ranked {
 /// The rows in (hour, keys…, row index) order. Sorting compact entries by
 /// the hour and an 8-byte prefix of the leading key decides nearly every
 /// comparison (trace ids are random) without touching the strings; ties
-/// compare the keys in full. The row index keeps equal rows in arrival order.
-fn sort_order(times: &TimestampMicrosecondArray, keys: &[SortKey<'_>]) -> Vec<Ranked> {
-    let mut order: Vec<Ranked> = (0..times.len())
+/// compare the keys in full. The row index keeps equal rows in arrival
+/// order. The caller has checked that the rows fit in u32.
+fn sort_order(batch: &BatchKeys<'_>) -> Vec<Ranked> {
+    let mut order: Vec<Ranked> = (0..batch.times.len())
         .map(|row| Ranked {
-            // A null time is not written by any decoder; it would sort first.
-            hour: if times.is_valid(row) {
-                times.value(row).div_euclid(MICROS_PER_HOUR)
-            } else {
-                i64::MIN
-            },
-            lead: keys.first().map_or((false, 0), |k| k.prefix(row)),
+            hour: batch.hour(row),
+            lead: batch.keys.first().map_or((false, 0), |k| k.prefix(row)),
             row: row as u32,
         })
         .collect();
@@ -234,7 +284,9 @@ fn sort_order(times: &TimestampMicrosecondArray, keys: &[SortKey<'_>]) -> Vec<Ra
         (a.hour, a.lead)
             .cmp(&(b.hour, b.lead))
             .then_with(|| {
-                keys.iter()
+                batch
+                    .keys
+                    .iter()
                     .map(|k| k.compare(a.row as usize, b.row as usize))
                     .find(|o| o.is_ne())
                     .unwrap_or(Ordering::Equal)
@@ -367,7 +419,8 @@ pub fn scan_table(
 mod tests {
     use std::sync::Arc;
 
-    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray};
+    use arrow::array::{ArrayRef, StringArray, TimestampMicrosecondArray, UInt64Array};
+    use arrow::compute::cast;
     use arrow::datatypes::{Field, Schema};
     use proptest::prelude::*;
 
@@ -385,26 +438,33 @@ mod tests {
     }
 
     proptest! {
-        /// The rows come out as a plain sort of (hour, keys…, row) tuples
-        /// orders them, one slice per hour.
+        /// The rows come out as a plain sort of (hour, keys…, time,
+        /// arrival) tuples orders them, one slice per hour; rows that tie
+        /// on every key keep their order (the `arrival` column).
         #[test]
         fn rows_sort_by_hour_then_keys_nulls_first_then_arrival(
             rows in proptest::collection::vec(
-                (-3i64..3, 0i64..MICROS_PER_HOUR, text(), text()), 0..200)
+                (-3i64..3, prop_oneof![0i64..3, 0i64..MICROS_PER_HOUR], text(), text()), 0..200),
+            // How the texts arrive: Utf8 (the decoders), Utf8View (query
+            // plans), LargeUtf8 (anything else: arrow's comparator).
+            text_type in prop_oneof![Just(DataType::Utf8), Just(DataType::Utf8View), Just(DataType::LargeUtf8)],
         ) {
-            let time: Vec<i64> = rows.iter().map(|(h, m, _, _)| h * MICROS_PER_HOUR + m / 1_000_000).collect();
+            // Few distinct times, so rows often tie on every key.
+            let time: Vec<i64> = rows.iter().map(|(h, m, _, _)| h * MICROS_PER_HOUR + m).collect();
             let service: Vec<Option<&str>> = rows.iter().map(|r| r.2.as_deref()).collect();
             let function: Vec<Option<&str>> = rows.iter().map(|r| r.3.as_deref()).collect();
             let batch = RecordBatch::try_new(
                 Arc::new(Schema::new(vec![
                     Field::new(TIME, DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())), false),
-                    Field::new(SERVICE_NAME, DataType::Utf8, true),
-                    Field::new(FUNCTION_NAME, DataType::Utf8, true),
+                    Field::new(SERVICE_NAME, text_type.clone(), true),
+                    Field::new(FUNCTION_NAME, text_type.clone(), true),
+                    Field::new("arrival", DataType::UInt64, false),
                 ])),
                 vec![
                     Arc::new(TimestampMicrosecondArray::from(time.clone()).with_timezone("UTC")) as ArrayRef,
-                    Arc::new(StringArray::from(service.clone())),
-                    Arc::new(StringArray::from(function.clone())),
+                    cast(&StringArray::from(service.clone()), &text_type).expect("cast"),
+                    cast(&StringArray::from(function.clone()), &text_type).expect("cast"),
+                    Arc::new(UInt64Array::from_iter_values(0..rows.len() as u64)),
                 ],
             ).expect("batch");
 
@@ -422,14 +482,18 @@ mod tests {
             let mut got = Vec::new();
             for (hour_start, part) in &parts {
                 let t = part.column(0).as_primitive::<TimestampMicrosecondType>();
-                let s = part.column(1).as_string::<i32>();
-                let f = part.column(2).as_string::<i32>();
+                let s = cast(part.column(1), &DataType::Utf8).expect("cast");
+                let f = cast(part.column(2), &DataType::Utf8).expect("cast");
+                let (s, f) = (s.as_string::<i32>(), f.as_string::<i32>());
+                let arrival = part.column(3).as_primitive::<arrow::datatypes::UInt64Type>();
                 for r in 0..part.num_rows() {
                     prop_assert_eq!(t.value(r).div_euclid(MICROS_PER_HOUR) * MICROS_PER_HOUR, *hour_start);
-                    got.push((t.value(r), s.is_valid(r).then(|| s.value(r)), f.is_valid(r).then(|| f.value(r))));
+                    let text = |a: &StringArray| a.is_valid(r).then(|| a.value(r).to_string());
+                    got.push((t.value(r), text(s), text(f), arrival.value(r) as usize));
                 }
             }
-            let want: Vec<_> = expected.iter().map(|&i| (time[i], service[i], function[i])).collect();
+            let owned = |v: Option<&str>| v.map(str::to_string);
+            let want: Vec<_> = expected.iter().map(|&i| (time[i], owned(service[i]), owned(function[i]), i)).collect();
             prop_assert_eq!(got, want);
             let hours: std::collections::BTreeSet<i64> = time.iter().map(|t| t.div_euclid(MICROS_PER_HOUR)).collect();
             prop_assert_eq!(parts.len(), hours.len());
