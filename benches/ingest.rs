@@ -320,11 +320,7 @@ fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
             a.push(time(&arrow_sort));
         }
     }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    (median(a), median(b))
+    (support::median(a), support::median(b))
 }
 
 fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) -> usize {

@@ -60,11 +60,6 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let invocations: u64 = env_or("FAASIGHT_BENCH_INVOCATIONS", 10_000_000);
@@ -113,7 +108,7 @@ fn main() {
     let mut ours = Vec::new();
     for (name, sql) in QUERIES {
         let (cold, rows) = http(sql);
-        let hot = median((0..runs).map(|_| http(sql).0).collect());
+        let hot = support::median((0..runs).map(|_| http(sql).0).collect());
         ours.push((name, cold, hot, rows));
     }
 
@@ -228,7 +223,7 @@ fn isolation(dir: &std::path::Path, runs: usize) {
     });
     let (status, _) = query(LEGIT);
     assert_eq!(status, 200, "the 20,000 x 20,000 join");
-    let legit = median((0..runs).map(|_| query(LEGIT).1).collect());
+    let legit = support::median((0..runs).map(|_| query(LEGIT).1).collect());
     let _ = server.child.kill();
     let _ = server.child.wait();
     let _ = std::fs::remove_dir_all(dir);

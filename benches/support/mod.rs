@@ -85,3 +85,10 @@ pub(crate) fn generate(data: &Path, invocations: u64, seed: u64, until: &str, ex
         started.elapsed().as_secs_f64()
     );
 }
+
+/// The median of `v` (the upper one of an even count).
+#[allow(dead_code)] // not every bench takes medians
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}

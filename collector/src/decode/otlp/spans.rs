@@ -291,7 +291,8 @@ pub fn normalize_with(
                 cols.time.append_value(start);
                 cols.end_time.append_value(end);
                 cols.duration_ms.append_value(duration_ms);
-                cols.trace_id.append_value(trace_id.hex());
+                let trace_hex = trace_id.hex();
+                cols.trace_id.append_value(trace_hex);
                 cols.span_id.append_value(span_id.hex());
                 cols.parent_span_id.append_option(parent.map(|p| p.hex()));
                 cols.name.append_value(&span.name);
@@ -316,7 +317,7 @@ pub fn normalize_with(
                         time_micros: start,
                         function_name: function,
                         request_id: rid.clone(),
-                        trace_id: trace_id.to_hex(),
+                        trace_id: trace_hex.as_str().to_string(),
                         duration_ms,
                         is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
                         span_attributes: &span.attributes,
