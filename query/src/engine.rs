@@ -23,6 +23,7 @@ use crate::catalog::tables::FaasightTable;
 use crate::catalog::views::{INVOCATIONS_SQL, ViewPlans};
 use crate::coop::YieldAboveMultipliers;
 use crate::cost::{PriceCatalog, cost_udfs};
+use crate::grouping::RunGroupedAggregates;
 use crate::memory::QueryPool;
 
 /// Why a query failed; each maps to one status per API.
@@ -335,6 +336,7 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_physical_optimizer_rule(Arc::new(RunGroupedAggregates))
             .with_physical_optimizer_rule(Arc::new(YieldAboveMultipliers))
             .build();
         let ctx = SessionContext::new_with_state(state);

@@ -12,6 +12,7 @@ pub mod cost;
 pub mod datetime;
 pub mod engine;
 pub mod format;
+pub mod grouping;
 pub mod memory;
 pub mod percentile;
 pub mod rules;

@@ -1,0 +1,608 @@
+//! Partial aggregates grouped by one text column, found by runs.
+//!
+//! The per-function questions (`GROUP BY function_name`) group millions of
+//! rows into a few dozen groups, and the coalesced invocation files are
+//! sorted by function: a scan hands over batches in which the same name
+//! repeats for thousands of rows. DataFusion's partial aggregate hashes
+//! every row's text and compares it with the group it lands in
+//! (`GroupValuesBytes::intern` and its `memcmp`, about a third of the CPU of
+//! "top 10 functions by cost"; benches/query-report.md).
+//!
+//! [`RunGroupedAggregates`] runs after DataFusion's own rules and replaces a
+//! partial [`AggregateExec`] grouped by a single `Utf8`, `LargeUtf8` or
+//! `Utf8View` expression with a [`RunGroupedAggregateExec`]: a row equal to
+//! the row before it takes that row's group without hashing; only where the
+//! text changes is it looked up in a hash map. The accumulators are the
+//! aggregate's own ([`GroupsAccumulator`]s, fed the same arguments and
+//! filters), so the output — one row per group, the group's text and each
+//! accumulator's state — is what the partial aggregate would emit and the
+//! final aggregate above merges it unchanged.
+//!
+//! What DataFusion's operator does on the way is kept: when the memory pool
+//! refuses more, the groups so far are emitted and counting starts afresh
+//! (a partial aggregate may emit a group more than once); when grouping
+//! does not reduce the rows (DataFusion's
+//! `skip_partial_aggregation_probe_*` settings: by default 80 % as many
+//! groups as rows after 100,000 rows), the rest passes through as one state
+//! row per input row.
+
+use std::fmt;
+use std::sync::Arc;
+
+use arrow::array::{
+    Array, ArrayAccessor, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray,
+};
+use arrow::compute::cast;
+use arrow::datatypes::{DataType, SchemaRef};
+use datafusion::common::HashMap;
+use datafusion::common::config::ConfigOptions;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::memory_pool::{MemoryConsumer, MemoryReservation};
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::PhysicalExpr;
+use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::{
+    AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
+};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{
+    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
+};
+use futures::{StreamExt, TryStreamExt};
+
+/// Replaces partial aggregates grouped by one text column (see the module doc).
+#[derive(Debug, Default)]
+pub struct RunGroupedAggregates;
+
+impl PhysicalOptimizerRule for RunGroupedAggregates {
+    fn optimize(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        _config: &ConfigOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        plan.transform_up(|node| {
+            let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+                return Ok(Transformed::no(node));
+            };
+            match RunGroupedAggregateExec::try_from_aggregate(agg)? {
+                Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
+                None => Ok(Transformed::no(node)),
+            }
+        })
+        .map(|t| t.data)
+    }
+
+    fn name(&self) -> &str {
+        "RunGroupedAggregates"
+    }
+
+    fn schema_check(&self) -> bool {
+        true
+    }
+}
+
+/// A partial aggregate grouped by one text expression (see the module doc).
+#[derive(Debug, Clone)]
+pub struct RunGroupedAggregateExec {
+    input: Arc<dyn ExecutionPlan>,
+    group: Arc<dyn PhysicalExpr>,
+    group_name: String,
+    aggr: Vec<Arc<AggregateFunctionExpr>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// The replaced aggregate's schema and properties: the output is the same.
+    schema: SchemaRef,
+    properties: Arc<PlanProperties>,
+}
+
+impl RunGroupedAggregateExec {
+    /// The replacement for `agg`, when it is a partial aggregate this
+    /// operator can stand in for.
+    pub fn try_from_aggregate(agg: &AggregateExec) -> Result<Option<Self>> {
+        let group_by = agg.group_expr();
+        let suitable = matches!(agg.mode(), AggregateMode::Partial)
+            && group_by.is_single()
+            && !group_by.has_grouping_set()
+            && group_by.expr().len() == 1
+            && agg.limit_options().is_none()
+            && agg.dynamic_expressions_produced().is_empty()
+            && matches!(agg.input_order_mode(), InputOrderMode::Linear)
+            && agg
+                .aggr_expr()
+                .iter()
+                .all(|a| a.groups_accumulator_supported());
+        if !suitable {
+            return Ok(None);
+        }
+        let schema = agg.schema();
+        let text = matches!(
+            schema.field(0).data_type(),
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+        );
+        let (group, group_name) = &group_by.expr()[0];
+        if !text || group.data_type(&agg.input_schema())? != *schema.field(0).data_type() {
+            return Ok(None);
+        }
+        Ok(Some(RunGroupedAggregateExec {
+            input: Arc::clone(agg.input()),
+            group: Arc::clone(group),
+            group_name: group_name.clone(),
+            aggr: agg.aggr_expr().to_vec(),
+            filters: agg.filter_expr().to_vec(),
+            schema,
+            properties: Arc::clone(agg.properties()),
+        }))
+    }
+}
+
+impl DisplayAs for RunGroupedAggregateExec {
+    fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let aggr: Vec<&str> = self.aggr.iter().map(|a| a.name()).collect();
+        write!(
+            f,
+            "RunGroupedAggregateExec: mode=Partial, gby=[{} as {}], aggr=[{}]",
+            self.group,
+            self.group_name,
+            aggr.join(", ")
+        )
+    }
+}
+
+impl ExecutionPlan for RunGroupedAggregateExec {
+    fn name(&self) -> &str {
+        "RunGroupedAggregateExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        let mut exprs = vec![Arc::clone(&self.group)];
+        for a in &self.aggr {
+            exprs.extend(a.expressions());
+        }
+        exprs.extend(self.filters.iter().flatten().cloned());
+        for e in &exprs {
+            if f(e)? == TreeNodeRecursion::Stop {
+                return Ok(TreeNodeRecursion::Stop);
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.len() != 1 {
+            return datafusion::common::internal_err!(
+                "RunGroupedAggregateExec has one input, not {}",
+                children.len()
+            );
+        }
+        let mut exec = (*self).clone();
+        exec.input = children.swap_remove(0);
+        Ok(Arc::new(exec))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, Arc::clone(&context))?;
+        let reservation = MemoryConsumer::new(format!("RunGroupedAggregateExec[{partition}]"))
+            .register(context.memory_pool());
+        let options = &context.session_config().options().execution;
+        let grouper = Grouper {
+            group: Arc::clone(&self.group),
+            arguments: aggregate_expressions(&self.aggr, &AggregateMode::Partial, 0)?,
+            filters: self.filters.clone(),
+            accumulators: new_accumulators(&self.aggr)?,
+            aggr: self.aggr.clone(),
+            schema: Arc::clone(&self.schema),
+            groups: Groups::default(),
+            rows_in: 0,
+            passing_through: false,
+            skip_check: (options.skip_partial_aggregation_probe_ratio_threshold < 1.0).then_some((
+                options.skip_partial_aggregation_probe_rows_threshold,
+                options.skip_partial_aggregation_probe_ratio_threshold,
+            )),
+            reservation,
+            batch_size: context.session_config().batch_size(),
+        };
+        // Input batches are grouped as they come; the groups are emitted
+        // when the input ends (and earlier, see `Grouper::take`).
+        let output = futures::stream::unfold(Some((input, grouper)), |state| async move {
+            let (mut input, mut grouper) = state?;
+            match input.next().await {
+                Some(Ok(batch)) => Some((grouper.take(batch), Some((input, grouper)))),
+                Some(Err(e)) => Some((Err(e), None)),
+                None => Some((grouper.emit(), None)),
+            }
+        })
+        .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
+        .try_flatten();
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&self.schema),
+            output,
+        )))
+    }
+}
+
+fn new_accumulators(
+    aggr: &[Arc<AggregateFunctionExpr>],
+) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
+    aggr.iter().map(|a| a.create_groups_accumulator()).collect()
+}
+
+/// The groups seen so far: text → group index, and the null group.
+#[derive(Debug, Default)]
+struct Groups {
+    index: HashMap<Box<str>, usize>,
+    null: Option<usize>,
+    /// Key bytes held by `index`.
+    key_bytes: usize,
+}
+
+impl Groups {
+    fn len(&self) -> usize {
+        self.index.len() + usize::from(self.null.is_some())
+    }
+
+    fn id(&mut self, text: Option<&str>) -> usize {
+        let next = self.len();
+        match text {
+            None => *self.null.get_or_insert(next),
+            Some(t) => {
+                if let Some(&id) = self.index.get(t) {
+                    return id;
+                }
+                self.key_bytes += t.len();
+                self.index.insert(t.into(), next);
+                next
+            }
+        }
+    }
+
+    /// The group texts in group-index order.
+    fn texts(&self) -> StringArray {
+        let mut texts: Vec<Option<&str>> = vec![None; self.len()];
+        for (text, &id) in &self.index {
+            texts[id] = Some(text);
+        }
+        StringArray::from(texts)
+    }
+
+    fn size(&self) -> usize {
+        self.index.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1) + self.key_bytes
+    }
+}
+
+/// The state of one partition's aggregation.
+struct Grouper {
+    group: Arc<dyn PhysicalExpr>,
+    arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
+    filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    accumulators: Vec<Box<dyn GroupsAccumulator>>,
+    aggr: Vec<Arc<AggregateFunctionExpr>>,
+    schema: SchemaRef,
+    groups: Groups,
+    rows_in: usize,
+    passing_through: bool,
+    /// Rows after which, and groups per row above which, the rest passes
+    /// through (DataFusion's `skip_partial_aggregation_probe_*` settings);
+    /// `None` once decided.
+    skip_check: Option<(usize, f64)>,
+    reservation: MemoryReservation,
+    batch_size: usize,
+}
+
+impl Grouper {
+    /// Groups one input batch, returning what has to be emitted already
+    /// (all groups when the memory pool refuses more, or the batch's state
+    /// rows once grouping has been found not to reduce the input).
+    fn take(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
+        let keys = self.group.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let arguments = evaluate_many(&self.arguments, &batch)?;
+        let filters = self
+            .filters
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|f| f.evaluate(&batch)?.into_array(batch.num_rows()))
+                    .transpose()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if self.passing_through {
+            return Ok(vec![self.pass_through(keys, &arguments, &filters)?]);
+        }
+        let ids = match keys.data_type() {
+            DataType::Utf8 => group_ids(keys.as_string::<i32>(), &mut self.groups),
+            DataType::LargeUtf8 => group_ids(keys.as_string::<i64>(), &mut self.groups),
+            DataType::Utf8View => group_ids(keys.as_string_view(), &mut self.groups),
+            other => {
+                return datafusion::common::internal_err!(
+                    "RunGroupedAggregateExec grouped by {other}"
+                );
+            }
+        };
+        let total = self.groups.len();
+        for ((acc, values), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters) {
+            let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
+            acc.update_batch(values, &ids, filter, total)?;
+        }
+        self.rows_in += batch.num_rows();
+        let mut out = Vec::new();
+        if let Err(e) = self.reserve() {
+            if !matches!(e, DataFusionError::ResourcesExhausted(_)) {
+                return Err(e);
+            }
+            // A partial aggregate may emit early; the final one merges.
+            out.extend(self.emit()?);
+            self.reserve()?;
+        }
+        if let Some((rows, ratio)) = self.skip_check
+            && self.rows_in >= rows
+        {
+            self.skip_check = None;
+            if self.groups.len() as f64 / self.rows_in as f64 >= ratio {
+                out.extend(self.emit()?);
+                self.passing_through = true;
+                self.reserve()?;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One state row per input row, for input that grouping does not reduce.
+    fn pass_through(
+        &mut self,
+        keys: ArrayRef,
+        arguments: &[Vec<ArrayRef>],
+        filters: &[Option<ArrayRef>],
+    ) -> Result<RecordBatch> {
+        let mut columns = vec![keys];
+        for ((acc, values), filter) in self.accumulators.iter().zip(arguments).zip(filters) {
+            let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
+            columns.extend(acc.convert_to_state(values, filter)?);
+        }
+        Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
+    }
+
+    /// Every group so far as state rows; counting starts afresh.
+    fn emit(&mut self) -> Result<Vec<RecordBatch>> {
+        if self.groups.len() == 0 {
+            return Ok(Vec::new());
+        }
+        let texts = cast(&self.groups.texts(), self.schema.field(0).data_type())?;
+        let mut columns = vec![texts];
+        for acc in &mut self.accumulators {
+            columns.extend(acc.state(EmitTo::All)?);
+        }
+        self.groups = Groups::default();
+        self.accumulators = new_accumulators(&self.aggr)?;
+        let all = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
+        let size = self.batch_size.max(1);
+        Ok((0..all.num_rows())
+            .step_by(size)
+            .map(|start| all.slice(start, size.min(all.num_rows() - start)))
+            .collect())
+    }
+
+    fn reserve(&mut self) -> Result<()> {
+        let size = self.groups.size() + self.accumulators.iter().map(|a| a.size()).sum::<usize>();
+        self.reservation.try_resize(size)
+    }
+}
+
+/// Group indices for `keys`: a row equal to the one before it takes its
+/// group without a lookup.
+fn group_ids<'a, A>(keys: A, groups: &mut Groups) -> Vec<usize>
+where
+    A: ArrayAccessor<Item = &'a str> + Array,
+{
+    let mut ids = Vec::with_capacity(keys.len());
+    let mut previous: Option<(Option<&str>, usize)> = None;
+    for i in 0..keys.len() {
+        let text = keys.is_valid(i).then(|| keys.value(i));
+        let id = match previous {
+            Some((p, id)) if p == text => id,
+            _ => groups.id(text),
+        };
+        previous = Some((text, id));
+        ids.push(id);
+    }
+    ids
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Float64Array, Int64Array, LargeStringArray, StringViewArray};
+    use arrow::datatypes::{Field, Schema};
+    use arrow::util::pretty::pretty_format_batches;
+    use datafusion::datasource::MemTable;
+    use datafusion::execution::SessionStateBuilder;
+    use datafusion::prelude::{SessionConfig, SessionContext};
+
+    use super::*;
+
+    /// Five partitions of two batches: runs of one text (like files sorted
+    /// by function), interleaved texts, nulls among them, a run that goes
+    /// on across the batch boundary, texts that are prefixes of each other
+    /// and longer than a string view's 12 inline bytes, and one partition
+    /// where nearly every row is its own group.
+    fn table(text_type: &DataType) -> MemTable {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", text_type.clone(), true),
+            Field::new("v", DataType::Float64, true),
+            Field::new("i", DataType::Int64, false),
+        ]));
+        let names = ["api", "api-orders", "api-orders-eu-west-1", "", "ä-ünïcode"];
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        };
+        let partitions = (0..5)
+            .map(|partition| {
+                (0..2)
+                    .map(|batch| {
+                        let n = 1_500;
+                        let mut g: Vec<Option<String>> = Vec::with_capacity(n);
+                        let mut v = Vec::with_capacity(n);
+                        let mut i = Vec::with_capacity(n);
+                        for k in 0..n {
+                            let r = next();
+                            let text = match partition {
+                                0 => Some(names[(batch * n + k) / 700 % names.len()].to_string()),
+                                1 => Some(names[(r % 5) as usize].to_string()),
+                                2 if r % 4 == 0 => None,
+                                2 => Some(names[k / 200 % names.len()].to_string()),
+                                3 => (k % 300 != 0).then(|| names[k / 500].to_string()),
+                                _ => Some(format!("request-{:08}", r % 2_800)),
+                            };
+                            g.push(text);
+                            v.push((r % 13 != 0).then(|| (r >> 20) as f64 / 1_000.0));
+                            i.push((r % 1_000) as i64);
+                        }
+                        let g: ArrayRef = match text_type {
+                            DataType::Utf8 => Arc::new(StringArray::from(g)),
+                            DataType::LargeUtf8 => Arc::new(LargeStringArray::from(g)),
+                            _ => Arc::new(StringViewArray::from(g)),
+                        };
+                        RecordBatch::try_new(
+                            Arc::clone(&schema),
+                            vec![
+                                g,
+                                Arc::new(Float64Array::from(v)),
+                                Arc::new(Int64Array::from(i)),
+                            ],
+                        )
+                        .unwrap()
+                    })
+                    .collect()
+            })
+            .collect();
+        MemTable::try_new(schema, partitions).unwrap()
+    }
+
+    fn context(text_type: &DataType, with_rule: bool, config: SessionConfig) -> SessionContext {
+        let mut state = SessionStateBuilder::new()
+            .with_config(config.with_target_partitions(3))
+            .with_default_features();
+        if with_rule {
+            state = state.with_physical_optimizer_rule(Arc::new(RunGroupedAggregates));
+        }
+        let ctx = SessionContext::new_with_state(state.build());
+        // As the engine does (DataFusion's own cannot merge state rows).
+        ctx.register_udaf(crate::percentile::ExactPercentile::udaf());
+        ctx.register_table("t", Arc::new(table(text_type))).unwrap();
+        ctx
+    }
+
+    async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
+        let df = ctx.sql(sql).await.unwrap();
+        let plan = df.clone().create_physical_plan().await.unwrap();
+        let plan = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        let batches = df.collect().await.unwrap();
+        (pretty_format_batches(&batches).unwrap().to_string(), plan)
+    }
+
+    const QUERIES: [&str; 5] = [
+        "SELECT g, count(*), count(v), sum(v), avg(v), min(v), max(i), min(g) \
+         FROM t GROUP BY g ORDER BY g NULLS FIRST",
+        "SELECT g, sum(i) FILTER (WHERE v > 100.0), count(*) FILTER (WHERE i % 2 = 0) \
+         FROM t GROUP BY g ORDER BY g NULLS FIRST",
+        "SELECT upper(g) AS u, sum(i) FROM t WHERE i > 10 GROUP BY upper(g) ORDER BY u NULLS FIRST",
+        "SELECT g, percentile_cont(0.9) WITHIN GROUP (ORDER BY v) AS p FROM t \
+         GROUP BY g ORDER BY g NULLS FIRST",
+        "SELECT g, sum(v) AS s FROM t GROUP BY g ORDER BY s DESC NULLS LAST, g LIMIT 4",
+    ];
+
+    async fn same_answers(config: impl Fn() -> SessionConfig) {
+        for text_type in [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View] {
+            let ours = context(&text_type, true, config());
+            let theirs = context(&text_type, false, config());
+            for sql in QUERIES {
+                let (answer, plan) = run(&ours, sql).await;
+                let (expected, their_plan) = run(&theirs, sql).await;
+                assert_eq!(answer, expected, "{text_type}: {sql}");
+                let partial = |plan: &str, name: &str| {
+                    plan.lines()
+                        .any(|l| l.trim_start().starts_with(&format!("{name}: mode=Partial")))
+                };
+                assert!(
+                    partial(&plan, "RunGroupedAggregateExec") && !partial(&plan, "AggregateExec"),
+                    "{text_type}: {sql}: {plan}"
+                );
+                assert!(partial(&their_plan, "AggregateExec"), "{their_plan}");
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn answers_are_datafusions_for_every_text_type() {
+        same_answers(SessionConfig::new).await;
+    }
+
+    #[tokio::test]
+    async fn input_that_grouping_does_not_reduce_passes_through_as_state() {
+        // Probe after 1,000 rows with a low ratio: the runs partitions are
+        // grouped, the rest (and the partition of 2,800 texts) passes on.
+        same_answers(|| {
+            let mut config = SessionConfig::new();
+            let exec = &mut config.options_mut().execution;
+            exec.skip_partial_aggregation_probe_rows_threshold = 1_000;
+            exec.skip_partial_aggregation_probe_ratio_threshold = 0.002;
+            config
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn other_aggregates_are_left_to_datafusion() {
+        let ctx = context(&DataType::Utf8, true, SessionConfig::new());
+        for sql in [
+            "SELECT g, i, count(*) FROM t GROUP BY g, i",
+            "SELECT i, count(*) FROM t GROUP BY i",
+            "SELECT count(*) FROM t",
+        ] {
+            let (_, plan) = run(&ctx, sql).await;
+            assert!(!plan.contains("RunGroupedAggregateExec"), "{sql}: {plan}");
+        }
+    }
+
+    #[test]
+    fn equal_neighbours_share_a_group_and_nulls_have_one() {
+        let mut groups = Groups::default();
+        let keys = StringArray::from(vec![
+            Some("b"),
+            Some("b"),
+            None,
+            None,
+            Some("a"),
+            Some("b"),
+            Some(""),
+            None,
+        ]);
+        assert_eq!(group_ids(&keys, &mut groups), vec![0, 0, 1, 1, 2, 0, 3, 1]);
+        let texts = groups.texts();
+        let texts: Vec<Option<&str>> = texts.iter().collect();
+        assert_eq!(texts, vec![Some("b"), None, Some("a"), Some("")]);
+    }
+}
