@@ -225,16 +225,10 @@ impl ExecutionPlan for YieldExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return datafusion::common::internal_err!(
-                "YieldExec has one input, not {}",
-                children.len()
-            );
-        }
         Ok(Arc::new(YieldExec {
-            input: children.swap_remove(0),
+            input: only_child("YieldExec", children)?,
             role: self.role.clone(),
         }))
     }
@@ -256,6 +250,20 @@ impl ExecutionPlan for YieldExec {
             self.role.clone(),
         )))
     }
+}
+
+/// The one input of an operator that has one, from `with_new_children`.
+pub(crate) fn only_child(
+    operator: &str,
+    mut children: Vec<Arc<dyn ExecutionPlan>>,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    if children.len() != 1 {
+        return datafusion::common::internal_err!(
+            "{operator} has one input, not {}",
+            children.len()
+        );
+    }
+    Ok(children.swap_remove(0))
 }
 
 /// The stream of a [`YieldExec`].

@@ -53,6 +53,8 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
+use crate::coop::only_child;
+
 /// Replaces partial aggregates grouped by one text column (see the module doc).
 #[derive(Debug, Default)]
 pub struct RunGroupedAggregates;
@@ -182,16 +184,10 @@ impl ExecutionPlan for RunGroupedAggregateExec {
 
     fn with_new_children(
         self: Arc<Self>,
-        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.len() != 1 {
-            return datafusion::common::internal_err!(
-                "RunGroupedAggregateExec has one input, not {}",
-                children.len()
-            );
-        }
         let mut exec = (*self).clone();
-        exec.input = children.swap_remove(0);
+        exec.input = only_child("RunGroupedAggregateExec", children)?;
         Ok(Arc::new(exec))
     }
 
