@@ -429,6 +429,8 @@ mod tests {
     use arrow::util::pretty::pretty_format_batches;
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;
+    use datafusion::execution::memory_pool::GreedyMemoryPool;
+    use datafusion::execution::runtime_env::RuntimeEnvBuilder;
     use datafusion::prelude::{SessionConfig, SessionContext};
 
     use super::*;
@@ -581,6 +583,74 @@ mod tests {
             let (_, plan) = run(&ctx, sql).await;
             assert!(!plan.contains("RunGroupedAggregateExec"), "{sql}: {plan}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_full_memory_pool_makes_it_emit_early_and_nothing_is_lost() {
+        let sql = "SELECT g, sum(i) AS s FROM t GROUP BY g";
+        let ours = context(&DataType::Utf8, true, SessionConfig::new());
+        let plan = ours
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let mut exec = None;
+        plan.apply(|node| {
+            if node.is::<RunGroupedAggregateExec>() {
+                exec = Some(Arc::clone(node));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        let exec = exec.expect("the partial aggregate is replaced");
+        // 64 KiB: the partition of 2,800 texts outgrows it many times over.
+        let runtime = RuntimeEnvBuilder::new()
+            .with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024)))
+            .build_arc()
+            .unwrap();
+        let task = Arc::new(TaskContext::default().with_runtime(runtime));
+        let state = datafusion::physical_plan::collect(exec, task)
+            .await
+            .unwrap();
+        let mut sums: HashMap<Option<String>, i64> = HashMap::new();
+        let mut state_rows = 0;
+        for batch in &state {
+            let g = batch.column(0).as_string::<i32>();
+            let s = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            for row in 0..batch.num_rows() {
+                *sums
+                    .entry(g.is_valid(row).then(|| g.value(row).to_string()))
+                    .or_default() += s.value(row);
+            }
+            state_rows += batch.num_rows();
+        }
+        let theirs = context(&DataType::Utf8, false, SessionConfig::new());
+        let expected = theirs.sql(sql).await.unwrap().collect().await.unwrap();
+        let mut groups = 0;
+        for batch in &expected {
+            let g = batch.column(0).as_string::<i32>();
+            let s = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            for row in 0..batch.num_rows() {
+                let key = g.is_valid(row).then(|| g.value(row).to_string());
+                assert_eq!(sums.get(&key), Some(&s.value(row)), "{key:?}");
+                groups += 1;
+            }
+        }
+        assert_eq!(sums.len(), groups);
+        // Without early emits there would be at most one state row per
+        // group and partition: the groups and the ≤ 6 texts of each of the
+        // four other partitions.
+        assert!(
+            state_rows > groups + 100,
+            "{state_rows} state rows, {groups} groups"
+        );
     }
 
     #[test]
