@@ -615,33 +615,18 @@ mod tests {
         let state = datafusion::physical_plan::collect(exec, task)
             .await
             .unwrap();
+        let state_rows = text_sum_rows(&state);
         let mut sums: HashMap<Option<String>, i64> = HashMap::new();
-        let mut state_rows = 0;
-        for batch in &state {
-            let g = batch.column(0).as_string::<i32>();
-            let s = batch
-                .column(1)
-                .as_primitive::<arrow::datatypes::Int64Type>();
-            for row in 0..batch.num_rows() {
-                *sums
-                    .entry(g.is_valid(row).then(|| g.value(row).to_string()))
-                    .or_default() += s.value(row);
-            }
-            state_rows += batch.num_rows();
+        for (key, sum) in &state_rows {
+            *sums.entry(key.clone()).or_default() += sum;
         }
+        let state_rows = state_rows.len();
         let theirs = context(&DataType::Utf8, false, SessionConfig::new());
         let expected = theirs.sql(sql).await.unwrap().collect().await.unwrap();
         let mut groups = 0;
-        for batch in &expected {
-            let g = batch.column(0).as_string::<i32>();
-            let s = batch
-                .column(1)
-                .as_primitive::<arrow::datatypes::Int64Type>();
-            for row in 0..batch.num_rows() {
-                let key = g.is_valid(row).then(|| g.value(row).to_string());
-                assert_eq!(sums.get(&key), Some(&s.value(row)), "{key:?}");
-                groups += 1;
-            }
+        for (key, sum) in text_sum_rows(&expected) {
+            assert_eq!(sums.get(&key), Some(&sum), "{key:?}");
+            groups += 1;
         }
         assert_eq!(sums.len(), groups);
         // Without early emits there would be at most one state row per
@@ -651,6 +636,24 @@ mod tests {
             state_rows > groups + 100,
             "{state_rows} state rows, {groups} groups"
         );
+    }
+
+    /// The (text, sum) rows of batches of a text and an Int64 column.
+    fn text_sum_rows(batches: &[RecordBatch]) -> Vec<(Option<String>, i64)> {
+        let mut rows = Vec::new();
+        for batch in batches {
+            let g = batch.column(0).as_string::<i32>();
+            let s = batch
+                .column(1)
+                .as_primitive::<arrow::datatypes::Int64Type>();
+            for row in 0..batch.num_rows() {
+                rows.push((
+                    g.is_valid(row).then(|| g.value(row).to_string()),
+                    s.value(row),
+                ));
+            }
+        }
+        rows
     }
 
     #[test]
