@@ -1,22 +1,27 @@
-//! Partial aggregates grouped by one text column, found by runs.
+//! Partial aggregates whose groups are found by runs of equal keys.
 //!
-//! The per-function questions (`GROUP BY function_name`) group millions of
-//! rows into a few dozen groups, and the coalesced invocation files are
-//! sorted by function: a scan hands over batches in which the same name
-//! repeats for thousands of rows. DataFusion's partial aggregate hashes
-//! every row's text and compares it with the group it lands in
+//! The per-function questions (`GROUP BY function_name`, or by function
+//! and hour) group millions of rows into a few dozen or a few thousand
+//! groups, and the coalesced invocation files are sorted by function, then
+//! time: a scan hands over batches in which the same keys repeat for
+//! thousands of rows. DataFusion's partial aggregate hashes every row's
+//! keys and compares it with the group it lands in
 //! (`GroupValuesBytes::intern` and its `memcmp`, about a third of the CPU of
 //! "top 10 functions by cost"; benches/query-report.md).
 //!
 //! [`RunGroupedAggregates`] runs after DataFusion's own rules and replaces a
-//! partial [`AggregateExec`] grouped by a single `Utf8`, `LargeUtf8` or
-//! `Utf8View` expression with a [`RunGroupedAggregateExec`]: a row equal to
-//! the row before it takes that row's group without hashing; only where the
-//! text changes is it looked up in a hash map. The accumulators are the
-//! aggregate's own ([`GroupsAccumulator`]s, fed the same arguments and
-//! filters), so the output — one row per group, the group's text and each
-//! accumulator's state — is what the partial aggregate would emit and the
-//! final aggregate above merges it unchanged.
+//! partial [`AggregateExec`] with one set of grouping expressions (of any
+//! types, no grouping sets) by a [`RunGroupedAggregateExec`]: each batch's
+//! rows are split into runs of equal keys (arrow's `partition` kernel, which
+//! compares each row with the one before), and only the first row of each
+//! run is looked up in DataFusion's own group store for those key types
+//! ([`GroupValues`]); the run's other rows take its group. Where runs are
+//! shorter than two rows on average the batch is looked up row by row, as
+//! DataFusion does. The accumulators are the aggregate's own
+//! ([`GroupsAccumulator`]s, fed the same arguments and filters), so the
+//! output — one row per group, the group's keys and each accumulator's
+//! state — is what the partial aggregate would emit and the final
+//! aggregate above merges it unchanged.
 //!
 //! What DataFusion's operator does on the way is kept: when the memory pool
 //! refuses more, the groups so far are emitted and counting starts afresh
@@ -29,12 +34,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{
-    Array, ArrayAccessor, ArrayRef, AsArray, BooleanArray, RecordBatch, StringArray,
-};
-use arrow::compute::cast;
-use arrow::datatypes::{DataType, SchemaRef};
-use datafusion::common::HashMap;
+use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
+use arrow::compute::{partition, take};
+use arrow::datatypes::SchemaRef;
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
@@ -44,6 +46,8 @@ use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
+use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
+use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
 };
@@ -55,7 +59,7 @@ use futures::{StreamExt, TryStreamExt};
 
 use crate::coop::only_child;
 
-/// Replaces partial aggregates grouped by one text column (see the module doc).
+/// Replaces partial grouped aggregates (see the module doc).
 #[derive(Debug, Default)]
 pub struct RunGroupedAggregates;
 
@@ -86,12 +90,14 @@ impl PhysicalOptimizerRule for RunGroupedAggregates {
     }
 }
 
-/// A partial aggregate grouped by one text expression (see the module doc).
+/// A partial aggregate whose groups are found by runs (see the module doc).
 #[derive(Debug, Clone)]
 pub struct RunGroupedAggregateExec {
     input: Arc<dyn ExecutionPlan>,
-    group: Arc<dyn PhysicalExpr>,
-    group_name: String,
+    /// The grouping expressions and their output names.
+    group_by: Vec<(Arc<dyn PhysicalExpr>, String)>,
+    /// The grouping columns' fields, as DataFusion's operator derives them.
+    group_schema: SchemaRef,
     aggr: Vec<Arc<AggregateFunctionExpr>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     /// The replaced aggregate's schema and properties: the output is the same.
@@ -107,7 +113,7 @@ impl RunGroupedAggregateExec {
         let suitable = matches!(agg.mode(), AggregateMode::Partial)
             && group_by.is_single()
             && !group_by.has_grouping_set()
-            && group_by.expr().len() == 1
+            && !group_by.expr().is_empty()
             && agg.limit_options().is_none()
             && agg.dynamic_expressions_produced().is_empty()
             && matches!(agg.input_order_mode(), InputOrderMode::Linear)
@@ -119,18 +125,19 @@ impl RunGroupedAggregateExec {
             return Ok(None);
         }
         let schema = agg.schema();
-        let text = matches!(
-            schema.field(0).data_type(),
-            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
-        );
-        let (group, group_name) = &group_by.expr()[0];
-        if !text || group.data_type(&agg.input_schema())? != *schema.field(0).data_type() {
+        let group_schema = group_by.group_schema(&agg.input().schema())?;
+        let same_columns = group_schema
+            .fields()
+            .iter()
+            .zip(schema.fields())
+            .all(|(g, o)| g.data_type() == o.data_type());
+        if !same_columns {
             return Ok(None);
         }
         Ok(Some(RunGroupedAggregateExec {
             input: Arc::clone(agg.input()),
-            group: Arc::clone(group),
-            group_name: group_name.clone(),
+            group_by: group_by.expr().to_vec(),
+            group_schema,
             aggr: agg.aggr_expr().to_vec(),
             filters: agg.filter_expr().to_vec(),
             schema,
@@ -141,12 +148,16 @@ impl RunGroupedAggregateExec {
 
 impl DisplayAs for RunGroupedAggregateExec {
     fn fmt_as(&self, _t: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let gby: Vec<String> = self
+            .group_by
+            .iter()
+            .map(|(e, name)| format!("{e} as {name}"))
+            .collect();
         let aggr: Vec<&str> = self.aggr.iter().map(|a| a.name()).collect();
         write!(
             f,
-            "RunGroupedAggregateExec: mode=Partial, gby=[{} as {}], aggr=[{}]",
-            self.group,
-            self.group_name,
+            "RunGroupedAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
+            gby.join(", "),
             aggr.join(", ")
         )
     }
@@ -169,7 +180,7 @@ impl ExecutionPlan for RunGroupedAggregateExec {
         &self,
         f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
-        let mut exprs = vec![Arc::clone(&self.group)];
+        let mut exprs: Vec<_> = self.group_by.iter().map(|(e, _)| Arc::clone(e)).collect();
         for a in &self.aggr {
             exprs.extend(a.expressions());
         }
@@ -201,13 +212,15 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             .register(context.memory_pool());
         let options = &context.session_config().options().execution;
         let grouper = Grouper {
-            group: Arc::clone(&self.group),
+            group_by: self.group_by.iter().map(|(e, _)| Arc::clone(e)).collect(),
             arguments: aggregate_expressions(&self.aggr, &AggregateMode::Partial, 0)?,
             filters: self.filters.clone(),
             accumulators: new_accumulators(&self.aggr)?,
             aggr: self.aggr.clone(),
             schema: Arc::clone(&self.schema),
-            groups: Groups::default(),
+            groups: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
+            ids: Vec::new(),
+            run_ids: Vec::new(),
             rows_in: 0,
             passing_through: false,
             skip_check: (options.skip_partial_aggregation_probe_ratio_threshold < 1.0).then_some((
@@ -242,58 +255,19 @@ fn new_accumulators(
     aggr.iter().map(|a| a.create_groups_accumulator()).collect()
 }
 
-/// The groups seen so far: text → group index, and the null group.
-#[derive(Debug, Default)]
-struct Groups {
-    index: HashMap<Box<str>, usize>,
-    null: Option<usize>,
-    /// Key bytes held by `index`.
-    key_bytes: usize,
-}
-
-impl Groups {
-    fn len(&self) -> usize {
-        self.index.len() + usize::from(self.null.is_some())
-    }
-
-    fn id(&mut self, text: Option<&str>) -> usize {
-        let next = self.len();
-        match text {
-            None => *self.null.get_or_insert(next),
-            Some(t) => {
-                if let Some(&id) = self.index.get(t) {
-                    return id;
-                }
-                self.key_bytes += t.len();
-                self.index.insert(t.into(), next);
-                next
-            }
-        }
-    }
-
-    /// The group texts in group-index order.
-    fn texts(&self) -> StringArray {
-        let mut texts: Vec<Option<&str>> = vec![None; self.len()];
-        for (text, &id) in &self.index {
-            texts[id] = Some(text);
-        }
-        StringArray::from(texts)
-    }
-
-    fn size(&self) -> usize {
-        self.index.capacity() * (std::mem::size_of::<(Box<str>, usize)>() + 1) + self.key_bytes
-    }
-}
-
 /// The state of one partition's aggregation.
 struct Grouper {
-    group: Arc<dyn PhysicalExpr>,
+    group_by: Vec<Arc<dyn PhysicalExpr>>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     aggr: Vec<Arc<AggregateFunctionExpr>>,
     schema: SchemaRef,
-    groups: Groups,
+    /// The groups seen so far (DataFusion's own store for these key types).
+    groups: Box<dyn GroupValues>,
+    /// The group of each row of the batch at hand, and of each run.
+    ids: Vec<usize>,
+    run_ids: Vec<usize>,
     rows_in: usize,
     passing_through: bool,
     /// Rows after which, and groups per row above which, the rest passes
@@ -309,36 +283,37 @@ impl Grouper {
     /// (all groups when the memory pool refuses more, or the batch's state
     /// rows once grouping has been found not to reduce the input).
     fn take(&mut self, batch: RecordBatch) -> Result<Vec<RecordBatch>> {
-        let keys = self.group.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let rows = batch.num_rows();
+        let keys = self
+            .group_by
+            .iter()
+            .map(|e| e.evaluate(&batch)?.into_array(rows))
+            .collect::<Result<Vec<_>>>()?;
         let arguments = evaluate_many(&self.arguments, &batch)?;
         let filters = self
             .filters
             .iter()
             .map(|f| {
                 f.as_ref()
-                    .map(|f| f.evaluate(&batch)?.into_array(batch.num_rows()))
+                    .map(|f| f.evaluate(&batch)?.into_array(rows))
                     .transpose()
             })
             .collect::<Result<Vec<_>>>()?;
         if self.passing_through {
             return Ok(vec![self.pass_through(keys, &arguments, &filters)?]);
         }
-        let ids = match keys.data_type() {
-            DataType::Utf8 => group_ids(keys.as_string::<i32>(), &mut self.groups),
-            DataType::LargeUtf8 => group_ids(keys.as_string::<i64>(), &mut self.groups),
-            DataType::Utf8View => group_ids(keys.as_string_view(), &mut self.groups),
-            other => {
-                return datafusion::common::internal_err!(
-                    "RunGroupedAggregateExec grouped by {other}"
-                );
-            }
-        };
+        group_ids(
+            &keys,
+            self.groups.as_mut(),
+            &mut self.ids,
+            &mut self.run_ids,
+        )?;
         let total = self.groups.len();
         for ((acc, values), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters) {
             let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
-            acc.update_batch(values, &ids, filter, total)?;
+            acc.update_batch(values, &self.ids, filter, total)?;
         }
-        self.rows_in += batch.num_rows();
+        self.rows_in += rows;
         let mut out = Vec::new();
         if let Err(e) = self.reserve() {
             if !matches!(e, DataFusionError::ResourcesExhausted(_)) {
@@ -364,11 +339,10 @@ impl Grouper {
     /// One state row per input row, for input that grouping does not reduce.
     fn pass_through(
         &mut self,
-        keys: ArrayRef,
+        mut columns: Vec<ArrayRef>,
         arguments: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
     ) -> Result<RecordBatch> {
-        let mut columns = vec![keys];
         for ((acc, values), filter) in self.accumulators.iter().zip(arguments).zip(filters) {
             let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
             columns.extend(acc.convert_to_state(values, filter)?);
@@ -378,15 +352,14 @@ impl Grouper {
 
     /// Every group so far as state rows; counting starts afresh.
     fn emit(&mut self) -> Result<Vec<RecordBatch>> {
-        if self.groups.len() == 0 {
+        if self.groups.is_empty() {
             return Ok(Vec::new());
         }
-        let texts = cast(&self.groups.texts(), self.schema.field(0).data_type())?;
-        let mut columns = vec![texts];
+        let mut columns = self.groups.emit(EmitTo::All)?;
         for acc in &mut self.accumulators {
             columns.extend(acc.state(EmitTo::All)?);
         }
-        self.groups = Groups::default();
+        self.groups.clear_shrink(self.batch_size);
         self.accumulators = new_accumulators(&self.aggr)?;
         let all = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         let size = self.batch_size.max(1);
@@ -402,31 +375,45 @@ impl Grouper {
     }
 }
 
-/// Group indices for `keys`: a row equal to the one before it takes its
-/// group without a lookup.
-fn group_ids<'a, A>(keys: A, groups: &mut Groups) -> Vec<usize>
-where
-    A: ArrayAccessor<Item = &'a str> + Array,
-{
-    let mut ids = Vec::with_capacity(keys.len());
-    let mut previous: Option<(Option<&str>, usize)> = None;
-    for i in 0..keys.len() {
-        let text = keys.is_valid(i).then(|| keys.value(i));
-        let id = match previous {
-            Some((p, id)) if p == text => id,
-            _ => groups.id(text),
-        };
-        previous = Some((text, id));
-        ids.push(id);
+/// The group of each row of `keys` into `ids`: the rows are split into
+/// runs of equal keys and only each run's first row is looked up, unless
+/// runs are so short that looking up every row costs less than gathering
+/// the first ones.
+fn group_ids(
+    keys: &[ArrayRef],
+    groups: &mut dyn GroupValues,
+    ids: &mut Vec<usize>,
+    run_ids: &mut Vec<usize>,
+) -> Result<()> {
+    ids.clear();
+    let rows = keys.first().map_or(0, |k| k.len());
+    let runs = partition(keys)?.ranges();
+    if runs.len() * 2 > rows {
+        return groups.intern(keys, ids);
     }
-    ids
+    let firsts = UInt32Array::from_iter_values(runs.iter().map(|run| run.start as u32));
+    let firsts = keys
+        .iter()
+        .map(|k| take(k.as_ref(), &firsts, None))
+        .collect::<Result<Vec<_>, _>>()?;
+    run_ids.clear();
+    groups.intern(&firsts, run_ids)?;
+    ids.reserve(rows);
+    for (run, &id) in runs.iter().zip(run_ids.iter()) {
+        ids.extend(std::iter::repeat_n(id, run.len()));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Float64Array, Int64Array, LargeStringArray, StringViewArray};
-    use arrow::datatypes::{Field, Schema};
+    use arrow::array::{
+        DictionaryArray, Float64Array, Int64Array, LargeStringArray, StringArray, StringViewArray,
+        TimestampMicrosecondArray,
+    };
+    use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
     use arrow::util::pretty::pretty_format_batches;
+    use datafusion::common::HashMap;
     use datafusion::datasource::MemTable;
     use datafusion::execution::SessionStateBuilder;
     use datafusion::execution::memory_pool::GreedyMemoryPool;
@@ -439,12 +426,23 @@ mod tests {
     /// by function), interleaved texts, nulls among them, a run that goes
     /// on across the batch boundary, texts that are prefixes of each other
     /// and longer than a string view's 12 inline bytes, and one partition
-    /// where nearly every row is its own group.
+    /// where nearly every row is its own group. Beside the text `g`: `h`, a
+    /// number in runs shorter than g's (like the hour within a function),
+    /// `ts`, a time rising through each partition, and `d`, g as a
+    /// dictionary.
     fn table(text_type: &DataType) -> MemTable {
+        let dictionary = DataType::Dictionary(Box::new(DataType::Int32), Box::new(DataType::Utf8));
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", text_type.clone(), true),
             Field::new("v", DataType::Float64, true),
             Field::new("i", DataType::Int64, false),
+            Field::new("h", DataType::Int64, true),
+            Field::new(
+                "ts",
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("d", dictionary, true),
         ]));
         let names = ["api", "api-orders", "api-orders-eu-west-1", "", "ä-ünïcode"];
         let mut state = 0x2545_f491_4f6c_dd1d_u64;
@@ -462,6 +460,8 @@ mod tests {
                         let mut g: Vec<Option<String>> = Vec::with_capacity(n);
                         let mut v = Vec::with_capacity(n);
                         let mut i = Vec::with_capacity(n);
+                        let mut h = Vec::with_capacity(n);
+                        let mut ts = Vec::with_capacity(n);
                         for k in 0..n {
                             let r = next();
                             let text = match partition {
@@ -475,7 +475,13 @@ mod tests {
                             g.push(text);
                             v.push((r % 13 != 0).then(|| (r >> 20) as f64 / 1_000.0));
                             i.push((r % 1_000) as i64);
+                            h.push((k % 450 != 7).then_some((k / 130) as i64));
+                            ts.push(
+                                ((batch * n + k) as i64) * 1_700_000_000 + 1_764_000_000_000_000,
+                            );
                         }
+                        let d: DictionaryArray<Int32Type> =
+                            g.iter().map(|t| t.as_deref()).collect();
                         let g: ArrayRef = match text_type {
                             DataType::Utf8 => Arc::new(StringArray::from(g)),
                             DataType::LargeUtf8 => Arc::new(LargeStringArray::from(g)),
@@ -487,6 +493,9 @@ mod tests {
                                 g,
                                 Arc::new(Float64Array::from(v)),
                                 Arc::new(Int64Array::from(i)),
+                                Arc::new(Int64Array::from(h)),
+                                Arc::new(TimestampMicrosecondArray::from(ts).with_timezone("UTC")),
+                                Arc::new(d),
                             ],
                         )
                         .unwrap()
@@ -521,7 +530,7 @@ mod tests {
         (pretty_format_batches(&batches).unwrap().to_string(), plan)
     }
 
-    const QUERIES: [&str; 5] = [
+    const QUERIES: [&str; 11] = [
         "SELECT g, count(*), count(v), sum(v), avg(v), min(v), max(i), min(g) \
          FROM t GROUP BY g ORDER BY g NULLS FIRST",
         "SELECT g, sum(i) FILTER (WHERE v > 100.0), count(*) FILTER (WHERE i % 2 = 0) \
@@ -530,6 +539,18 @@ mod tests {
         "SELECT g, percentile_cont(0.9) WITHIN GROUP (ORDER BY v) AS p FROM t \
          GROUP BY g ORDER BY g NULLS FIRST",
         "SELECT g, sum(v) AS s FROM t GROUP BY g ORDER BY s DESC NULLS LAST, g LIMIT 4",
+        // Several keys: runs of both, and a key without runs.
+        "SELECT g, h, count(*), sum(v), max(g) FROM t GROUP BY g, h \
+         ORDER BY g NULLS FIRST, h NULLS FIRST",
+        "SELECT g, date_trunc('hour', ts) AS hour, avg(CASE WHEN i > 500 THEN 1.0 ELSE 0.0 END) \
+         FROM t GROUP BY 1, 2 ORDER BY 1 NULLS FIRST, 2",
+        "SELECT g, i % 7 AS m, sum(v), count(*) FROM t GROUP BY g, i % 7 \
+         ORDER BY g NULLS FIRST, m",
+        // Keys that are not text.
+        "SELECT h, count(*), sum(i) FROM t GROUP BY h ORDER BY h NULLS FIRST",
+        "SELECT date_trunc('day', ts) AS day, min(v), percentile_cont(0.5) WITHIN GROUP (ORDER BY i) \
+         FROM t GROUP BY 1 ORDER BY 1",
+        "SELECT d, count(*), sum(v) FROM t GROUP BY d ORDER BY d NULLS FIRST",
     ];
 
     async fn same_answers(config: impl Fn() -> SessionConfig) {
@@ -576,9 +597,9 @@ mod tests {
     async fn other_aggregates_are_left_to_datafusion() {
         let ctx = context(&DataType::Utf8, true, SessionConfig::new());
         for sql in [
-            "SELECT g, i, count(*) FROM t GROUP BY g, i",
-            "SELECT i, count(*) FROM t GROUP BY i",
             "SELECT count(*) FROM t",
+            "SELECT g, h, count(*) FROM t GROUP BY ROLLUP (g, h)",
+            "SELECT g, array_agg(v ORDER BY i) FROM t GROUP BY g",
         ] {
             let (_, plan) = run(&ctx, sql).await;
             assert!(!plan.contains("RunGroupedAggregateExec"), "{sql}: {plan}");
@@ -657,21 +678,68 @@ mod tests {
     }
 
     #[test]
-    fn equal_neighbours_share_a_group_and_nulls_have_one() {
-        let mut groups = Groups::default();
-        let keys = StringArray::from(vec![
-            Some("b"),
-            Some("b"),
-            None,
-            None,
-            Some("a"),
-            Some("b"),
-            Some(""),
-            None,
-        ]);
-        assert_eq!(group_ids(&keys, &mut groups), vec![0, 0, 1, 1, 2, 0, 3, 1]);
-        let texts = groups.texts();
-        let texts: Vec<Option<&str>> = texts.iter().collect();
-        assert_eq!(texts, vec![Some("b"), None, Some("a"), Some("")]);
+    fn runs_are_looked_up_once_and_every_row_gets_its_group() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("g", DataType::Utf8, true),
+            Field::new("h", DataType::Int64, true),
+        ]));
+        let mut groups = new_group_values(schema, &GroupOrdering::None).unwrap();
+        let (mut ids, mut run_ids) = (Vec::new(), Vec::new());
+        // Runs: (b,1)×3, (None,1)×3, (None,None), (a,1), (b,1)×4, (b,2)×2.
+        let keys: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![
+                Some("b"),
+                Some("b"),
+                Some("b"),
+                None,
+                None,
+                None,
+                None,
+                Some("a"),
+                Some("b"),
+                Some("b"),
+                Some("b"),
+                Some("b"),
+                Some("b"),
+                Some("b"),
+            ])),
+            Arc::new(Int64Array::from(vec![
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(1),
+                None,
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(1),
+                Some(2),
+                Some(2),
+            ])),
+        ];
+        group_ids(&keys, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
+        assert_eq!(ids, vec![0, 0, 0, 1, 1, 1, 2, 3, 0, 0, 0, 0, 4, 4]);
+        assert_eq!(run_ids, vec![0, 1, 2, 3, 0, 4], "one lookup per run");
+        // Next batch: no runs at all, every row looked up; old groups kept.
+        let keys: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from(vec![
+                Some("a"),
+                Some("c"),
+                None,
+                Some("b"),
+            ])),
+            Arc::new(Int64Array::from(vec![Some(1), Some(1), None, Some(2)])),
+        ];
+        group_ids(&keys, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
+        assert_eq!(ids, vec![3, 5, 2, 4]);
+        let emitted = groups.emit(EmitTo::All).unwrap();
+        let texts: Vec<Option<&str>> = emitted[0].as_string::<i32>().iter().collect();
+        assert_eq!(
+            texts,
+            vec![Some("b"), None, None, Some("a"), Some("b"), Some("c")]
+        );
     }
 }
