@@ -51,6 +51,9 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
 };
+use datafusion::physical_plan::metrics::{
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
@@ -103,6 +106,9 @@ pub struct RunGroupedAggregateExec {
     /// The replaced aggregate's schema and properties: the output is the same.
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
+    /// Shown by `EXPLAIN ANALYZE`: output rows and batches, compute time,
+    /// and `group_lookups`, the rows looked up in the group store.
+    metrics: ExecutionPlanMetricsSet,
 }
 
 impl RunGroupedAggregateExec {
@@ -142,6 +148,7 @@ impl RunGroupedAggregateExec {
             filters: agg.filter_expr().to_vec(),
             schema,
             properties: Arc::clone(agg.properties()),
+            metrics: ExecutionPlanMetricsSet::new(),
         }))
     }
 }
@@ -199,7 +206,12 @@ impl ExecutionPlan for RunGroupedAggregateExec {
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let mut exec = (*self).clone();
         exec.input = only_child("RunGroupedAggregateExec", children)?;
+        exec.metrics = ExecutionPlanMetricsSet::new();
         Ok(Arc::new(exec))
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
     }
 
     fn execute(
@@ -229,15 +241,24 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             )),
             reservation,
             batch_size: context.session_config().batch_size(),
+            baseline: BaselineMetrics::new(&self.metrics, partition),
+            lookups: MetricBuilder::new(&self.metrics).counter("group_lookups", partition),
         };
         // Input batches are grouped as they come; the groups are emitted
         // when the input ends (and earlier, see `Grouper::take`).
         let output = futures::stream::unfold(Some((input, grouper)), |state| async move {
             let (mut input, mut grouper) = state?;
             match input.next().await {
-                Some(Ok(batch)) => Some((grouper.take(batch), Some((input, grouper)))),
+                Some(Ok(batch)) => {
+                    let out = grouper.measured(|g| g.take(batch));
+                    Some((out, Some((input, grouper))))
+                }
                 Some(Err(e)) => Some((Err(e), None)),
-                None => Some((grouper.emit(), None)),
+                None => {
+                    let out = grouper.measured(Grouper::emit);
+                    grouper.baseline.done();
+                    Some((out, None))
+                }
             }
         })
         .map_ok(|batches| futures::stream::iter(batches.into_iter().map(Ok)))
@@ -276,9 +297,27 @@ struct Grouper {
     skip_check: Option<(usize, f64)>,
     reservation: MemoryReservation,
     batch_size: usize,
+    baseline: BaselineMetrics,
+    lookups: Count,
 }
 
 impl Grouper {
+    /// `step`, timed as compute, its output counted.
+    fn measured(
+        &mut self,
+        step: impl FnOnce(&mut Self) -> Result<Vec<RecordBatch>>,
+    ) -> Result<Vec<RecordBatch>> {
+        let elapsed = self.baseline.elapsed_compute().clone();
+        let timer = elapsed.timer();
+        let out = step(self);
+        timer.done();
+        for batch in out.iter().flatten() {
+            self.baseline.record_output(batch.num_rows());
+            self.baseline.output_batches().add(1);
+        }
+        out
+    }
+
     /// Groups one input batch, returning what has to be emitted already
     /// (all groups when the memory pool refuses more, or the batch's state
     /// rows once grouping has been found not to reduce the input).
@@ -302,12 +341,13 @@ impl Grouper {
         if self.passing_through {
             return Ok(vec![self.pass_through(keys, &arguments, &filters)?]);
         }
-        group_ids(
+        let lookups = group_ids(
             &keys,
             self.groups.as_mut(),
             &mut self.ids,
             &mut self.run_ids,
         )?;
+        self.lookups.add(lookups);
         let total = self.groups.len();
         for ((acc, values), filter) in self.accumulators.iter_mut().zip(&arguments).zip(&filters) {
             let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
@@ -378,18 +418,19 @@ impl Grouper {
 /// The group of each row of `keys` into `ids`: the rows are split into
 /// runs of equal keys and only each run's first row is looked up, unless
 /// runs are so short that looking up every row costs less than gathering
-/// the first ones.
+/// the first ones. Returns the number of rows looked up.
 fn group_ids(
     keys: &[ArrayRef],
     groups: &mut dyn GroupValues,
     ids: &mut Vec<usize>,
     run_ids: &mut Vec<usize>,
-) -> Result<()> {
+) -> Result<usize> {
     ids.clear();
     let rows = keys.first().map_or(0, |k| k.len());
     let runs = partition(keys)?.ranges();
     if runs.len() * 2 > rows {
-        return groups.intern(keys, ids);
+        groups.intern(keys, ids)?;
+        return Ok(rows);
     }
     let firsts = UInt32Array::from_iter_values(runs.iter().map(|run| run.start as u32));
     let firsts = keys
@@ -402,7 +443,7 @@ fn group_ids(
     for (run, &id) in runs.iter().zip(run_ids.iter()) {
         ids.extend(std::iter::repeat_n(id, run.len()));
     }
-    Ok(())
+    Ok(runs.len())
 }
 
 #[cfg(test)]
@@ -617,16 +658,7 @@ mod tests {
             .create_physical_plan()
             .await
             .unwrap();
-        let mut exec = None;
-        plan.apply(|node| {
-            if node.is::<RunGroupedAggregateExec>() {
-                exec = Some(Arc::clone(node));
-                return Ok(TreeNodeRecursion::Stop);
-            }
-            Ok(TreeNodeRecursion::Continue)
-        })
-        .unwrap();
-        let exec = exec.expect("the partial aggregate is replaced");
+        let exec = run_grouped(&plan);
         // 64 KiB: the partition of 2,800 texts outgrows it many times over.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024)))
@@ -657,6 +689,84 @@ mod tests {
             state_rows > groups + 100,
             "{state_rows} state rows, {groups} groups"
         );
+    }
+
+    /// The node that replaced the partial aggregate in `plan`.
+    fn run_grouped(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+        let mut exec = None;
+        plan.apply(|node| {
+            if node.is::<RunGroupedAggregateExec>() {
+                exec = Some(Arc::clone(node));
+                return Ok(TreeNodeRecursion::Stop);
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .unwrap();
+        exec.expect("the partial aggregate is replaced")
+    }
+
+    #[tokio::test]
+    async fn explain_analyze_shows_its_rows_time_and_lookups() {
+        let ctx = context(&DataType::Utf8, true, SessionConfig::new());
+        let sql = "SELECT g, h, count(*) FROM t GROUP BY g, h";
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
+        let exec = run_grouped(&plan);
+        let state = datafusion::physical_plan::collect(Arc::clone(&exec), ctx.task_ctx())
+            .await
+            .unwrap();
+        let metrics = exec.metrics().unwrap().aggregate_by_name();
+        let state_rows: usize = state.iter().map(|b| b.num_rows()).sum();
+        assert_eq!(metrics.output_rows(), Some(state_rows));
+        assert!(metrics.elapsed_compute().unwrap() > 0);
+        // Counted here by walking each input batch's rows: a batch with
+        // runs of two rows or more on average has one lookup per run.
+        let mut expected = 0;
+        for partition in table(&DataType::Utf8).batches {
+            for batch in partition.read().await.iter() {
+                let g = batch.column(0).as_string::<i32>();
+                let h = batch
+                    .column(3)
+                    .as_primitive::<arrow::datatypes::Int64Type>();
+                let key = |row: usize| {
+                    (
+                        g.is_valid(row).then(|| g.value(row)),
+                        h.is_valid(row).then(|| h.value(row)),
+                    )
+                };
+                let runs = (0..batch.num_rows())
+                    .filter(|&row| row == 0 || key(row) != key(row - 1))
+                    .count();
+                expected += if runs * 2 > batch.num_rows() {
+                    batch.num_rows()
+                } else {
+                    runs
+                };
+            }
+        }
+        let lookups = metrics.sum_by_name("group_lookups").unwrap().as_usize();
+        assert_eq!(lookups, expected);
+        assert!(lookups < 15_000, "{lookups} lookups for 15,000 rows");
+        let explained = ctx
+            .sql(&format!("EXPLAIN ANALYZE {sql}"))
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let explained = pretty_format_batches(&explained).unwrap().to_string();
+        let line = explained
+            .lines()
+            .find(|l| l.contains("RunGroupedAggregateExec"))
+            .unwrap();
+        for metric in ["output_rows=", "elapsed_compute=", "group_lookups="] {
+            assert!(line.contains(metric), "{metric} in {line}");
+        }
     }
 
     /// The (text, sum) rows of batches of a text and an Int64 column.
