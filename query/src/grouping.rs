@@ -52,7 +52,7 @@ use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
 };
 use datafusion::physical_plan::metrics::{
-    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet,
+    BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
@@ -106,7 +106,7 @@ pub struct RunGroupedAggregateExec {
     /// The replaced aggregate's schema and properties: the output is the same.
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
-    /// Shown by `EXPLAIN ANALYZE`: output rows and batches, compute time,
+    /// Shown by `EXPLAIN ANALYZE`: output rows, bytes and batches, compute time,
     /// and `group_lookups`, the rows looked up in the group store.
     metrics: ExecutionPlanMetricsSet,
 }
@@ -312,8 +312,7 @@ impl Grouper {
         let out = step(self);
         timer.done();
         for batch in out.iter().flatten() {
-            self.baseline.record_output(batch.num_rows());
-            self.baseline.output_batches().add(1);
+            batch.record_output(&self.baseline);
         }
         out
     }
@@ -764,9 +763,15 @@ mod tests {
             .lines()
             .find(|l| l.contains("RunGroupedAggregateExec"))
             .unwrap();
-        for metric in ["output_rows=", "elapsed_compute=", "group_lookups="] {
+        for metric in [
+            "output_rows=",
+            "output_bytes=",
+            "elapsed_compute=",
+            "group_lookups=",
+        ] {
             assert!(line.contains(metric), "{metric} in {line}");
         }
+        assert!(!line.contains("output_bytes=0.0 B"), "{line}");
     }
 
     /// The (text, sum) rows of batches of a text and an Int64 column.
