@@ -650,14 +650,7 @@ mod tests {
     async fn a_full_memory_pool_makes_it_emit_early_and_nothing_is_lost() {
         let sql = "SELECT g, sum(i) AS s FROM t GROUP BY g";
         let ours = context(&DataType::Utf8, true, SessionConfig::new());
-        let plan = ours
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let exec = run_grouped(&plan);
+        let exec = run_grouped(&ours, sql).await;
         // 64 KiB: the partition of 2,800 texts outgrows it many times over.
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(GreedyMemoryPool::new(64 * 1024)))
@@ -690,8 +683,15 @@ mod tests {
         );
     }
 
-    /// The node that replaced the partial aggregate in `plan`.
-    fn run_grouped(plan: &Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    /// `sql` planned in `ctx`, and the node that replaced its partial aggregate.
+    async fn run_grouped(ctx: &SessionContext, sql: &str) -> Arc<dyn ExecutionPlan> {
+        let plan = ctx
+            .sql(sql)
+            .await
+            .unwrap()
+            .create_physical_plan()
+            .await
+            .unwrap();
         let mut exec = None;
         plan.apply(|node| {
             if node.is::<RunGroupedAggregateExec>() {
@@ -708,14 +708,7 @@ mod tests {
     async fn explain_analyze_shows_its_rows_time_and_lookups() {
         let ctx = context(&DataType::Utf8, true, SessionConfig::new());
         let sql = "SELECT g, h, count(*) FROM t GROUP BY g, h";
-        let plan = ctx
-            .sql(sql)
-            .await
-            .unwrap()
-            .create_physical_plan()
-            .await
-            .unwrap();
-        let exec = run_grouped(&plan);
+        let exec = run_grouped(&ctx, sql).await;
         let state = datafusion::physical_plan::collect(Arc::clone(&exec), ctx.task_ctx())
             .await
             .unwrap();
