@@ -227,8 +227,11 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             group_by: self.group_by.iter().map(|(e, _)| Arc::clone(e)).collect(),
             arguments: aggregate_expressions(&self.aggr, &AggregateMode::Partial, 0)?,
             filters: self.filters.clone(),
-            accumulators: new_accumulators(&self.aggr)?,
-            aggr: self.aggr.clone(),
+            accumulators: self
+                .aggr
+                .iter()
+                .map(|a| a.create_groups_accumulator())
+                .collect::<Result<_>>()?,
             schema: Arc::clone(&self.schema),
             groups: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
             ids: Vec::new(),
@@ -270,19 +273,12 @@ impl ExecutionPlan for RunGroupedAggregateExec {
     }
 }
 
-fn new_accumulators(
-    aggr: &[Arc<AggregateFunctionExpr>],
-) -> Result<Vec<Box<dyn GroupsAccumulator>>> {
-    aggr.iter().map(|a| a.create_groups_accumulator()).collect()
-}
-
 /// The state of one partition's aggregation.
 struct Grouper {
     group_by: Vec<Arc<dyn PhysicalExpr>>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
-    aggr: Vec<Arc<AggregateFunctionExpr>>,
     schema: SchemaRef,
     /// The groups seen so far (DataFusion's own store for these key types).
     groups: Box<dyn GroupValues>,
@@ -398,8 +394,9 @@ impl Grouper {
         for acc in &mut self.accumulators {
             columns.extend(acc.state(EmitTo::All)?);
         }
+        // `state(EmitTo::All)` has emptied the accumulators too (as
+        // DataFusion's own early emit relies on).
         self.groups.clear_shrink(self.batch_size);
-        self.accumulators = new_accumulators(&self.aggr)?;
         let all = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         let size = self.batch_size.max(1);
         Ok((0..all.num_rows())
@@ -485,13 +482,7 @@ mod tests {
             Field::new("d", dictionary, true),
         ]));
         let names = ["api", "api-orders", "api-orders-eu-west-1", "", "ä-ünïcode"];
-        let mut state = 0x2545_f491_4f6c_dd1d_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x2545_f491_4f6c_dd1d);
         let partitions = (0..5)
             .map(|partition| {
                 (0..2)
@@ -507,13 +498,13 @@ mod tests {
                             let text = match partition {
                                 0 => Some(names[(batch * n + k) / 700 % names.len()].to_string()),
                                 1 => Some(names[(r % 5) as usize].to_string()),
-                                2 if r % 4 == 0 => None,
+                                2 if r.is_multiple_of(4) => None,
                                 2 => Some(names[k / 200 % names.len()].to_string()),
                                 3 => (k % 300 != 0).then(|| names[k / 500].to_string()),
                                 _ => Some(format!("request-{:08}", r % 2_800)),
                             };
                             g.push(text);
-                            v.push((r % 13 != 0).then(|| (r >> 20) as f64 / 1_000.0));
+                            v.push((!r.is_multiple_of(13)).then(|| (r >> 20) as f64 / 1_000.0));
                             i.push((r % 1_000) as i64);
                             h.push((k % 450 != 7).then_some((k / 130) as i64));
                             ts.push(

@@ -20,3 +20,17 @@ pub mod safety;
 pub mod traces;
 
 pub use engine::{QueryConfig, QueryEngine, QueryError};
+
+#[cfg(test)]
+mod testing {
+    /// A xorshift64 generator: reproducible test data without a dependency.
+    pub(crate) fn xorshift(seed: u64) -> impl FnMut() -> u64 {
+        let mut state = seed;
+        move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state
+        }
+    }
+}

@@ -456,13 +456,7 @@ mod tests {
             Field::new("f", DataType::Float32, false),
             Field::new("keep", DataType::Boolean, true),
         ]));
-        let mut state = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut next = move || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            state
-        };
+        let mut next = crate::testing::xorshift(0x9e37_79b9_7f4a_7c15);
         let mut row = 0u64;
         let partitions = (0..4)
             .map(|partition| {
@@ -494,7 +488,7 @@ mod tests {
                             keep.push(if row.is_multiple_of(11) {
                                 None
                             } else {
-                                Some(r % 3 != 0)
+                                Some(!r.is_multiple_of(3))
                             });
                         }
                         if partition == 3 {
