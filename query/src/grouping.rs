@@ -23,6 +23,12 @@
 //! state — is what the partial aggregate would emit and the final
 //! aggregate above merges it unchanged.
 //!
+//! Where the scan hands over a key column as dictionaries
+//! ([`crate::dictionary`]), the rule also takes it undecoded when the
+//! aggregate only groups by it: runs are then found by comparing dictionary
+//! keys (integers) and only the rows looked up are decoded to text, so the
+//! groups and the output are text as before.
+//!
 //! What DataFusion's operator does on the way is kept: when the memory pool
 //! refuses more, the groups so far are emitted and counting starts afresh
 //! (a partial aggregate may emit a group more than once); when grouping
@@ -31,12 +37,13 @@
 //! groups as rows after 100,000 rows), the rest passes through as one state
 //! row per input row.
 
+use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
 use arrow::compute::{partition, take};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::error::{DataFusionError, Result};
@@ -45,22 +52,27 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
+use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
 use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
 };
+use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
+    replace_children_if_necessary,
 };
 use futures::{StreamExt, TryStreamExt};
 
 use crate::coop::only_child;
+use crate::dictionary::{DecodeExec, to_type};
 
 /// Replaces partial grouped aggregates (see the module doc).
 #[derive(Debug, Default)]
@@ -77,7 +89,9 @@ impl PhysicalOptimizerRule for RunGroupedAggregates {
                 return Ok(Transformed::no(node));
             };
             match RunGroupedAggregateExec::try_from_aggregate(agg)? {
-                Some(exec) => Ok(Transformed::yes(Arc::new(exec) as Arc<dyn ExecutionPlan>)),
+                Some(exec) => Ok(Transformed::yes(
+                    Arc::new(exec.taking_dictionaries()?) as Arc<dyn ExecutionPlan>
+                )),
                 None => Ok(Transformed::no(node)),
             }
         })
@@ -150,6 +164,73 @@ impl RunGroupedAggregateExec {
             properties: Arc::clone(agg.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
         }))
+    }
+}
+
+impl RunGroupedAggregateExec {
+    /// With a [`DecodeExec`] below (directly or under filters), the columns
+    /// this aggregate only groups by (a key that is the bare column, read by
+    /// no argument, aggregate filter or filter on the way) are no longer
+    /// decoded: runs are found on their dictionary keys and only each run's
+    /// first row is decoded ([`group_ids`]).
+    fn taking_dictionaries(mut self) -> Result<Self> {
+        let mut between: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
+        let mut node = Arc::clone(&self.input);
+        let decode = loop {
+            if let Some(decode) = node.downcast_ref::<DecodeExec>() {
+                break decode.clone();
+            }
+            match node.downcast_ref::<FilterExec>() {
+                Some(filter) if filter.projection().is_none() => {
+                    let below = Arc::clone(filter.input());
+                    between.push(node);
+                    node = below;
+                }
+                _ => return Ok(self),
+            }
+        };
+        let mut read: HashSet<usize> = HashSet::new();
+        let mut reads = |e: &Arc<dyn PhysicalExpr>| {
+            read.extend(collect_columns(e).iter().map(Column::index));
+        };
+        for (e, _) in &self.group_by {
+            if e.downcast_ref::<Column>().is_none() {
+                reads(e);
+            }
+        }
+        for e in aggregate_expressions(&self.aggr, &AggregateMode::Partial, 0)?
+            .iter()
+            .flatten()
+        {
+            reads(e);
+        }
+        for e in self.filters.iter().flatten() {
+            reads(e);
+        }
+        for filter in &between {
+            if let Some(filter) = filter.downcast_ref::<FilterExec>() {
+                reads(filter.predicate());
+            }
+        }
+        let still: Vec<usize> = decode
+            .columns()
+            .iter()
+            .copied()
+            .filter(|c| read.contains(c))
+            .collect();
+        if still.len() == decode.columns().len() {
+            return Ok(self);
+        }
+        let mut input = if still.is_empty() {
+            Arc::clone(decode.input())
+        } else {
+            Arc::new(DecodeExec::try_new(Arc::clone(decode.input()), still)?)
+        };
+        for filter in between.into_iter().rev() {
+            input = replace_children_if_necessary(filter, vec![input])?;
+        }
+        self.input = input;
+        Ok(self)
     }
 }
 
@@ -233,6 +314,12 @@ impl ExecutionPlan for RunGroupedAggregateExec {
                 .map(|a| a.create_groups_accumulator())
                 .collect::<Result<_>>()?,
             schema: Arc::clone(&self.schema),
+            key_types: self
+                .group_schema
+                .fields()
+                .iter()
+                .map(|f| f.data_type().clone())
+                .collect(),
             groups: new_group_values(Arc::clone(&self.group_schema), &GroupOrdering::None)?,
             ids: Vec::new(),
             run_ids: Vec::new(),
@@ -280,6 +367,9 @@ struct Grouper {
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
     schema: SchemaRef,
+    /// The keys' types in the groups (a key may come as a dictionary of
+    /// them, see [`group_ids`]).
+    key_types: Vec<DataType>,
     /// The groups seen so far (DataFusion's own store for these key types).
     groups: Box<dyn GroupValues>,
     /// The group of each row of the batch at hand, and of each run.
@@ -338,6 +428,7 @@ impl Grouper {
         }
         let lookups = group_ids(
             &keys,
+            &self.key_types,
             self.groups.as_mut(),
             &mut self.ids,
             &mut self.run_ids,
@@ -374,10 +465,11 @@ impl Grouper {
     /// One state row per input row, for input that grouping does not reduce.
     fn pass_through(
         &mut self,
-        mut columns: Vec<ArrayRef>,
+        keys: Vec<ArrayRef>,
         arguments: &[Vec<ArrayRef>],
         filters: &[Option<ArrayRef>],
     ) -> Result<RecordBatch> {
+        let mut columns = decoded(&keys, &self.key_types)?;
         for ((acc, values), filter) in self.accumulators.iter().zip(arguments).zip(filters) {
             let filter: Option<&BooleanArray> = filter.as_ref().map(|f| f.as_boolean());
             columns.extend(acc.convert_to_state(values, filter)?);
@@ -415,24 +507,38 @@ impl Grouper {
 /// runs of equal keys and only each run's first row is looked up, unless
 /// runs are so short that looking up every row costs less than gathering
 /// the first ones. Returns the number of rows looked up.
+///
+/// A key may come as a dictionary of its group type (`types`): runs are
+/// then found on the dictionary keys (within a batch the same key is the
+/// same text; should the dictionary repeat a text, a run is only cut in
+/// two) and only the rows looked up are decoded.
 fn group_ids(
     keys: &[ArrayRef],
+    types: &[DataType],
     groups: &mut dyn GroupValues,
     ids: &mut Vec<usize>,
     run_ids: &mut Vec<usize>,
 ) -> Result<usize> {
     ids.clear();
     let rows = keys.first().map_or(0, |k| k.len());
-    let runs = partition(keys)?.ranges();
+    let compared: Vec<ArrayRef> = keys
+        .iter()
+        .map(|k| match k.as_any_dictionary_opt() {
+            Some(dictionary) => dictionary.keys().slice(0, k.len()),
+            None => Arc::clone(k),
+        })
+        .collect();
+    let runs = partition(&compared)?.ranges();
     if runs.len() * 2 > rows {
-        groups.intern(keys, ids)?;
+        groups.intern(&decoded(keys, types)?, ids)?;
         return Ok(rows);
     }
     let firsts = UInt32Array::from_iter_values(runs.iter().map(|run| run.start as u32));
     let firsts = keys
         .iter()
-        .map(|k| take(k.as_ref(), &firsts, None))
-        .collect::<Result<Vec<_>, _>>()?;
+        .map(|k| Ok(take(k.as_ref(), &firsts, None)?))
+        .collect::<Result<Vec<_>>>()?;
+    let firsts = decoded(&firsts, types)?;
     run_ids.clear();
     groups.intern(&firsts, run_ids)?;
     ids.reserve(rows);
@@ -440,6 +546,11 @@ fn group_ids(
         ids.extend(std::iter::repeat_n(id, run.len()));
     }
     Ok(runs.len())
+}
+
+/// `keys` as the group types `types`.
+fn decoded(keys: &[ArrayRef], types: &[DataType]) -> Result<Vec<ArrayRef>> {
+    keys.iter().zip(types).map(|(k, t)| to_type(k, t)).collect()
 }
 
 #[cfg(test)]
@@ -516,7 +627,28 @@ mod tests {
                         let g: ArrayRef = match text_type {
                             DataType::Utf8 => Arc::new(StringArray::from(g)),
                             DataType::LargeUtf8 => Arc::new(LargeStringArray::from(g)),
-                            _ => Arc::new(StringViewArray::from(g)),
+                            DataType::Utf8View => Arc::new(StringViewArray::from(g)),
+                            // Its own dictionary per batch, in another order
+                            // than the texts first appear.
+                            _ => {
+                                let mut texts: Vec<&str> =
+                                    g.iter().flatten().map(String::as_str).collect();
+                                texts.sort_unstable_by(|a, b| b.cmp(a));
+                                texts.dedup();
+                                let values = StringArray::from(texts.clone());
+                                let keys: arrow::array::Int32Array = g
+                                    .iter()
+                                    .map(|t| {
+                                        t.as_deref().and_then(|t| {
+                                            texts.iter().position(|x| *x == t).map(|p| p as i32)
+                                        })
+                                    })
+                                    .collect();
+                                Arc::new(
+                                    DictionaryArray::<Int32Type>::try_new(keys, Arc::new(values))
+                                        .unwrap(),
+                                )
+                            }
                         };
                         RecordBatch::try_new(
                             Arc::clone(&schema),
@@ -547,8 +679,56 @@ mod tests {
         let ctx = SessionContext::new_with_state(state.build());
         // As the engine does (DataFusion's own cannot merge state rows).
         ctx.register_udaf(crate::percentile::ExactPercentile::udaf());
-        ctx.register_table("t", Arc::new(table(text_type))).unwrap();
+        let table = table(text_type);
+        if matches!(text_type, DataType::Dictionary(..)) {
+            ctx.register_table("t", Arc::new(Decoded(table))).unwrap();
+        } else {
+            ctx.register_table("t", Arc::new(table)).unwrap();
+        }
         ctx
+    }
+
+    /// A table whose scan hands over `g` as dictionaries and declares it
+    /// text, as the coalesced invocation files' scan does: a [`DecodeExec`]
+    /// above the scan (`d` stays a dictionary column).
+    #[derive(Debug)]
+    struct Decoded(MemTable);
+
+    #[async_trait::async_trait]
+    impl datafusion::catalog::TableProvider for Decoded {
+        fn schema(&self) -> SchemaRef {
+            let schema = self.0.schema();
+            let mut fields: Vec<Field> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            fields[0].set_data_type(DataType::Utf8);
+            Arc::new(Schema::new(fields))
+        }
+
+        fn table_type(&self) -> datafusion::datasource::TableType {
+            datafusion::datasource::TableType::Base
+        }
+
+        async fn scan(
+            &self,
+            state: &dyn datafusion::catalog::Session,
+            projection: Option<&Vec<usize>>,
+            filters: &[datafusion::logical_expr::Expr],
+            limit: Option<usize>,
+        ) -> Result<Arc<dyn ExecutionPlan>> {
+            let scan = self.0.scan(state, projection, filters, limit).await?;
+            let g = match projection {
+                Some(p) => p.iter().position(|&c| c == 0),
+                None => Some(0),
+            };
+            match g {
+                Some(g) => Ok(Arc::new(DecodeExec::try_new(scan, vec![g])?)),
+                None => Ok(scan),
+            }
+        }
+    }
+
+    fn dictionary() -> DataType {
+        crate::dictionary::dictionary_of(&DataType::Utf8)
     }
 
     async fn run(ctx: &SessionContext, sql: &str) -> (String, String) {
@@ -585,7 +765,13 @@ mod tests {
     ];
 
     async fn same_answers(config: impl Fn() -> SessionConfig) {
-        for text_type in [DataType::Utf8, DataType::LargeUtf8, DataType::Utf8View] {
+        let text_types = [
+            DataType::Utf8,
+            DataType::LargeUtf8,
+            DataType::Utf8View,
+            dictionary(),
+        ];
+        for text_type in text_types {
             let ours = context(&text_type, true, config());
             let theirs = context(&text_type, false, config());
             for sql in QUERIES {
@@ -622,6 +808,50 @@ mod tests {
             config
         })
         .await;
+    }
+
+    #[tokio::test]
+    async fn answers_are_datafusions_when_the_scan_hands_over_dictionaries() {
+        let ours = context(&dictionary(), true, SessionConfig::new());
+        let theirs = context(&dictionary(), false, SessionConfig::new());
+        let decodes = |plan: &str| plan.contains("DecodeExec");
+        // Grouped by g only as a key (through a filter on another column
+        // too): the aggregate takes the dictionaries.
+        for sql in [
+            "SELECT g, count(*), sum(v) FROM t GROUP BY g ORDER BY g NULLS FIRST",
+            "SELECT g, sum(i) FROM t WHERE i > 10 GROUP BY g ORDER BY g NULLS FIRST",
+            "SELECT g, h, count(*), sum(v) FROM t GROUP BY g, h ORDER BY g NULLS FIRST, h NULLS FIRST",
+            "SELECT g, date_trunc('hour', ts) AS hour, avg(v) FROM t \
+             WHERE ts >= TIMESTAMP '2025-11-24T16:00:00Z' GROUP BY 1, 2 ORDER BY 1 NULLS FIRST, 2",
+            "SELECT g, percentile_cont(0.9) WITHIN GROUP (ORDER BY v) AS p FROM t \
+             GROUP BY g ORDER BY g NULLS FIRST",
+        ] {
+            let (answer, plan) = run(&ours, sql).await;
+            let (expected, their_plan) = run(&theirs, sql).await;
+            assert_eq!(answer, expected, "{sql}");
+            assert!(!decodes(&plan), "{sql}: {plan}");
+            assert!(decodes(&their_plan), "{sql}: {their_plan}");
+        }
+        // g read by an aggregate, an expression key or a filter: decoded.
+        for sql in [
+            "SELECT g, count(*), max(g) FROM t GROUP BY g ORDER BY g NULLS FIRST",
+            "SELECT upper(g) AS u, sum(i) FROM t GROUP BY upper(g) ORDER BY u NULLS FIRST",
+            "SELECT g, sum(i) FROM t WHERE g <> 'api' GROUP BY g ORDER BY g NULLS FIRST",
+            "SELECT g, count(*) FILTER (WHERE g LIKE 'api%') FROM t GROUP BY g ORDER BY g NULLS FIRST",
+        ] {
+            let (answer, plan) = run(&ours, sql).await;
+            let (expected, _) = run(&theirs, sql).await;
+            assert_eq!(answer, expected, "{sql}");
+            assert!(plan.contains("RunGroupedAggregateExec"), "{sql}: {plan}");
+            assert!(decodes(&plan), "{sql}: {plan}");
+        }
+        // And the same answers as the table of plain text.
+        let text = context(&DataType::Utf8, true, SessionConfig::new());
+        for sql in QUERIES {
+            let (answer, _) = run(&ours, sql).await;
+            let (expected, _) = run(&text, sql).await;
+            assert_eq!(answer, expected, "{sql}");
+        }
     }
 
     #[tokio::test]
@@ -777,6 +1007,49 @@ mod tests {
     }
 
     #[test]
+    fn dictionary_keys_find_runs_and_only_looked_up_rows_are_decoded() {
+        let schema = Arc::new(Schema::new(vec![Field::new("g", DataType::Utf8, true)]));
+        let mut groups = new_group_values(schema, &GroupOrdering::None).unwrap();
+        let (mut ids, mut run_ids) = (Vec::new(), Vec::new());
+        let types = [DataType::Utf8];
+        // "a" twice in the dictionary: keys 0 and 1 are the same group, the
+        // run is only cut in two.
+        let keys: Vec<ArrayRef> = vec![Arc::new(
+            DictionaryArray::<Int32Type>::try_new(
+                arrow::array::Int32Array::from(vec![
+                    Some(0),
+                    Some(0),
+                    Some(1),
+                    Some(1),
+                    Some(2),
+                    Some(2),
+                    None,
+                    None,
+                ]),
+                Arc::new(StringArray::from(vec!["a", "a", "b"])),
+            )
+            .unwrap(),
+        )];
+        group_ids(&keys, &types, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
+        assert_eq!(ids, vec![0, 0, 0, 0, 1, 1, 2, 2]);
+        assert_eq!(run_ids, vec![0, 0, 1, 2], "one lookup per run of keys");
+        // Another batch, another dictionary: key 0 is now "b".
+        let keys: Vec<ArrayRef> = vec![Arc::new(
+            DictionaryArray::<Int32Type>::try_new(
+                arrow::array::Int32Array::from(vec![0, 0, 1, 1]),
+                Arc::new(StringArray::from(vec!["b", "c"])),
+            )
+            .unwrap(),
+        )];
+        group_ids(&keys, &types, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
+        assert_eq!(ids, vec![1, 1, 3, 3]);
+        let emitted = groups.emit(EmitTo::All).unwrap();
+        assert_eq!(emitted[0].data_type(), &DataType::Utf8);
+        let texts: Vec<Option<&str>> = emitted[0].as_string::<i32>().iter().collect();
+        assert_eq!(texts, vec![Some("a"), Some("b"), None, Some("c")]);
+    }
+
+    #[test]
     fn runs_are_looked_up_once_and_every_row_gets_its_group() {
         let schema = Arc::new(Schema::new(vec![
             Field::new("g", DataType::Utf8, true),
@@ -819,7 +1092,8 @@ mod tests {
                 Some(2),
             ])),
         ];
-        group_ids(&keys, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
+        let types = [DataType::Utf8, DataType::Int64];
+        group_ids(&keys, &types, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
         assert_eq!(ids, vec![0, 0, 0, 1, 1, 1, 2, 3, 0, 0, 0, 0, 4, 4]);
         assert_eq!(run_ids, vec![0, 1, 2, 3, 0, 4], "one lookup per run");
         // Next batch: no runs at all, every row looked up; old groups kept.
@@ -832,7 +1106,7 @@ mod tests {
             ])),
             Arc::new(Int64Array::from(vec![Some(1), Some(1), None, Some(2)])),
         ];
-        group_ids(&keys, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
+        group_ids(&keys, &types, groups.as_mut(), &mut ids, &mut run_ids).unwrap();
         assert_eq!(ids, vec![3, 5, 2, 4]);
         let emitted = groups.emit(EmitTo::All).unwrap();
         let texts: Vec<Option<&str>> = emitted[0].as_string::<i32>().iter().collect();

@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod coop;
 pub mod cost;
 pub mod datetime;
+pub mod dictionary;
 pub mod engine;
 pub mod format;
 pub mod grouping;

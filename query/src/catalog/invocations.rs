@@ -5,7 +5,9 @@
 //! Regrouping all history on every query is what made aggregates slow, so
 //! settled hours are merged once and kept as Parquet:
 //! `DATA_DIR/invocations/date=…/hour=…/coalesced-<fingerprint>.parquet`
-//! holds the invocations that *began* in that hour, with `cost_usd`.
+//! holds the invocations that *began* in that hour, with `cost_usd`; its
+//! low-cardinality text columns are declared dictionaries
+//! ([`DICTIONARY_COLUMNS`], see [`crate::dictionary`]).
 //!
 //! The records of one invocation lie within an hour of each other (Lambda
 //! runs 15 minutes at most), so the invocations beginning in hour `h` depend
@@ -54,7 +56,8 @@ use parking_lot::{Mutex, RwLock};
 
 use super::id_filter::IdFilters;
 use super::prune::TimeRange;
-use super::tables::{FaasightTable, files_for_ids, parquet_scan};
+use super::tables::{FaasightTable, ScanOptions, files_for_ids, parquet_scan};
+use crate::dictionary;
 
 /// Where the coalesced files live under the data directory.
 pub const DIR: &str = "invocations";
@@ -71,7 +74,22 @@ const RETIRE_AFTER: Duration = Duration::from_secs(600);
 const HOURS_PER_RUN: usize = 6;
 
 /// Changes whenever the coalesced files' content would (layout, writer).
-const FORMAT_VERSION: u32 = 1;
+/// 2: the [`DICTIONARY_COLUMNS`] are declared dictionaries.
+const FORMAT_VERSION: u32 = 2;
+
+/// The coalesced files' text columns with few distinct values: stored, and
+/// scanned, as dictionaries (see [`crate::dictionary`]).
+const DICTIONARY_COLUMNS: &[&str] = &[
+    "function_name",
+    "function_version",
+    "provider",
+    "region",
+    "account_id",
+    "trigger",
+    "architecture",
+    "runtime",
+    "status",
+];
 
 /// The coalesced files known to this process.
 #[derive(Debug)]
@@ -535,7 +553,8 @@ impl InvocationsView {
 
 /// Coalesced files are read for aggregates over many rows: large row
 /// groups, page statistics for time and function pruning, bloom filters for
-/// id lookups. Written atomically.
+/// id lookups, the [`DICTIONARY_COLUMNS`] declared dictionaries. Written
+/// atomically.
 fn write_coalesced(
     dir: &Path,
     hour: i64,
@@ -544,7 +563,8 @@ fn write_coalesced(
 ) -> Result<FileMeta> {
     let props = file_properties(128 * 1024, Table::InvocationRecords.bloom_columns()).build();
     let part = dir.join(layout::partition_dir(hour));
-    let (path, size) = write_atomically(&part, &file_name(fingerprint), batch, props)
+    let batch = dictionary::encode(batch, DICTIONARY_COLUMNS)?;
+    let (path, size) = write_atomically(&part, &file_name(fingerprint), &batch, props)
         .map_err(|e| DataFusionError::External(e.into()))?;
     Ok(FileMeta {
         path,
@@ -591,15 +611,14 @@ impl TableProvider for InvocationsView {
             Table::InvocationRecords.bloom_columns(),
             filters,
         );
-        if let Some(plan) = parquet_scan(
-            state,
-            &self.schema,
-            fresh,
+        let scan = ScanOptions {
             projection,
             filters,
             limit,
             pinned,
-        )? {
+            dictionaries: DICTIONARY_COLUMNS,
+        };
+        if let Some(plan) = parquet_scan(state, &self.schema, fresh, &scan)? {
             plans.push(plan);
         }
         // Buffered rows belong to hours that are never fresh: they are merged

@@ -2,9 +2,10 @@
 //! so far plus the rows still in the buffer, read from one snapshot so a row
 //! is seen exactly once.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
@@ -29,6 +30,7 @@ use faasight_collector::model::Table;
 
 use super::id_filter::{IdFilters, pinned_ids};
 use super::prune::TimeRange;
+use crate::dictionary::{DecodeExec, with_dictionaries};
 
 /// One faasight table as DataFusion sees it.
 #[derive(Debug)]
@@ -178,8 +180,14 @@ impl TableProvider for FaasightTable {
         let (files, pinned) =
             files_for_ids(&self.ids, in_range, self.table.bloom_columns(), filters);
         let mut plans: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        if let Some(plan) = parquet_scan(state, &schema, files, projection, filters, limit, pinned)?
-        {
+        let scan = ScanOptions {
+            projection,
+            filters,
+            limit,
+            pinned,
+            dictionaries: &[],
+        };
+        if let Some(plan) = parquet_scan(state, &schema, files, &scan)? {
             plans.push(plan);
         }
         if !snapshot.batches.is_empty() {
@@ -200,18 +208,27 @@ impl TableProvider for FaasightTable {
     }
 }
 
+/// What a query asks of a Parquet scan.
+pub(crate) struct ScanOptions<'a> {
+    pub projection: Option<&'a Vec<usize>>,
+    pub filters: &'a [Expr],
+    pub limit: Option<usize>,
+    /// An id predicate keeps a handful of rows: filters are then pushed into
+    /// the decoder so the other columns are decoded only where the id matches.
+    pub pinned: bool,
+    /// Text columns the files store as dictionaries (and declare so in their
+    /// Arrow schema): scanned as such and decoded above the scan
+    /// ([`DecodeExec`]), unless a filter reads them.
+    pub dictionaries: &'a [&'a str],
+}
+
 /// A Parquet scan of `files` with the query's projection, filters (row
-/// group and page pruning) and limit; `None` without files. `pinned` says an
-/// id predicate keeps a handful of rows: filters are then pushed into the
-/// decoder so the other columns are decoded only where the id matches.
+/// group and page pruning) and limit; `None` without files.
 pub(crate) fn parquet_scan(
     state: &dyn Session,
     schema: &SchemaRef,
     files: Vec<ScanFile<'_>>,
-    projection: Option<&Vec<usize>>,
-    filters: &[Expr],
-    limit: Option<usize>,
-    pinned: bool,
+    scan: &ScanOptions<'_>,
 ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
     if files.is_empty() {
         return Ok(None);
@@ -222,18 +239,33 @@ pub(crate) fn parquet_scan(
         .runtime_env()
         .object_store(ObjectStoreUrl::local_filesystem())?;
     let metadata_cache = state.runtime_env().cache_manager.get_file_metadata_cache();
-    let mut source = ParquetSource::new(Arc::clone(schema))
+    // A filtered column stays text: the predicate is planned on the table's
+    // types.
+    let filtered: HashSet<&str> = scan
+        .filters
+        .iter()
+        .flat_map(|f| f.column_refs())
+        .map(|c| c.name.as_str())
+        .collect();
+    let dictionaries: Vec<&str> = scan
+        .dictionaries
+        .iter()
+        .copied()
+        .filter(|c| !filtered.contains(c))
+        .collect();
+    let read_schema = Arc::new(with_dictionaries(schema, &dictionaries));
+    let mut source = ParquetSource::new(Arc::clone(&read_schema))
         .with_bloom_filter_on_read(true)
         .with_parquet_file_reader_factory(Arc::new(CachedParquetFileReaderFactory::new(
             store,
             metadata_cache,
         )));
-    if pinned {
+    if scan.pinned {
         source = source
             .with_pushdown_filters(true)
             .with_reorder_filters(true);
     }
-    if let Some(predicate) = conjunction(filters.iter().cloned()) {
+    if let Some(predicate) = conjunction(scan.filters.iter().cloned()) {
         let df_schema = DFSchema::try_from(Arc::clone(schema))?;
         let physical = state.create_physical_expr(predicate, &df_schema)?;
         source = source.with_predicate(physical);
@@ -241,8 +273,25 @@ pub(crate) fn parquet_scan(
     let groups = file_groups(files, state.config().target_partitions());
     let config = FileScanConfigBuilder::new(ObjectStoreUrl::local_filesystem(), Arc::new(source))
         .with_file_groups(groups)
-        .with_projection_indices(projection.cloned())?
-        .with_limit(limit)
+        .with_projection_indices(scan.projection.cloned())?
+        .with_limit(scan.limit)
         .build();
-    Ok(Some(DataSourceExec::from_data_source(config)))
+    let plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
+    let decode: Vec<usize> = plan
+        .schema()
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, f)| matches!(f.data_type(), DataType::Dictionary(..)))
+        .filter(|(_, f)| {
+            schema
+                .field_with_name(f.name())
+                .is_ok_and(|t| t.data_type() != f.data_type())
+        })
+        .map(|(i, _)| i)
+        .collect();
+    if decode.is_empty() {
+        return Ok(Some(plan));
+    }
+    Ok(Some(Arc::new(DecodeExec::try_new(plan, decode)?)))
 }
