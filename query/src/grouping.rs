@@ -52,7 +52,7 @@ use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::aggregate::AggregateFunctionExpr;
-use datafusion::physical_expr::expressions::Column;
+use datafusion::physical_expr::expressions::{CastExpr, Column};
 use datafusion::physical_expr::utils::collect_columns;
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::group_values::{GroupValues, new_group_values};
@@ -64,7 +64,9 @@ use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
     replace_children_if_necessary,
@@ -72,7 +74,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use crate::coop::only_child;
-use crate::dictionary::{DecodeExec, to_type};
+use crate::dictionary::{DecodeExec, dictionary_of, to_type};
 
 /// Replaces partial grouped aggregates (see the module doc).
 #[derive(Debug, Default)]
@@ -168,70 +170,138 @@ impl RunGroupedAggregateExec {
 }
 
 impl RunGroupedAggregateExec {
-    /// With a [`DecodeExec`] below (directly or under filters), the columns
-    /// this aggregate only groups by (a key that is the bare column, read by
-    /// no argument, aggregate filter or filter on the way) are no longer
-    /// decoded: runs are found on their dictionary keys and only each run's
-    /// first row is decoded ([`group_ids`]).
+    /// With a [`DecodeExec`] below (directly, under filters, or in some of
+    /// the inputs of a union), the columns this aggregate only groups by (a
+    /// key that is the bare column, read by no argument, aggregate filter or
+    /// filter on the way) are no longer decoded: runs are found on their
+    /// dictionary keys and only each run's first row is decoded
+    /// ([`group_ids`]).
     fn taking_dictionaries(mut self) -> Result<Self> {
-        let mut between: Vec<Arc<dyn ExecutionPlan>> = Vec::new();
-        let mut node = Arc::clone(&self.input);
-        let decode = loop {
-            if let Some(decode) = node.downcast_ref::<DecodeExec>() {
-                break decode.clone();
-            }
-            match node.downcast_ref::<FilterExec>() {
-                Some(filter) if filter.projection().is_none() => {
-                    let below = Arc::clone(filter.input());
-                    between.push(node);
-                    node = below;
-                }
-                _ => return Ok(self),
-            }
-        };
         let mut read: HashSet<usize> = HashSet::new();
-        let mut reads = |e: &Arc<dyn PhysicalExpr>| {
-            read.extend(collect_columns(e).iter().map(Column::index));
-        };
         for (e, _) in &self.group_by {
             if e.downcast_ref::<Column>().is_none() {
-                reads(e);
+                read.extend(column_indices(e));
             }
         }
         for e in aggregate_expressions(&self.aggr, &AggregateMode::Partial, 0)?
             .iter()
             .flatten()
         {
-            reads(e);
+            read.extend(column_indices(e));
         }
         for e in self.filters.iter().flatten() {
-            reads(e);
+            read.extend(column_indices(e));
         }
-        for filter in &between {
-            if let Some(filter) = filter.downcast_ref::<FilterExec>() {
-                reads(filter.predicate());
-            }
+        if let Some((input, _)) = undecoded(&self.input, &read)? {
+            self.input = input;
         }
-        let still: Vec<usize> = decode
-            .columns()
-            .iter()
-            .copied()
-            .filter(|c| read.contains(c))
-            .collect();
-        if still.len() == decode.columns().len() {
-            return Ok(self);
+        Ok(self)
+    }
+}
+
+/// The indices of the columns `e` reads.
+fn column_indices(e: &Arc<dyn PhysicalExpr>) -> Vec<usize> {
+    collect_columns(e).iter().map(Column::index).collect()
+}
+
+/// A plan and the columns it now hands over as dictionaries.
+type Undecoded = (Arc<dyn ExecutionPlan>, Vec<usize>);
+
+/// `plan` with the [`DecodeExec`]s below it no longer decoding the columns
+/// that nothing on the way reads (`read`, and what filters read), and the
+/// columns that come out as dictionaries instead; `None` if none do.
+/// Unions keep their columns' positions; a filter's projection is mapped
+/// through. Inputs of a union without such a scan (the merge
+/// of the hours not coalesced yet) encode those columns in turn, so that
+/// every input has the same types.
+fn undecoded(plan: &Arc<dyn ExecutionPlan>, read: &HashSet<usize>) -> Result<Option<Undecoded>> {
+    if let Some(decode) = plan.downcast_ref::<DecodeExec>() {
+        let (still, taken): (Vec<usize>, Vec<usize>) =
+            decode.columns().iter().partition(|c| read.contains(c));
+        if taken.is_empty() {
+            return Ok(None);
         }
-        let mut input = if still.is_empty() {
+        let input = if still.is_empty() {
             Arc::clone(decode.input())
         } else {
             Arc::new(DecodeExec::try_new(Arc::clone(decode.input()), still)?)
         };
-        for filter in between.into_iter().rev() {
-            input = replace_children_if_necessary(filter, vec![input])?;
-        }
-        self.input = input;
-        Ok(self)
+        return Ok(Some((input, taken)));
     }
+    if let Some(filter) = plan.downcast_ref::<FilterExec>() {
+        // A filter may also project: output column `j` is input column
+        // `projection[j]`.
+        let projection: Vec<usize> = match filter.projection() {
+            Some(p) => p.iter().copied().collect(),
+            None => (0..filter.input().schema().fields().len()).collect(),
+        };
+        let mut below: HashSet<usize> = read
+            .iter()
+            .filter_map(|&j| projection.get(j).copied())
+            .collect();
+        below.extend(column_indices(filter.predicate()));
+        return match undecoded(filter.input(), &below)? {
+            Some((input, taken)) => {
+                let taken: Vec<usize> = (0..projection.len())
+                    .filter(|&j| taken.contains(&projection[j]))
+                    .collect();
+                let plan = replace_children_if_necessary(Arc::clone(plan), vec![input])?;
+                Ok(Some((plan, taken)))
+            }
+            None => Ok(None),
+        };
+    }
+    if plan.is::<UnionExec>() {
+        let inputs: Vec<_> = plan
+            .children()
+            .into_iter()
+            .map(|c| Ok((c, undecoded(c, read)?)))
+            .collect::<Result<_>>()?;
+        let mut taken: Vec<usize> = inputs
+            .iter()
+            .flat_map(|(_, u)| u.iter().flat_map(|(_, t)| t.iter().copied()))
+            .collect();
+        taken.sort_unstable();
+        taken.dedup();
+        if taken.is_empty() {
+            return Ok(None);
+        }
+        let mut children = Vec::with_capacity(inputs.len());
+        for (child, u) in inputs {
+            let (child, own) = u.unwrap_or_else(|| (Arc::clone(child), Vec::new()));
+            let missing: Vec<usize> = taken.iter().copied().filter(|c| !own.contains(c)).collect();
+            children.push(if missing.is_empty() {
+                child
+            } else {
+                encoded(child, &missing)?
+            });
+        }
+        return Ok(Some((
+            replace_children_if_necessary(Arc::clone(plan), children)?,
+            taken,
+        )));
+    }
+    Ok(None)
+}
+
+/// `plan` with its text columns `columns` cast to dictionaries.
+fn encoded(plan: Arc<dyn ExecutionPlan>, columns: &[usize]) -> Result<Arc<dyn ExecutionPlan>> {
+    let schema = plan.schema();
+    let exprs = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let column: Arc<dyn PhysicalExpr> = Arc::new(Column::new(f.name(), i));
+            let expr = if columns.contains(&i) {
+                Arc::new(CastExpr::new(column, dictionary_of(f.data_type()), None))
+            } else {
+                column
+            };
+            (expr, f.name().clone())
+        })
+        .collect::<Vec<_>>();
+    Ok(Arc::new(ProjectionExec::try_new(exprs, plan)?))
 }
 
 impl DisplayAs for RunGroupedAggregateExec {
@@ -845,6 +915,37 @@ mod tests {
             assert!(plan.contains("RunGroupedAggregateExec"), "{sql}: {plan}");
             assert!(decodes(&plan), "{sql}: {plan}");
         }
+        // A union with an input of text (as the hours not coalesced yet
+        // are): that input is encoded, the scan's dictionaries are taken.
+        for ctx in [&ours, &theirs] {
+            ctx.register_table("p", Arc::new(table(&DataType::Utf8)))
+                .unwrap();
+        }
+        for sql in [
+            "SELECT g, count(*), sum(v) FROM (SELECT * FROM t UNION ALL SELECT * FROM p) \
+             GROUP BY g ORDER BY g NULLS FIRST",
+            "SELECT g, h, sum(i) FROM (SELECT * FROM t WHERE i > 10 UNION ALL SELECT * FROM p) \
+             WHERE v > 5.0 GROUP BY g, h ORDER BY g NULLS FIRST, h NULLS FIRST",
+        ] {
+            let (answer, plan) = run(&ours, sql).await;
+            let (expected, _) = run(&theirs, sql).await;
+            assert_eq!(answer, expected, "{sql}");
+            assert!(
+                plan.contains("UnionExec")
+                    && !decodes(&plan)
+                    && plan.contains("CAST(g@0 AS Dictionary"),
+                "{sql}: {plan}"
+            );
+        }
+        let sql = "SELECT g, max(g) FROM (SELECT * FROM t UNION ALL SELECT * FROM p) \
+                   GROUP BY g ORDER BY g NULLS FIRST";
+        let (answer, plan) = run(&ours, sql).await;
+        assert_eq!(answer, run(&theirs, sql).await.0, "{sql}");
+        assert!(
+            decodes(&plan) && !plan.contains("CAST(g@0"),
+            "{sql}: {plan}"
+        );
+
         // And the same answers as the table of plain text.
         let text = context(&DataType::Utf8, true, SessionConfig::new());
         for sql in QUERIES {

@@ -234,9 +234,37 @@ fn coalesced_hours_equal_the_raw_merge_and_late_records_are_merged() {
         assert_eq!(merged[0]["status"], "error");
         assert_eq!(merged[0]["error_type"], "Runtime.Late");
         assert!(merged[0]["duration_ms"].as_f64().is_some(), "{merged:?}");
+        // Grouped by function over coalesced and merged hours together.
+        let per_function =
+            s.sql("SELECT function_name, count(*) AS n FROM invocations GROUP BY 1 ORDER BY 1");
+        let total: i64 = per_function
+            .iter()
+            .map(|r| r["n"].as_i64().expect("n"))
+            .sum();
+        assert_eq!(total, 3001, "{per_function:?}");
+        assert!(
+            per_function
+                .iter()
+                .any(|r| r["function_name"] == "late-fn" && r["n"] == 1),
+            "{per_function:?}"
+        );
     };
     // Still in the buffer: those hours are merged from the raw records.
     check(&server);
+    // The union of coalesced files and merged hours: the merge's function
+    // names are encoded, the files' taken undecoded.
+    let plan = server.sql("EXPLAIN SELECT function_name, count(*) FROM invocations GROUP BY 1");
+    let plan = plan
+        .iter()
+        .map(|r| r["plan"].as_str().unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        plan.contains("UnionExec")
+            && plan.contains("AS Dictionary(Int32, Utf8)")
+            && !plan.contains("DecodeExec"),
+        "{plan}"
+    );
 
     // After a restart the server coalesces the hours the late records made
     // stale (10, 11 and their neighbours, and the known invocation's hour
