@@ -19,7 +19,7 @@ use std::collections::HashSet;
 use std::fmt;
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, RecordBatch};
+use arrow::array::RecordBatch;
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::common::config::ConfigOptions;
@@ -76,24 +76,15 @@ pub fn encode(batch: &RecordBatch, columns: &[&str]) -> Result<RecordBatch> {
 }
 
 /// `batch` with its columns cast to the types of `schema` (which has as
-/// many columns).
+/// many columns; arrow's `cast` hands a column of the same type back as is).
 fn retyped(batch: &RecordBatch, schema: SchemaRef) -> Result<RecordBatch> {
     let arrays = batch
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(a, f)| to_type(a, f.data_type()))
+        .map(|(a, f)| Ok(cast(a, f.data_type())?))
         .collect::<Result<Vec<_>>>()?;
     Ok(RecordBatch::try_new(schema, arrays)?)
-}
-
-/// `array` as `to`, without a copy when it already is.
-pub fn to_type(array: &ArrayRef, to: &DataType) -> Result<ArrayRef> {
-    if array.data_type() == to {
-        Ok(Arc::clone(array))
-    } else {
-        Ok(cast(array, to)?)
-    }
 }
 
 /// Turns the dictionary columns `columns` of its input into their values'
@@ -275,7 +266,7 @@ impl ExecutionPlan for DecodeExec {
 
 #[cfg(test)]
 mod tests {
-    use arrow::array::{Array, AsArray, DictionaryArray, Int64Array};
+    use arrow::array::{Array, ArrayRef, AsArray, DictionaryArray, Int64Array};
     use arrow::datatypes::Int32Type;
     use datafusion::common::ScalarValue;
     use datafusion::datasource::memory::MemorySourceConfig;

@@ -42,7 +42,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, AsArray, BooleanArray, RecordBatch, UInt32Array};
-use arrow::compute::{partition, take};
+use arrow::compute::{cast, partition, take};
 use arrow::datatypes::{DataType, SchemaRef};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
@@ -74,7 +74,7 @@ use datafusion::physical_plan::{
 use futures::{StreamExt, TryStreamExt};
 
 use crate::coop::only_child;
-use crate::dictionary::{DecodeExec, dictionary_of, to_type};
+use crate::dictionary::{DecodeExec, dictionary_of};
 
 /// Replaces partial grouped aggregates (see the module doc).
 #[derive(Debug, Default)]
@@ -620,7 +620,10 @@ fn group_ids(
 
 /// `keys` as the group types `types`.
 fn decoded(keys: &[ArrayRef], types: &[DataType]) -> Result<Vec<ArrayRef>> {
-    keys.iter().zip(types).map(|(k, t)| to_type(k, t)).collect()
+    keys.iter()
+        .zip(types)
+        .map(|(k, t)| Ok(cast(k, t)?))
+        .collect()
 }
 
 #[cfg(test)]

@@ -5,7 +5,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use datafusion::catalog::Session;
 use datafusion::common::DFSchema;
@@ -277,17 +277,16 @@ pub(crate) fn parquet_scan(
         .with_limit(scan.limit)
         .build();
     let plan: Arc<dyn ExecutionPlan> = DataSourceExec::from_data_source(config);
-    let decode: Vec<usize> = plan
-        .schema()
-        .fields()
+    // The projected columns read as dictionaries are those whose type
+    // differs from the table's.
+    let columns: Vec<usize> = match scan.projection {
+        Some(p) => p.clone(),
+        None => (0..schema.fields().len()).collect(),
+    };
+    let decode: Vec<usize> = columns
         .iter()
         .enumerate()
-        .filter(|(_, f)| matches!(f.data_type(), DataType::Dictionary(..)))
-        .filter(|(_, f)| {
-            schema
-                .field_with_name(f.name())
-                .is_ok_and(|t| t.data_type() != f.data_type())
-        })
+        .filter(|(_, c)| read_schema.field(**c).data_type() != schema.field(**c).data_type())
         .map(|(i, _)| i)
         .collect();
     if decode.is_empty() {
