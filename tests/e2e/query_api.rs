@@ -340,3 +340,27 @@ fn a_percentile_over_as_many_groups_as_rows_answers_on_http_and_pg_wire() {
         results[0]
     );
 }
+
+/// Transparent huge pages make a query that grows its memory stall in page
+/// faults (benches/query-report.md): the server turns them off for itself,
+/// unless mimalloc's own `MIMALLOC_ALLOW_THP` says otherwise.
+#[test]
+fn the_server_runs_without_transparent_huge_pages_unless_allowed() {
+    let own = crate::support::status_field("/proc/self/status", "THP_enabled")
+        .expect("this kernel reports THP_enabled (Linux 5.0 or later)");
+    let server = TestServer::start();
+    assert_eq!(server.status_field("THP_enabled").as_deref(), Some("0"));
+    // It still answers queries.
+    assert_eq!(
+        server.sql("SELECT 1 AS one"),
+        vec![serde_json::json!({"one": 1})]
+    );
+    drop(server);
+
+    let allowed = TestServer::builder().env("MIMALLOC_ALLOW_THP", "1").start();
+    assert_eq!(
+        allowed.status_field("THP_enabled"),
+        Some(own),
+        "with MIMALLOC_ALLOW_THP the process keeps what it inherited"
+    );
+}

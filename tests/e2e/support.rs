@@ -328,6 +328,11 @@ impl TestServer {
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
+    /// A field of the server's `/proc/PID/status` (e.g. `THP_enabled`).
+    pub(crate) fn status_field(&self, name: &str) -> Option<String> {
+        status_field(&format!("/proc/{}/status", self.pid()), name)
+    }
+
     fn pid(&self) -> i32 {
         self.child.as_ref().map(|c| c.id() as i32).expect("running")
     }
@@ -383,4 +388,13 @@ impl Drop for TestServer {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A field of a `/proc/…/status` file, trimmed.
+pub(crate) fn status_field(path: &str, name: &str) -> Option<String> {
+    std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
+        l.strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .map(|v| v.trim().to_string())
+    })
 }
