@@ -319,12 +319,8 @@ impl TestServer {
 
     /// The server's peak resident memory so far (VmHWM), in MiB.
     pub(crate) fn peak_rss_mib(&self) -> f64 {
-        let status =
-            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        self.status_field("VmHWM")
+            .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
     }
 
