@@ -22,19 +22,16 @@ use faasight_query::{QueryConfig, QueryEngine};
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// mimalloc's own option, honoured as the way to keep transparent huge
-/// pages (`MIMALLOC_ALLOW_THP=1`).
-const ALLOW_THP: &str = "MIMALLOC_ALLOW_THP";
-
-/// Turns transparent huge pages off for this process unless
-/// [`ALLOW_THP`] is set. mimalloc asks for huge pages on its arenas, and
-/// where the kernel's `defrag` setting is `madvise` (the common default) a
-/// query that grows its memory stalls in the page faults while the kernel
-/// compacts memory for them: the first p99 query over 10M invocations took
-/// about twice as long with huge pages, at ~100 MB more resident memory
-/// (benches/query-report.md). The flag is the process's, not a thread's.
+/// Turns transparent huge pages off for this process unless mimalloc's own
+/// `MIMALLOC_ALLOW_THP` is set (then mimalloc's option decides). mimalloc
+/// asks for huge pages on its arenas, and where the kernel's THP `defrag`
+/// setting is `madvise` (a common default) a query that grows its memory
+/// stalls in the page faults while the kernel compacts memory for them: the
+/// first p99 query over 10M invocations took 1.2–2× as long with huge
+/// pages, at ~100 MB more resident memory (benches/query-report.md). The
+/// flag is the process's, not a thread's.
 fn disable_transparent_huge_pages() {
-    if std::env::var_os(ALLOW_THP).is_some() {
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_some() {
         return;
     }
     #[cfg(target_os = "linux")]
