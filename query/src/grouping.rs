@@ -36,6 +36,20 @@
 //! `skip_partial_aggregation_probe_*` settings: by default 80 % as many
 //! groups as rows after 100,000 rows), the rest passes through as one state
 //! row per input row.
+//!
+//! An exact percentile ([`ExactPercentile`]) keeps every value, so its
+//! partial state is every value again, which the repartition between the
+//! phases copies and concatenates once more. Where a final aggregate
+//! merges such states from a partial aggregate replaced here, the rule
+//! plans the two as one: a [`RunGroupedAggregateExec`] in single mode over
+//! all partitions of the input ([`CoalescePartitionsExec`]: the scans,
+//! filters and decoding below still run in parallel), emitting each
+//! group's results; if the final aggregate's output was split by its keys,
+//! it is split the same way again (a few rows). The accumulator then holds
+//! runs of the scan's arrays and copies each value once. Such an aggregate
+//! cannot emit early: when the memory pool refuses more, the query fails
+//! with the pool's error, as DataFusion's final aggregate does when it
+//! cannot spill.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -60,21 +74,24 @@ use datafusion::physical_plan::aggregates::order::GroupOrdering;
 use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
 };
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
 };
 use datafusion::physical_plan::projection::ProjectionExec;
+use datafusion::physical_plan::repartition::RepartitionExec;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::union::UnionExec;
 use datafusion::physical_plan::{
-    DisplayAs, DisplayFormatType, ExecutionPlan, InputOrderMode, PlanProperties,
-    replace_children_if_necessary,
+    DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties, InputOrderMode,
+    Partitioning, PlanProperties, replace_children_if_necessary,
 };
 use futures::{StreamExt, TryStreamExt};
 
 use crate::coop::only_child;
 use crate::dictionary::{DecodeExec, dictionary_of};
+use crate::percentile::ExactPercentile;
 
 /// Replaces partial grouped aggregates (see the module doc).
 #[derive(Debug, Default)]
@@ -90,10 +107,12 @@ impl PhysicalOptimizerRule for RunGroupedAggregates {
             let Some(agg) = node.downcast_ref::<AggregateExec>() else {
                 return Ok(Transformed::no(node));
             };
-            match RunGroupedAggregateExec::try_from_aggregate(agg)? {
-                Some(exec) => Ok(Transformed::yes(
-                    Arc::new(exec.taking_dictionaries()?) as Arc<dyn ExecutionPlan>
-                )),
+            if let Some(exec) = RunGroupedAggregateExec::try_from_aggregate(agg)? {
+                let exec: Arc<dyn ExecutionPlan> = Arc::new(exec.taking_dictionaries()?);
+                return Ok(Transformed::yes(exec));
+            }
+            match RunGroupedAggregateExec::try_whole(agg)? {
+                Some(plan) => Ok(Transformed::yes(plan)),
                 None => Ok(Transformed::no(node)),
             }
         })
@@ -109,10 +128,20 @@ impl PhysicalOptimizerRule for RunGroupedAggregates {
     }
 }
 
-/// A partial aggregate whose groups are found by runs (see the module doc).
+/// What a [`RunGroupedAggregateExec`] emits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// State rows per input partition, merged by a final aggregate above.
+    Partial,
+    /// Each group's results, over all its input in one partition.
+    Single,
+}
+
+/// An aggregate whose groups are found by runs (see the module doc).
 #[derive(Debug, Clone)]
 pub struct RunGroupedAggregateExec {
     input: Arc<dyn ExecutionPlan>,
+    mode: Mode,
     /// The grouping expressions and their output names.
     group_by: Vec<(Arc<dyn PhysicalExpr>, String)>,
     /// The grouping columns' fields, as DataFusion's operator derives them.
@@ -158,6 +187,7 @@ impl RunGroupedAggregateExec {
         }
         Ok(Some(RunGroupedAggregateExec {
             input: Arc::clone(agg.input()),
+            mode: Mode::Partial,
             group_by: group_by.expr().to_vec(),
             group_schema,
             aggr: agg.aggr_expr().to_vec(),
@@ -170,6 +200,54 @@ impl RunGroupedAggregateExec {
 }
 
 impl RunGroupedAggregateExec {
+    /// The replacement for `agg`, when it is a final aggregate of an exact
+    /// percentile over a partial aggregate replaced by this operator: the
+    /// two in one, over all the partitions of the partial one's input, split
+    /// again as `agg`'s output was (see the module doc).
+    pub fn try_whole(agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let suitable = matches!(
+            agg.mode(),
+            AggregateMode::Final | AggregateMode::FinalPartitioned
+        ) && agg.limit_options().is_none()
+            && agg.dynamic_expressions_produced().is_empty()
+            && agg
+                .aggr_expr()
+                .iter()
+                .any(|a| a.fun().inner().downcast_ref::<ExactPercentile>().is_some());
+        if !suitable {
+            return Ok(None);
+        }
+        let Some(partial) = partial_below(agg.input()) else {
+            return Ok(None);
+        };
+        if partial.aggr.len() != agg.aggr_expr().len() {
+            return Ok(None);
+        }
+        let input = if partial.input.output_partitioning().partition_count() > 1 {
+            Arc::new(CoalescePartitionsExec::new(Arc::clone(&partial.input)))
+        } else {
+            Arc::clone(&partial.input)
+        };
+        let properties = agg
+            .properties()
+            .as_ref()
+            .clone()
+            .with_partitioning(Partitioning::UnknownPartitioning(1));
+        let single: Arc<dyn ExecutionPlan> = Arc::new(RunGroupedAggregateExec {
+            input,
+            mode: Mode::Single,
+            schema: agg.schema(),
+            properties: Arc::new(properties),
+            metrics: ExecutionPlanMetricsSet::new(),
+            ..partial.clone()
+        });
+        let split = agg.properties().partitioning.clone();
+        if split.partition_count() > 1 {
+            return Ok(Some(Arc::new(RepartitionExec::try_new(single, split)?)));
+        }
+        Ok(Some(single))
+    }
+
     /// With a [`DecodeExec`] below (directly, under filters, or in some of
     /// the inputs of a union), the columns this aggregate only groups by (a
     /// key that is the bare column, read by no argument, aggregate filter or
@@ -196,6 +274,19 @@ impl RunGroupedAggregateExec {
             self.input = input;
         }
         Ok(self)
+    }
+}
+
+/// The partial [`RunGroupedAggregateExec`] whose states `plan` hands on
+/// (through repartitions and coalescing), if it is one.
+fn partial_below(plan: &Arc<dyn ExecutionPlan>) -> Option<&RunGroupedAggregateExec> {
+    if let Some(exec) = plan.downcast_ref::<RunGroupedAggregateExec>() {
+        return (exec.mode == Mode::Partial).then_some(exec);
+    }
+    let passes_on = plan.is::<RepartitionExec>() || plan.is::<CoalescePartitionsExec>();
+    match plan.children()[..] {
+        [child] if passes_on => partial_below(child),
+        _ => None,
     }
 }
 
@@ -314,7 +405,8 @@ impl DisplayAs for RunGroupedAggregateExec {
         let aggr: Vec<&str> = self.aggr.iter().map(|a| a.name()).collect();
         write!(
             f,
-            "RunGroupedAggregateExec: mode=Partial, gby=[{}], aggr=[{}]",
+            "RunGroupedAggregateExec: mode={:?}, gby=[{}], aggr=[{}]",
+            self.mode,
             gby.join(", "),
             aggr.join(", ")
         )
@@ -375,6 +467,7 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             .register(context.memory_pool());
         let options = &context.session_config().options().execution;
         let grouper = Grouper {
+            mode: self.mode,
             group_by: self.group_by.iter().map(|(e, _)| Arc::clone(e)).collect(),
             arguments: aggregate_expressions(&self.aggr, &AggregateMode::Partial, 0)?,
             filters: self.filters.clone(),
@@ -395,10 +488,12 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             run_ids: Vec::new(),
             rows_in: 0,
             passing_through: false,
-            skip_check: (options.skip_partial_aggregation_probe_ratio_threshold < 1.0).then_some((
-                options.skip_partial_aggregation_probe_rows_threshold,
-                options.skip_partial_aggregation_probe_ratio_threshold,
-            )),
+            skip_check: (self.mode == Mode::Partial
+                && options.skip_partial_aggregation_probe_ratio_threshold < 1.0)
+                .then_some((
+                    options.skip_partial_aggregation_probe_rows_threshold,
+                    options.skip_partial_aggregation_probe_ratio_threshold,
+                )),
             reservation,
             batch_size: context.session_config().batch_size(),
             baseline: BaselineMetrics::new(&self.metrics, partition),
@@ -432,6 +527,7 @@ impl ExecutionPlan for RunGroupedAggregateExec {
 
 /// The state of one partition's aggregation.
 struct Grouper {
+    mode: Mode,
     group_by: Vec<Arc<dyn PhysicalExpr>>,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
@@ -512,7 +608,7 @@ impl Grouper {
         self.rows_in += rows;
         let mut out = Vec::new();
         if let Err(e) = self.reserve() {
-            if !matches!(e, DataFusionError::ResourcesExhausted(_)) {
+            if self.mode == Mode::Single || !matches!(e, DataFusionError::ResourcesExhausted(_)) {
                 return Err(e);
             }
             // A partial aggregate may emit early; the final one merges.
@@ -547,17 +643,21 @@ impl Grouper {
         Ok(RecordBatch::try_new(Arc::clone(&self.schema), columns)?)
     }
 
-    /// Every group so far as state rows; counting starts afresh.
+    /// Every group so far as state rows (partial) or results (single);
+    /// counting starts afresh.
     fn emit(&mut self) -> Result<Vec<RecordBatch>> {
         if self.groups.is_empty() {
             return Ok(Vec::new());
         }
         let mut columns = self.groups.emit(EmitTo::All)?;
         for acc in &mut self.accumulators {
-            columns.extend(acc.state(EmitTo::All)?);
+            match self.mode {
+                Mode::Partial => columns.extend(acc.state(EmitTo::All)?),
+                Mode::Single => columns.push(acc.evaluate(EmitTo::All)?),
+            }
         }
-        // `state(EmitTo::All)` has emptied the accumulators too (as
-        // DataFusion's own early emit relies on).
+        // `state` and `evaluate` with `EmitTo::All` have emptied the
+        // accumulators too (as DataFusion's own early emit relies on).
         self.groups.clear_shrink(self.batch_size);
         let all = RecordBatch::try_new(Arc::clone(&self.schema), columns)?;
         let size = self.batch_size.max(1);
@@ -851,15 +951,22 @@ mod tests {
                 let (answer, plan) = run(&ours, sql).await;
                 let (expected, their_plan) = run(&theirs, sql).await;
                 assert_eq!(answer, expected, "{text_type}: {sql}");
-                let partial = |plan: &str, name: &str| {
-                    plan.lines()
-                        .any(|l| l.trim_start().starts_with(&format!("{name}: mode=Partial")))
+                let has =
+                    |plan: &str, node: &str| plan.lines().any(|l| l.trim_start().starts_with(node));
+                // An exact percentile in one phase, the rest in two.
+                let ours = if sql.contains("percentile_cont") {
+                    "RunGroupedAggregateExec: mode=Single"
+                } else {
+                    "RunGroupedAggregateExec: mode=Partial"
                 };
                 assert!(
-                    partial(&plan, "RunGroupedAggregateExec") && !partial(&plan, "AggregateExec"),
+                    has(&plan, ours) && !has(&plan, "AggregateExec: mode=Partial"),
                     "{text_type}: {sql}: {plan}"
                 );
-                assert!(partial(&their_plan, "AggregateExec"), "{their_plan}");
+                assert!(
+                    has(&their_plan, "AggregateExec: mode=Partial"),
+                    "{their_plan}"
+                );
             }
         }
     }
@@ -1006,6 +1113,83 @@ mod tests {
             state_rows > groups + 100,
             "{state_rows} state rows, {groups} groups"
         );
+    }
+
+    /// An exact percentile is aggregated in one phase over all partitions,
+    /// also where a join above relies on the aggregate's output being split
+    /// by its key (the results are split again), with DataFusion's answers.
+    #[tokio::test]
+    async fn a_percentile_is_aggregated_in_one_phase_over_all_partitions() {
+        let config = || {
+            let mut config = SessionConfig::new();
+            let join = &mut config.options_mut().optimizer;
+            join.hash_join_single_partition_threshold = 0;
+            join.hash_join_single_partition_threshold_rows = 0;
+            config
+        };
+        let ours = context(&DataType::Utf8, true, config());
+        let theirs = context(&DataType::Utf8, false, config());
+        let sql = "SELECT a.g, a.p, b.n FROM \
+             (SELECT g, percentile_cont(0.99) WITHIN GROUP (ORDER BY v) AS p FROM t GROUP BY g) a \
+             JOIN (SELECT g, count(*) AS n FROM t GROUP BY g) b ON a.g = b.g ORDER BY a.g";
+        let (answer, plan) = run(&ours, sql).await;
+        assert_eq!(answer, run(&theirs, sql).await.0, "{plan}");
+        assert!(answer.lines().count() > 8, "{answer}");
+        let lines: Vec<&str> = plan.lines().map(str::trim_start).collect();
+        let single = lines
+            .iter()
+            .position(|l| l.starts_with("RunGroupedAggregateExec: mode=Single"))
+            .expect(&plan);
+        assert!(lines[single - 1].starts_with("RepartitionExec: partitioning=Hash([g@0], 3)"));
+        assert!(
+            lines[single + 1].starts_with("CoalescePartitionsExec"),
+            "{plan}"
+        );
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("HashJoinExec: mode=Partitioned")),
+            "{plan}"
+        );
+        // The count's aggregate keeps its two phases.
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("RunGroupedAggregateExec: mode=Partial")),
+            "{plan}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_percentile_over_a_full_memory_pool_fails_with_the_pools_error() {
+        let ctx = context(&DataType::Utf8, true, SessionConfig::new());
+        let sql = "SELECT g, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM t GROUP BY g";
+        let exec = run_grouped(&ctx, sql).await;
+        let pool = |bytes| {
+            let runtime = RuntimeEnvBuilder::new()
+                .with_memory_pool(Arc::new(GreedyMemoryPool::new(bytes)))
+                .build_arc()
+                .unwrap();
+            Arc::new(TaskContext::default().with_runtime(runtime))
+        };
+        // 64 KiB: the 15,000 values take ~120 KB.
+        let err = datafusion::physical_plan::collect(Arc::clone(&exec), pool(64 * 1024))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)),
+            "{err}"
+        );
+        assert!(err.to_string().contains("RunGroupedAggregateExec"), "{err}");
+        let results = datafusion::physical_plan::collect(exec, pool(16 << 20))
+            .await
+            .unwrap();
+        let theirs = context(&DataType::Utf8, false, SessionConfig::new());
+        let expected = theirs.sql(sql).await.unwrap().collect().await.unwrap();
+        let rows =
+            |batches: &[RecordBatch]| batches.iter().map(RecordBatch::num_rows).sum::<usize>();
+        assert_eq!(rows(&results), rows(&expected));
+        assert!(rows(&expected) > 1_000);
     }
 
     /// `sql` planned in `ctx`, and the node that replaced its partial aggregate.

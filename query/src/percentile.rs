@@ -3,23 +3,28 @@
 //! An exact percentile keeps every value of a group until the end. With two
 //! partitions DataFusion aggregates in two phases: each partition collects
 //! its values per group, hands them on as a list per group, a hash
-//! repartition splits the lists, and the final phase gathers them again.
-//! DataFusion's own groups accumulator pushes values one at a time, copies
-//! every list it is handed into a growing vector, and sums all groups for
-//! its size after every batch. [`ExactPercentile`] is that function with
-//! another groups accumulator, [`PercentileGroups`], and nothing else
-//! changed (name, alias `quantile_cont`, `WITHIN GROUP` syntax, types,
-//! state layout, interpolation):
+//! repartition splits the lists (and its coalescer concatenates them), and
+//! the final phase gathers them again. DataFusion's own groups accumulator
+//! pushes values one at a time, copies every list it is handed into a
+//! growing vector, and sums all groups for its size after every batch.
+//! [`ExactPercentile`] is that function with another groups accumulator,
+//! [`PercentileGroups`], and nothing else changed (name, alias
+//! `quantile_cont`, `WITHIN GROUP` syntax, types, state layout,
+//! interpolation):
 //!
-//! - rows arrive in runs of one group (files are sorted by function), so a
-//!   run is appended with one `extend_from_slice`;
-//! - lists handed over by the partial phase are kept as they are (slices
-//!   of the arriving arrays) and copied once, when the group is evaluated
-//!   (short ones, such as the one-value lists of many groups, are copied
-//!   at once: cheaper than holding them);
+//! - rows arrive in runs of one group (files are sorted by function): a
+//!   long run is held as a slice of the arriving array, a short one is
+//!   appended with one `extend_from_slice`;
+//! - lists handed over by a partial phase are held the same way;
+//! - what is held is copied once, when the group is evaluated (or its
+//!   state emitted);
 //! - its size is kept as a running count, not recomputed per batch;
 //! - between two ranks, the upper value is the least of those above the
 //!   lower one, found in one pass rather than by a second selection.
+//!
+//! Grouped by runs in one phase ([`crate::grouping`] plans it so), each
+//! value is copied once in all: from the scan's arrays into the vector the
+//! selection runs on.
 //!
 //! It serves `Float64` and `Float32` input; `Float16` goes to DataFusion's
 //! accumulator unchanged. DataFusion's also panics when a partial phase
@@ -194,58 +199,61 @@ impl Float for Float32Type {
     }
 }
 
-/// The values of one group: those appended here, and lists handed over by
-/// a partial aggregate, held as slices of the arrays they came in.
+/// The values of one group: those copied here, and long runs of input rows
+/// and lists handed over by a partial aggregate, held as slices of the
+/// arrays they came in.
 #[derive(Debug)]
 struct Group<T: Float> {
     owned: Vec<T::Native>,
-    handed: Vec<PrimitiveArray<T>>,
+    held: Vec<PrimitiveArray<T>>,
 }
 
 impl<T: Float> Default for Group<T> {
     fn default() -> Self {
         Group {
             owned: Vec::new(),
-            handed: Vec::new(),
+            held: Vec::new(),
         }
     }
 }
 
 impl<T: Float> Group<T> {
     fn len(&self) -> usize {
-        self.owned.len() + self.handed.iter().map(Array::len).sum::<usize>()
+        self.owned.len() + self.held.iter().map(Array::len).sum::<usize>()
     }
 
     /// Bytes this group accounts for: its vector's capacity, and for each
-    /// array it was handed, the values it holds of it and the handle.
+    /// array it holds a slice of, the values of the slice and the handle
+    /// (the slice keeps the whole buffer alive; its other values are
+    /// other runs, held by other groups, or short runs copied).
     fn bytes(&self) -> usize {
         self.owned.capacity() * size_of::<T::Native>()
             + self
-                .handed
+                .held
                 .iter()
-                .map(|array| handed_bytes::<T>(array.len()))
+                .map(|array| held_bytes::<T>(array.len()))
                 .sum::<usize>()
     }
 
-    /// Every value in one vector (the handed slices copied once).
+    /// Every value in one vector (the held slices copied once).
     fn into_values(self) -> Vec<T::Native> {
-        if self.handed.is_empty() {
+        if self.held.is_empty() {
             return self.owned;
         }
         let mut values = self.owned;
-        values.reserve_exact(self.handed.iter().map(Array::len).sum());
-        for array in &self.handed {
+        values.reserve_exact(self.held.iter().map(Array::len).sum());
+        for array in &self.held {
             values.extend_from_slice(array.values());
         }
         values
     }
 }
 
-/// Handed lists shorter than this are copied rather than held.
-const HAND_OVER_MIN: usize = 1024;
+/// Runs and handed lists shorter than this are copied rather than held.
+const HOLD_MIN: usize = 1024;
 
-/// What holding `len` values of a handed array accounts for.
-fn handed_bytes<T: Float>(len: usize) -> usize {
+/// What holding `len` values of an array accounts for.
+fn held_bytes<T: Float>(len: usize) -> usize {
     len * size_of::<T::Native>() + size_of::<PrimitiveArray<T>>()
 }
 
@@ -291,16 +299,20 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
             let mut start = 0;
             while start < group_indices.len() {
                 let group = group_indices[start];
-                let end = start
-                    + group_indices[start..]
-                        .iter()
-                        .take_while(|&&g| g == group)
-                        .count();
-                let owned = &mut groups[group].owned;
-                let before = owned.capacity();
-                owned.extend_from_slice(&raw[start..end]);
-                grown += owned.capacity() - before;
-                start = end;
+                let len = group_indices[start..]
+                    .iter()
+                    .take_while(|&&g| g == group)
+                    .count();
+                let group = &mut groups[group];
+                if len >= HOLD_MIN {
+                    group.held.push(values.slice(start, len));
+                    self.bytes += held_bytes::<T>(len);
+                } else {
+                    let before = group.owned.capacity();
+                    group.owned.extend_from_slice(&raw[start..start + len]);
+                    grown += group.owned.capacity() - before;
+                }
+                start += len;
             }
         } else {
             accumulate(group_indices, values, opt_filter, |group, value| {
@@ -329,9 +341,9 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
             let list = lists.value(row);
             let list = list.as_primitive::<T>();
             let group = &mut self.groups[group];
-            if list.null_count() == 0 && list.len() >= HAND_OVER_MIN {
-                self.bytes += handed_bytes::<T>(list.len());
-                group.handed.push(list.clone());
+            if list.null_count() == 0 && list.len() >= HOLD_MIN {
+                self.bytes += held_bytes::<T>(list.len());
+                group.held.push(list.clone());
             } else {
                 // Short lists (one per row when the partial phase passed
                 // rows on) cost less copied than held.
@@ -351,7 +363,7 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
         offsets.push(0i32);
         for group in &groups {
             flat.extend_from_slice(&group.owned);
-            for array in &group.handed {
+            for array in &group.held {
                 flat.extend_from_slice(array.values());
             }
             let end = i32::try_from(flat.len()).map_err(|_| {
@@ -646,30 +658,60 @@ mod tests {
     }
 
     #[test]
-    fn runs_are_appended_and_handed_lists_kept_without_copying() {
+    fn long_runs_and_handed_lists_are_held_without_copying() {
         let mut partial = PercentileGroups::<Float64Type>::new(0.5);
         let values: ArrayRef = Arc::new(Float64Array::from_iter_values((0..10_000).map(f64::from)));
+        // Runs of 6,000 (group 0), 10 and 3,990 (group 1).
         let groups: Vec<usize> = (0..10_000).map(|i| usize::from(i >= 6_000)).collect();
         partial
-            .update_batch(&[Arc::clone(&values)], &groups, None, 2)
+            .update_batch(&[Arc::clone(&values)], &groups[..6_010], None, 2)
             .unwrap();
-        assert_eq!(partial.groups[0].owned.len(), 6_000);
-        assert!(partial.size() >= 10_000 * 8);
+        // The short run is copied, the long ones are slices of the input.
+        let input = values.as_primitive::<Float64Type>().values().as_ptr();
+        assert_eq!(partial.groups[0].owned.len(), 0);
+        assert_eq!(partial.groups[0].held.len(), 1);
+        assert_eq!(partial.groups[0].held[0].values().as_ptr(), input);
+        assert_eq!(partial.groups[1].owned.len(), 10);
+        partial
+            .update_batch(&[values.slice(6_010, 3_990)], &groups[6_010..], None, 2)
+            .unwrap();
+        assert_eq!(partial.groups[1].held.len(), 1);
+        assert_eq!(
+            partial.groups[1].held[0].values().as_ptr(),
+            input.wrapping_add(6_010)
+        );
+        let slots = partial.groups.capacity() * size_of::<Group<Float64Type>>();
+        assert_eq!(
+            partial.size(),
+            held_bytes::<Float64Type>(6_000)
+                + held_bytes::<Float64Type>(3_990)
+                + partial.groups[1].owned.capacity() * 8
+                + slots
+        );
         let state = partial.state(EmitTo::All).unwrap();
+        let list = state[0].as_list::<i32>();
+        assert_eq!(list.value_offsets(), &[0, 6_000, 10_000]);
+        let mut second: Vec<f64> = list
+            .value(1)
+            .as_primitive::<Float64Type>()
+            .values()
+            .to_vec();
+        second.sort_by(f64::total_cmp);
+        assert!(second.iter().copied().eq((6_000..10_000).map(f64::from)));
         assert_eq!(partial.size(), 0);
 
         let mut last = PercentileGroups::<Float64Type>::new(0.5);
         last.merge_batch(&state, &[1, 0], 2).unwrap();
         last.merge_batch(&state, &[1, 1], 2).unwrap();
-        // Long handed lists are slices of the state array, not copies.
+        // Long held lists are slices of the state array, not copies.
         let flat = state[0]
             .as_list::<i32>()
             .values()
             .as_primitive::<Float64Type>()
             .values()
             .as_ptr();
-        assert_eq!(last.groups[1].handed.len(), 3);
-        assert_eq!(last.groups[1].handed[0].values().as_ptr(), flat);
+        assert_eq!(last.groups[1].held.len(), 3);
+        assert_eq!(last.groups[1].held[0].values().as_ptr(), flat);
         let held = 20_000 * 8 + 4 * size_of::<PrimitiveArray<Float64Type>>();
         let slots = last.groups.capacity() * size_of::<Group<Float64Type>>();
         assert_eq!(last.size(), held + slots);
@@ -681,7 +723,7 @@ mod tests {
         last.merge_batch(&small.state(EmitTo::All).unwrap(), &[0], 2)
             .unwrap();
         assert_eq!(
-            (last.groups[0].handed.len(), last.groups[0].owned.len()),
+            (last.groups[0].held.len(), last.groups[0].owned.len()),
             (1, 10)
         );
         assert!(last.size() >= held + slots + 10 * 8);

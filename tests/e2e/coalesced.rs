@@ -155,6 +155,9 @@ fn coalesced_hours_equal_the_raw_merge_and_late_records_are_merged() {
         "SELECT upper(function_name) AS f, max(trigger) AS t, count(DISTINCT runtime) AS r \
          FROM invocations GROUP BY 1 ORDER BY 1",
         "SELECT DISTINCT provider, account_id FROM invocations ORDER BY 1, 2",
+        "SELECT function_name, percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) AS p99, \
+         percentile_cont(0.5) WITHIN GROUP (ORDER BY init_duration_ms) AS init_p50, count(*) AS n \
+         FROM invocations GROUP BY 1 ORDER BY 1",
     ] {
         assert_eq!(cli_csv(&data, sql), cli_csv(&raw_only, sql), "{sql}");
     }
@@ -165,6 +168,20 @@ fn coalesced_hours_equal_the_raw_merge_and_late_records_are_merged() {
     assert!(
         grouped.contains("RunGroupedAggregateExec") && !grouped.contains("DecodeExec"),
         "{grouped}"
+    );
+    // The exact percentile in one phase over the scan's dictionaries.
+    let p99 = cli_csv(
+        &data,
+        "EXPLAIN SELECT function_name, percentile_cont(0.99) WITHIN GROUP (ORDER BY duration_ms) \
+         FROM invocations GROUP BY 1",
+    );
+    assert!(
+        p99.contains("RunGroupedAggregateExec: mode=Single")
+            && !p99
+                .lines()
+                .any(|l| l.contains("mode=Partial") && l.contains("percentile_cont"))
+            && !p99.contains("DecodeExec"),
+        "{p99}"
     );
     let listed = cli_csv(&data, "EXPLAIN SELECT * FROM invocations LIMIT 1");
     assert!(listed.contains("DecodeExec"), "{listed}");
