@@ -235,6 +235,24 @@ impl<T: Float> Group<T> {
                 .sum::<usize>()
     }
 
+    /// Adds `len` values of `values` from `start`: held as a slice when the
+    /// run is long and has no nulls, else copied without its nulls. Returns
+    /// the bytes this adds to [`Group::bytes`].
+    fn add(&mut self, values: &PrimitiveArray<T>, start: usize, len: usize) -> usize {
+        if len >= HOLD_MIN && values.null_count() == 0 {
+            self.held.push(values.slice(start, len));
+            return held_bytes::<T>(len);
+        }
+        let before = self.owned.capacity();
+        if values.null_count() == 0 {
+            self.owned
+                .extend_from_slice(&values.values()[start..start + len]);
+        } else {
+            self.owned.extend(values.slice(start, len).iter().flatten());
+        }
+        (self.owned.capacity() - before) * size_of::<T::Native>()
+    }
+
     /// Every value in one vector (the held slices copied once).
     fn into_values(self) -> Vec<T::Native> {
         if self.held.is_empty() {
@@ -295,7 +313,6 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
         let groups = &mut self.groups;
         let mut grown = 0;
         if values.null_count() == 0 && opt_filter.is_none() {
-            let raw = values.values();
             let mut start = 0;
             while start < group_indices.len() {
                 let group = group_indices[start];
@@ -303,15 +320,7 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
                     .iter()
                     .take_while(|&&g| g == group)
                     .count();
-                let group = &mut groups[group];
-                if len >= HOLD_MIN {
-                    group.held.push(values.slice(start, len));
-                    self.bytes += held_bytes::<T>(len);
-                } else {
-                    let before = group.owned.capacity();
-                    group.owned.extend_from_slice(&raw[start..start + len]);
-                    grown += group.owned.capacity() - before;
-                }
+                self.bytes += groups[group].add(values, start, len);
                 start += len;
             }
         } else {
@@ -340,17 +349,9 @@ impl<T: Float> GroupsAccumulator for PercentileGroups<T> {
             }
             let list = lists.value(row);
             let list = list.as_primitive::<T>();
-            let group = &mut self.groups[group];
-            if list.null_count() == 0 && list.len() >= HOLD_MIN {
-                self.bytes += held_bytes::<T>(list.len());
-                group.held.push(list.clone());
-            } else {
-                // Short lists (one per row when the partial phase passed
-                // rows on) cost less copied than held.
-                let before = group.owned.capacity();
-                group.owned.extend(list.iter().flatten());
-                self.bytes += (group.owned.capacity() - before) * size_of::<T::Native>();
-            }
+            // Short lists (one per row when the partial phase passed rows
+            // on) cost less copied than held.
+            self.bytes += self.groups[group].add(list, 0, list.len());
         }
         Ok(())
     }
