@@ -47,9 +47,11 @@
 //! group's results; if the final aggregate's output was split by its keys,
 //! it is split the same way again (a few rows). The accumulator then holds
 //! runs of the scan's arrays and copies each value once. Such an aggregate
-//! cannot emit early: when the memory pool refuses more, the query fails
-//! with the pool's error, as DataFusion's final aggregate does when it
-//! cannot spill.
+//! cannot emit early or spill, so when the memory pool refuses more it
+//! drops what it holds and runs the two phases it replaced instead, afresh
+//! over the same input: DataFusion's final aggregate spills to disk where
+//! it has to. Nothing has been emitted by then, so no group is emitted
+//! twice; the metric `two_phase_restarts` counts these.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -75,6 +77,7 @@ use datafusion::physical_plan::aggregates::{
     AggregateExec, AggregateMode, aggregate_expressions, evaluate_many,
 };
 use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::reset_plan_states;
 use datafusion::physical_plan::filter::FilterExec;
 use datafusion::physical_plan::metrics::{
     BaselineMetrics, Count, ExecutionPlanMetricsSet, MetricBuilder, MetricsSet, RecordOutput,
@@ -111,7 +114,7 @@ impl PhysicalOptimizerRule for RunGroupedAggregates {
                 let exec: Arc<dyn ExecutionPlan> = Arc::new(exec.taking_dictionaries()?);
                 return Ok(Transformed::yes(exec));
             }
-            match RunGroupedAggregateExec::try_whole(agg)? {
+            match RunGroupedAggregateExec::try_whole(&node, agg)? {
                 Some(plan) => Ok(Transformed::yes(plan)),
                 None => Ok(Transformed::no(node)),
             }
@@ -148,6 +151,9 @@ pub struct RunGroupedAggregateExec {
     group_schema: SchemaRef,
     aggr: Vec<Arc<AggregateFunctionExpr>>,
     filters: Vec<Option<Arc<dyn PhysicalExpr>>>,
+    /// In single mode, the partial and final aggregates this one stands in
+    /// for, run instead when the memory pool refuses more.
+    two_phases: Option<Arc<dyn ExecutionPlan>>,
     /// The replaced aggregate's schema and properties: the output is the same.
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
@@ -192,6 +198,7 @@ impl RunGroupedAggregateExec {
             group_schema,
             aggr: agg.aggr_expr().to_vec(),
             filters: agg.filter_expr().to_vec(),
+            two_phases: None,
             schema,
             properties: Arc::clone(agg.properties()),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -200,11 +207,14 @@ impl RunGroupedAggregateExec {
 }
 
 impl RunGroupedAggregateExec {
-    /// The replacement for `agg`, when it is a final aggregate of an exact
-    /// percentile over a partial aggregate replaced by this operator: the
-    /// two in one, over all the partitions of the partial one's input, split
-    /// again as `agg`'s output was (see the module doc).
-    pub fn try_whole(agg: &AggregateExec) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    /// The replacement for `agg` (the plan `node`), when it is a final
+    /// aggregate of an exact percentile over a partial aggregate replaced by
+    /// this operator: the two in one, over all the partitions of the partial
+    /// one's input, split again as `agg`'s output was (see the module doc).
+    pub fn try_whole(
+        node: &Arc<dyn ExecutionPlan>,
+        agg: &AggregateExec,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
         let suitable = matches!(
             agg.mode(),
             AggregateMode::Final | AggregateMode::FinalPartitioned
@@ -236,6 +246,7 @@ impl RunGroupedAggregateExec {
         let single: Arc<dyn ExecutionPlan> = Arc::new(RunGroupedAggregateExec {
             input,
             mode: Mode::Single,
+            two_phases: Some(Arc::clone(node)),
             schema: agg.schema(),
             properties: Arc::new(properties),
             metrics: ExecutionPlanMetricsSet::new(),
@@ -499,20 +510,41 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             baseline: BaselineMetrics::new(&self.metrics, partition),
             lookups: MetricBuilder::new(&self.metrics).counter("group_lookups", partition),
         };
+        let restart = self.two_phases.as_ref().map(|plan| Restart {
+            plan: Arc::clone(plan),
+            context: Arc::clone(&context),
+            count: MetricBuilder::new(&self.metrics).counter("two_phase_restarts", partition),
+        });
         // Input batches are grouped as they come; the groups are emitted
         // when the input ends (and earlier, see `Grouper::take`).
-        let output = futures::stream::unfold(Some((input, grouper)), |state| async move {
-            let (mut input, mut grouper) = state?;
-            match input.next().await {
-                Some(Ok(batch)) => {
-                    let out = grouper.measured(|g| g.take(batch));
-                    Some((out, Some((input, grouper))))
-                }
-                Some(Err(e)) => Some((Err(e), None)),
-                None => {
-                    let out = grouper.measured(Grouper::emit);
-                    grouper.baseline.done();
-                    Some((out, None))
+        let start = Step::Grouping(input, Box::new(grouper), restart);
+        let output = futures::stream::unfold(Some(start), |step| async move {
+            match step? {
+                Step::Grouping(mut input, mut grouper, restart) => match input.next().await {
+                    Some(Ok(batch)) => match (grouper.measured(|g| g.take(batch)), restart) {
+                        // Single mode has emitted nothing yet: start over.
+                        (Err(DataFusionError::ResourcesExhausted(why)), Some(restart)) => {
+                            grouper.baseline.done();
+                            drop((input, grouper));
+                            match restart.run(&why) {
+                                Ok(stream) => Some((Ok(Vec::new()), Some(Step::Restarted(stream)))),
+                                Err(e) => Some((Err(e), None)),
+                            }
+                        }
+                        (out, restart) => {
+                            Some((out, Some(Step::Grouping(input, grouper, restart))))
+                        }
+                    },
+                    Some(Err(e)) => Some((Err(e), None)),
+                    None => {
+                        let out = grouper.measured(Grouper::emit);
+                        grouper.baseline.done();
+                        Some((out, None))
+                    }
+                },
+                Step::Restarted(mut stream) => {
+                    let next = stream.next().await?;
+                    Some((next.map(|b| vec![b]), Some(Step::Restarted(stream))))
                 }
             }
         })
@@ -522,6 +554,41 @@ impl ExecutionPlan for RunGroupedAggregateExec {
             Arc::clone(&self.schema),
             output,
         )))
+    }
+}
+
+/// Where a [`RunGroupedAggregateExec`]'s output stream is.
+enum Step {
+    /// Grouping its input; in single mode, with the two phases to run
+    /// instead should the memory pool refuse more.
+    Grouping(SendableRecordBatchStream, Box<Grouper>, Option<Restart>),
+    /// Handing on the output of the two phases.
+    Restarted(SendableRecordBatchStream),
+}
+
+/// The two phases a single-mode aggregate stands in for (see the module
+/// doc).
+struct Restart {
+    plan: Arc<dyn ExecutionPlan>,
+    context: Arc<TaskContext>,
+    count: Count,
+}
+
+impl Restart {
+    /// Runs the two phases afresh, their partitions merged into one stream.
+    fn run(self, why: &str) -> Result<SendableRecordBatchStream> {
+        self.count.add(1);
+        tracing::info!(
+            reason = why,
+            "exact percentile over more values than the memory limit holds: starting over in two phases, which can spill"
+        );
+        let plan = reset_plan_states(self.plan)?;
+        let plan = if plan.output_partitioning().partition_count() > 1 {
+            Arc::new(CoalescePartitionsExec::new(plan))
+        } else {
+            plan
+        };
+        plan.execute(0, self.context)
     }
 }
 
@@ -733,6 +800,7 @@ mod tests {
         TimestampMicrosecondArray,
     };
     use arrow::datatypes::{DataType, Field, Int32Type, Schema, TimeUnit};
+    use arrow::util::display::array_value_to_string;
     use arrow::util::pretty::pretty_format_batches;
     use datafusion::common::HashMap;
     use datafusion::datasource::MemTable;
@@ -1160,11 +1228,14 @@ mod tests {
         );
     }
 
+    /// Past the memory limit an exact percentile in one phase starts over in
+    /// the two phases it replaced (the partial aggregates emit early, the
+    /// final ones spill), with DataFusion's answers and the restart counted;
+    /// a pool too small for those too fails with the pool's error.
     #[tokio::test]
-    async fn a_percentile_over_a_full_memory_pool_fails_with_the_pools_error() {
+    async fn a_percentile_past_the_memory_limit_starts_over_in_two_phases() {
         let ctx = context(&DataType::Utf8, true, SessionConfig::new());
-        let sql = "SELECT g, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) FROM t GROUP BY g";
-        let exec = run_grouped(&ctx, sql).await;
+        let sql = "SELECT g, percentile_cont(0.5) WITHIN GROUP (ORDER BY v) AS p FROM t GROUP BY g";
         let pool = |bytes| {
             let runtime = RuntimeEnvBuilder::new()
                 .with_memory_pool(Arc::new(GreedyMemoryPool::new(bytes)))
@@ -1172,24 +1243,49 @@ mod tests {
                 .unwrap();
             Arc::new(TaskContext::default().with_runtime(runtime))
         };
-        // 64 KiB: the 15,000 values take ~120 KB.
-        let err = datafusion::physical_plan::collect(Arc::clone(&exec), pool(64 * 1024))
+        // Each group and its percentile, in the order of the groups.
+        let lines = |batches: &[RecordBatch]| {
+            let mut lines = Vec::new();
+            for batch in batches {
+                for row in 0..batch.num_rows() {
+                    let cells: Vec<String> = batch
+                        .columns()
+                        .iter()
+                        .map(|c| array_value_to_string(c, row).unwrap())
+                        .collect();
+                    lines.push(cells.join(" | "));
+                }
+            }
+            lines.sort_unstable();
+            lines
+        };
+        let theirs = context(&DataType::Utf8, false, SessionConfig::new());
+        let expected = lines(&theirs.sql(sql).await.unwrap().collect().await.unwrap());
+        assert!(expected.len() > 1_000, "{} rows", expected.len());
+        // 16 MiB holds the one phase; 256 KiB holds the two phases but not
+        // the one (which needs over 256 KiB for the 15,000 values and the
+        // batches they are held in); 64 KiB not even the two phases.
+        for (bytes, restarts) in [(16 << 20, 0), (256 * 1024, 1)] {
+            let exec = run_grouped(&ctx, sql).await;
+            let results = datafusion::physical_plan::collect(Arc::clone(&exec), pool(bytes))
+                .await
+                .unwrap();
+            assert_eq!(lines(&results), expected, "{bytes} bytes");
+            let counted = exec
+                .metrics()
+                .unwrap()
+                .sum_by_name("two_phase_restarts")
+                .map(|m| m.as_usize());
+            assert_eq!(counted, Some(restarts), "{bytes} bytes");
+        }
+        let exec = run_grouped(&ctx, sql).await;
+        let err = datafusion::physical_plan::collect(exec, pool(64 * 1024))
             .await
             .unwrap_err();
         assert!(
             matches!(err.find_root(), DataFusionError::ResourcesExhausted(_)),
             "{err}"
         );
-        assert!(err.to_string().contains("RunGroupedAggregateExec"), "{err}");
-        let results = datafusion::physical_plan::collect(exec, pool(16 << 20))
-            .await
-            .unwrap();
-        let theirs = context(&DataType::Utf8, false, SessionConfig::new());
-        let expected = theirs.sql(sql).await.unwrap().collect().await.unwrap();
-        let rows =
-            |batches: &[RecordBatch]| batches.iter().map(RecordBatch::num_rows).sum::<usize>();
-        assert_eq!(rows(&results), rows(&expected));
-        assert!(rows(&expected) > 1_000);
     }
 
     /// `sql` planned in `ctx`, and the node that replaced its partial aggregate.

@@ -230,6 +230,65 @@ fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
     assert_eq!(server.count("SELECT count(*) AS n FROM invocations"), 20000);
 }
 
+/// An exact percentile over more values than `--query-max-memory` holds
+/// in one phase starts over in DataFusion's two phases, and answers as
+/// `faasight query` does with the default limit.
+#[test]
+fn a_percentile_over_more_values_than_the_memory_limit_still_answers() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    generate(
+        &data,
+        &[
+            "--invocations",
+            "20000",
+            "--functions",
+            "10",
+            "--days",
+            "1",
+            "--seed",
+            "4",
+            "--until",
+            "2026-11-20T00:00:00Z",
+        ],
+    );
+    // 20,000 invocations × 75 = 1.5M values, 12 MB as doubles, in 750
+    // groups: the one phase needs ~15.5 MiB, the two phases fit in 14 MiB
+    // (the partial aggregates emit early, the final ones spill). No ORDER
+    // BY: a sort at the top would need a spill reservation of its own.
+    let sql = "SELECT function_name, k, \
+               percentile_cont(0.9) WITHIN GROUP (ORDER BY duration_ms + k) AS p, count(*) AS n \
+               FROM invocations CROSS JOIN (SELECT value AS k FROM generate_series(1, 75)) \
+               GROUP BY 1, 2";
+    let sorted = |rows: Vec<serde_json::Value>| {
+        let mut rows: Vec<String> = rows.iter().map(|r| r.to_string()).collect();
+        rows.sort_unstable();
+        rows
+    };
+    let out = Command::new(BIN)
+        .args(["query", "--format", "json", "--data-dir"])
+        .arg(&data)
+        .arg(sql)
+        .output()
+        .expect("faasight query");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = sorted(serde_json::from_slice(&out.stdout).expect("json"));
+    assert_eq!(expected.len(), 750);
+
+    let server = TestServer::builder()
+        .data_dir(&data)
+        .args(&["--query-max-memory", "14MiB"])
+        .start();
+    assert_eq!(sorted(server.sql(sql)), expected);
+    let analyzed = server.sql(&format!("EXPLAIN ANALYZE {sql}"));
+    let plan = serde_json::Value::Array(analyzed).to_string();
+    assert!(plan.contains("two_phase_restarts=1"), "{plan}");
+}
+
 #[test]
 fn results_over_the_row_or_byte_limit_are_refused_on_http_and_pg_wire() {
     let tmp = tempfile::tempdir().expect("tempdir");
