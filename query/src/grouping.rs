@@ -92,7 +92,7 @@ use datafusion::physical_plan::{
 };
 use futures::{StreamExt, TryStreamExt};
 
-use crate::coop::only_child;
+use crate::coop::{YieldAboveMultipliers, only_child};
 use crate::dictionary::{DecodeExec, dictionary_of};
 use crate::percentile::ExactPercentile;
 
@@ -582,14 +582,26 @@ impl Restart {
             reason = why,
             "exact percentile over more values than the memory limit holds: starting over in two phases, which can spill"
         );
-        let plan = reset_plan_states(self.plan)?;
-        let plan = if plan.output_partitioning().partition_count() > 1 {
-            Arc::new(CoalescePartitionsExec::new(plan))
-        } else {
-            plan
-        };
+        let plan = two_phase_plan(self.plan, self.context.session_config().options())?;
         plan.execute(0, self.context)
     }
+}
+
+/// The two phases `plan` a single-mode aggregate stands in for, ready to
+/// run again in one partition. The rules that run after
+/// [`RunGroupedAggregates`] never saw it (the plan is not a child), so the
+/// engine's [`YieldAboveMultipliers`] is applied here: a join or
+/// repartition in it yields as it would have in the first plan.
+fn two_phase_plan(
+    plan: Arc<dyn ExecutionPlan>,
+    options: &ConfigOptions,
+) -> Result<Arc<dyn ExecutionPlan>> {
+    let plan = YieldAboveMultipliers.optimize(reset_plan_states(plan)?, options)?;
+    Ok(if plan.output_partitioning().partition_count() > 1 {
+        Arc::new(CoalescePartitionsExec::new(plan))
+    } else {
+        plan
+    })
 }
 
 /// The state of one partition's aggregation.
@@ -1226,6 +1238,64 @@ mod tests {
                 .any(|l| l.starts_with("RunGroupedAggregateExec: mode=Partial")),
             "{plan}"
         );
+    }
+
+    /// The two phases a restart runs are the replaced ones, with the yields
+    /// the engine's later rule puts above joins and repartitions.
+    #[tokio::test]
+    async fn the_restarted_two_phases_yield_above_joins_and_repartitions() {
+        let ctx = context(&DataType::Utf8, true, SessionConfig::new());
+        let sql = "SELECT g, k, percentile_cont(0.5) WITHIN GROUP (ORDER BY v + k) AS p \
+                   FROM t CROSS JOIN (SELECT value AS k FROM generate_series(1, 3)) GROUP BY g, k";
+        let exec = run_grouped(&ctx, sql).await;
+        let single = exec.downcast_ref::<RunGroupedAggregateExec>().unwrap();
+        assert_eq!(single.mode, Mode::Single);
+        let replaced = Arc::clone(single.two_phases.as_ref().unwrap());
+        let plan = two_phase_plan(replaced, ctx.state().config_options()).unwrap();
+        let text = datafusion::physical_plan::displayable(plan.as_ref())
+            .indent(false)
+            .to_string();
+        let lines: Vec<&str> = text.lines().map(str::trim_start).collect();
+        assert!(lines[0].starts_with("CoalescePartitionsExec"), "{text}");
+        let at = |prefix: &str| {
+            lines
+                .iter()
+                .position(|l| l.starts_with(prefix))
+                .unwrap_or_else(|| panic!("no {prefix} in {text}"))
+        };
+        // final, yield, repartition by the keys, partial, ..., yield, cross join.
+        let partial = at("RunGroupedAggregateExec: mode=Partial");
+        let repartition = at("RepartitionExec: partitioning=Hash");
+        assert!(
+            at("AggregateExec: mode=FinalPartitioned") < repartition,
+            "{text}"
+        );
+        assert!(lines[repartition - 1].starts_with("YieldExec"), "{text}");
+        assert!(repartition < partial, "{text}");
+        let join = at("CrossJoinExec");
+        assert!(
+            partial < join && lines[join - 1].starts_with("YieldExec"),
+            "{text}"
+        );
+        // It runs: one row per group and k.
+        let rows: usize = datafusion::physical_plan::collect(plan, ctx.task_ctx())
+            .await
+            .unwrap()
+            .iter()
+            .map(RecordBatch::num_rows)
+            .sum();
+        let groups = ctx
+            .sql("SELECT count(DISTINCT g) + 1 AS n FROM t")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        let groups = groups[0]
+            .column(0)
+            .as_primitive::<arrow::datatypes::Int64Type>()
+            .value(0);
+        assert_eq!(rows as i64, groups * 3);
     }
 
     /// Past the memory limit an exact percentile in one phase starts over in
