@@ -8,7 +8,7 @@ use std::process::Command;
 use serde_json::{Value, json};
 
 use crate::sql_golden::{assert_same_rows, pg_query};
-use crate::support::{BIN, PUBLIC_TABLES, TestServer, repo_root};
+use crate::support::{PUBLIC_TABLES, TestServer, cli_query, repo_root};
 
 fn fixture() -> String {
     std::fs::read_to_string(repo_root().join("tests/golden/invocations.ndjson")).expect("fixture")
@@ -265,18 +265,8 @@ fn the_cli_on_the_same_data_directory_agrees() {
     let server = loaded_server(&[]);
     let sql = "SELECT function_name, count(*) AS n, sum(cost_usd) AS cost FROM invocations GROUP BY 1 ORDER BY 1";
     let http = server.sql(sql);
-    let out = Command::new(BIN)
-        .args(["query", "--format", "json", "--data-dir"])
-        .arg(&server.data_dir)
-        .arg(sql)
-        .output()
-        .expect("faasight query");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cli: Vec<Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let cli: Vec<Value> =
+        serde_json::from_str(&cli_query(&server.data_dir, "json", sql)).expect("json");
     assert_eq!(cli, http);
 }
 

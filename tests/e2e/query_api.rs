@@ -4,7 +4,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use crate::sql_golden::pg_query;
-use crate::support::{BIN, PUBLIC_TABLES, TestServer, generate};
+use crate::support::{BIN, PUBLIC_TABLES, TestServer, cli_query, generate};
 
 fn send_spans(server: &TestServer, n: usize) {
     let spans: Vec<serde_json::Value> = (0..n)
@@ -101,20 +101,7 @@ fn formats_refusals_and_the_cli_agree() {
     // The CLI on the same directory, beside the running server, sees the
     // same rows (committed files plus the WAL), and after a clean stop too.
     let data_dir = server.data_dir.clone();
-    let cli = |format: &str| {
-        let out = Command::new(BIN)
-            .args(["query", "--data-dir"])
-            .arg(&data_dir)
-            .args(["--format", format, sql])
-            .output()
-            .expect("cli");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |format: &str| cli_query(&data_dir, format, sql);
     let json: Vec<serde_json::Value> = serde_json::from_str(&cli("json")).expect("cli json");
     assert_eq!(json, rows);
     server.terminate();
@@ -265,18 +252,7 @@ fn a_percentile_over_more_values_than_the_memory_limit_still_answers() {
         rows.sort_unstable();
         rows
     };
-    let out = Command::new(BIN)
-        .args(["query", "--format", "json", "--data-dir"])
-        .arg(&data)
-        .arg(sql)
-        .output()
-        .expect("faasight query");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let expected = sorted(serde_json::from_slice(&out.stdout).expect("json"));
+    let expected = sorted(serde_json::from_str(&cli_query(&data, "json", sql)).expect("json"));
     assert_eq!(expected.len(), 750);
 
     let server = TestServer::builder()

@@ -51,6 +51,18 @@ pub(crate) fn generate(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
+/// What `faasight query --format FORMAT --data-dir DIR SQL` prints; it
+/// must succeed.
+pub(crate) fn cli_query(dir: &Path, format: &str, sql: &str) -> String {
+    let out = run_ok(
+        Command::new(BIN)
+            .args(["query", "--format", format, "--data-dir"])
+            .arg(dir)
+            .arg(sql),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// Runs a client to completion and parses the JSON it prints last.
 pub(crate) fn run_json(cmd: &mut Command) -> Value {
     let out = run_ok(cmd);
