@@ -114,7 +114,7 @@ impl PhysicalOptimizerRule for RunGroupedAggregates {
                 let exec: Arc<dyn ExecutionPlan> = Arc::new(exec.taking_dictionaries()?);
                 return Ok(Transformed::yes(exec));
             }
-            match RunGroupedAggregateExec::try_whole(&node, agg)? {
+            match RunGroupedAggregateExec::try_whole(&node)? {
                 Some(plan) => Ok(Transformed::yes(plan)),
                 None => Ok(Transformed::no(node)),
             }
@@ -207,14 +207,14 @@ impl RunGroupedAggregateExec {
 }
 
 impl RunGroupedAggregateExec {
-    /// The replacement for `agg` (the plan `node`), when it is a final
-    /// aggregate of an exact percentile over a partial aggregate replaced by
-    /// this operator: the two in one, over all the partitions of the partial
-    /// one's input, split again as `agg`'s output was (see the module doc).
-    pub fn try_whole(
-        node: &Arc<dyn ExecutionPlan>,
-        agg: &AggregateExec,
-    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+    /// The replacement for `node`, when it is a final aggregate of an exact
+    /// percentile over a partial aggregate replaced by this operator: the
+    /// two in one, over all the partitions of the partial one's input, split
+    /// again as `node`'s output was (see the module doc).
+    pub fn try_whole(node: &Arc<dyn ExecutionPlan>) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let Some(agg) = node.downcast_ref::<AggregateExec>() else {
+            return Ok(None);
+        };
         let suitable = matches!(
             agg.mode(),
             AggregateMode::Final | AggregateMode::FinalPartitioned
@@ -233,11 +233,7 @@ impl RunGroupedAggregateExec {
         if partial.aggr.len() != agg.aggr_expr().len() {
             return Ok(None);
         }
-        let input = if partial.input.output_partitioning().partition_count() > 1 {
-            Arc::new(CoalescePartitionsExec::new(Arc::clone(&partial.input)))
-        } else {
-            Arc::clone(&partial.input)
-        };
+        let input = in_one_partition(Arc::clone(&partial.input));
         let properties = agg
             .properties()
             .as_ref()
@@ -597,11 +593,16 @@ fn two_phase_plan(
     options: &ConfigOptions,
 ) -> Result<Arc<dyn ExecutionPlan>> {
     let plan = YieldAboveMultipliers.optimize(reset_plan_states(plan)?, options)?;
-    Ok(if plan.output_partitioning().partition_count() > 1 {
+    Ok(in_one_partition(plan))
+}
+
+/// `plan`, its partitions merged into one where it has several.
+fn in_one_partition(plan: Arc<dyn ExecutionPlan>) -> Arc<dyn ExecutionPlan> {
+    if plan.output_partitioning().partition_count() > 1 {
         Arc::new(CoalescePartitionsExec::new(plan))
     } else {
         plan
-    })
+    }
 }
 
 /// The state of one partition's aggregation.
