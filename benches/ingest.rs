@@ -24,7 +24,9 @@ use bytes::Bytes;
 use faasight_collector::decode::otlp::{self, Encoding, Signal};
 use faasight_collector::model::Table;
 use faasight_collector::receive::grpc::RawCodec;
-use faasight_collector::storage::parquet::{partition_by_hour, writer_properties};
+use faasight_collector::storage::parquet::{
+    Rows, partition_by_hour, sort_by_hour, write_parquet, writer_properties,
+};
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -323,20 +325,19 @@ fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
     (support::median(a), support::median(b))
 }
 
+/// Encodes as the flush does (`write_table` without the file): concatenate,
+/// sort each hour's rows, take and encode its row groups on every core.
 fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) -> usize {
     let all = arrow::compute::concat_batches(&table.schema(), batches).expect("concat");
     let mut total = 0;
-    for (_, part) in partition_by_hour(table, &all).expect("partition") {
-        let mut buf = Vec::new();
-        let mut w = parquet::arrow::ArrowWriter::try_new(
-            &mut buf,
-            part.schema(),
-            Some(writer_properties(table)),
-        )
-        .expect("writer");
-        w.write(&part).expect("write");
-        w.close().expect("close");
-        total += buf.len();
+    for (_, order) in sort_by_hour(table, &all).expect("sort") {
+        let rows = Rows::Taken {
+            source: &all,
+            order: &order,
+        };
+        total += write_parquet(Vec::new(), rows, writer_properties(table))
+            .expect("write")
+            .len();
     }
     total
 }
@@ -345,6 +346,7 @@ struct Server {
     child: Child,
     http: String,
     grpc: String,
+    api: String,
     dir: tempfile::TempDir,
 }
 
@@ -354,6 +356,7 @@ fn start_server(extra: &[&str]) -> Server {
     Server {
         http: serve.addr("otlp_http"),
         grpc: serve.addr("otlp_grpc"),
+        api: serve.addr("api"),
         child: serve.child,
         dir,
     }
@@ -534,6 +537,61 @@ fn main() {
     // FAASIGHT_BENCH_DISK_ONLY=1: only the bytes-on-disk measurement;
     // FAASIGHT_BENCH_KEEP=DIR keeps its data directory there for inspection.
     let disk_only = std::env::var_os("FAASIGHT_BENCH_DISK_ONLY").is_some();
+    // FAASIGHT_BENCH_INPROCESS_ONLY=1: only the in-process rows (for
+    // profiling and A/B runs of the decode + encode path).
+    if std::env::var_os("FAASIGHT_BENCH_INPROCESS_ONLY").is_some() {
+        let inproc_512 = in_process(&big, cores, secs);
+        let inproc_1 = in_process(&single, cores, secs);
+        println!("in-process spans/s: batches of 512 {inproc_512:.0}, batches of 1 {inproc_1:.0}");
+        return;
+    }
+    // FAASIGHT_BENCH_ONLY=http/512/4 (protocol/batch/concurrency): only
+    // that load row, against a fresh server, for profiling the server.
+    if let Ok(only) = std::env::var("FAASIGHT_BENCH_ONLY") {
+        let parts: Vec<&str> = only.split('/').collect();
+        let [protocol, batch, c] = parts[..] else {
+            panic!("FAASIGHT_BENCH_ONLY is protocol/batch/concurrency");
+        };
+        let batch: usize = batch.parse().expect("batch");
+        let bodies = if batch == 1 { &single } else { &big };
+        let server = start_server(&["--flush-interval", "2s"]);
+        println!("server pid {}", server.child.id());
+        let addr = if protocol == "http" {
+            server.http.clone()
+        } else {
+            server.grpc.clone()
+        };
+        let c = c.parse().expect("concurrency");
+        let r = rt.block_on(load(protocol, &addr, Arc::clone(bodies), batch, c, secs));
+        let rss = server.peak_rss_mib();
+        let metrics = rt.block_on(async {
+            let url = format!("http://{}/metrics", server.api);
+            match reqwest::get(url).await {
+                Ok(r) => r.text().await.unwrap_or_default(),
+                Err(e) => e.to_string(),
+            }
+        });
+        for line in metrics.lines().filter(|l| {
+            [
+                "faasight_flush_seconds_sum",
+                "faasight_flush_seconds_count",
+                "faasight_ingest_overloaded",
+                "faasight_ingest_requests_refused",
+                "faasight_wal_fsync_seconds_count",
+                "faasight_wal_group_commit",
+            ]
+            .iter()
+            .any(|m| l.starts_with(m))
+        }) {
+            println!("{line}");
+        }
+        let _ = server.stop();
+        println!(
+            "{only}: {:.0} spans/s, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, refused {}, peak RSS {rss:.0} MiB",
+            r.spans_per_sec, r.requests_per_sec, r.p50_ms, r.p99_ms, r.refused
+        );
+        return;
+    }
     if !disk_only {
         load_phases(&rt, &big, &single, cores, secs);
     }

@@ -51,7 +51,9 @@ use faasight_collector::buffer::{Buffer, FileMeta, Snapshot};
 use faasight_collector::model::Table;
 use faasight_collector::model::schema::TIME;
 use faasight_collector::storage::layout::{self, MICROS_PER_HOUR};
-use faasight_collector::storage::parquet::{file_properties, partition_by_hour, write_atomically};
+use faasight_collector::storage::parquet::{
+    Rows, file_properties, partition_by_hour, write_atomically,
+};
 use parking_lot::{Mutex, RwLock};
 use parquet::basic::Compression;
 
@@ -584,8 +586,9 @@ fn write_coalesced(
     let props = props.build();
     let part = dir.join(layout::partition_dir(hour));
     let batch = dictionary::encode(batch, DICTIONARY_COLUMNS)?;
-    let (path, size) = write_atomically(&part, &file_name(fingerprint), &batch, props)
-        .map_err(|e| DataFusionError::External(e.into()))?;
+    let (path, size) =
+        write_atomically(&part, &file_name(fingerprint), Rows::Sorted(&batch), props)
+            .map_err(|e| DataFusionError::External(e.into()))?;
     Ok(FileMeta {
         path,
         size,
