@@ -325,6 +325,47 @@ fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
     (support::median(a), support::median(b))
 }
 
+/// The flush's work for 204,800 spans after the concatenation (sort each
+/// hour's rows, take and encode its row groups on every core, as
+/// `write_table` does, into memory): medians of `rounds` of the wall time
+/// and of the CPU time of the whole process, in ms.
+fn encode_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
+    use rustix::time::{ClockId, clock_gettime};
+    let cpu = || {
+        let t = clock_gettime(ClockId::ProcessCPUTime);
+        t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    };
+    let batches: Vec<_> = bodies
+        .iter()
+        .flat_map(|b| {
+            otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0)
+                .expect("decodes")
+                .batches
+        })
+        .filter(|b| b.table == Table::Spans)
+        .map(|b| b.batch)
+        .collect();
+    let all = arrow::compute::concat_batches(&Table::Spans.schema(), &batches).expect("concat");
+    let (mut wall, mut cpus) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let (t, c) = (Instant::now(), cpu());
+        let mut bytes = 0;
+        for (_, order) in sort_by_hour(Table::Spans, &all).expect("sort") {
+            let rows = Rows::Taken {
+                source: &all,
+                order: &order,
+            };
+            bytes += write_parquet(Vec::new(), rows, writer_properties(Table::Spans))
+                .expect("write")
+                .len();
+        }
+        assert!(bytes > 0);
+        wall.push(t.elapsed().as_secs_f64() * 1e3);
+        cpus.push(cpu() - c);
+    }
+    (support::median(wall), support::median(cpus))
+}
+
 /// Encodes as the flush does (`write_table` without the file): concatenate,
 /// sort each hour's rows, take and encode its row groups on every core.
 fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) -> usize {
@@ -540,6 +581,10 @@ fn main() {
     // FAASIGHT_BENCH_INPROCESS_ONLY=1: only the in-process rows (for
     // profiling and A/B runs of the decode + encode path).
     if std::env::var_os("FAASIGHT_BENCH_INPROCESS_ONLY").is_some() {
+        let (wall, cpu) = encode_phase(&big, 11);
+        println!(
+            "flush encode of 204,800 spans (median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"
+        );
         let inproc_512 = in_process(&big, cores, secs);
         let inproc_1 = in_process(&single, cores, secs);
         println!("in-process spans/s: batches of 512 {inproc_512:.0}, batches of 1 {inproc_1:.0}");

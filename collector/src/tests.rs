@@ -248,6 +248,26 @@ async fn flushed_files_encode_ids_and_times_without_dictionaries() {
         assert!(!e.contains(&Pq::RLE_DICTIONARY), "{col}: {e:?}");
     }
     assert!(!encodings("duration_ms").contains(&Pq::RLE_DICTIONARY));
+    // Span attribute values go without a dictionary.
+    assert!(!encodings("attributes.entries.values").contains(&Pq::RLE_DICTIONARY));
     // Repeated text keeps its dictionary.
     assert!(encodings("name").contains(&Pq::RLE_DICTIONARY));
+    assert!(encodings("resource_attributes.entries.values").contains(&Pq::RLE_DICTIONARY));
+    // Map keys and values carry no min/max; the columns that prune do.
+    let has_statistics = |name: &str| {
+        rg.columns()
+            .iter()
+            .find(|c| c.column_path().string() == name)
+            .map(|c| c.statistics().is_some())
+            .unwrap_or_else(|| panic!("no column {name}"))
+    };
+    for map in ["attributes", "resource_attributes"] {
+        for leaf in ["keys", "values"] {
+            let column = format!("{map}.entries.{leaf}");
+            assert!(!has_statistics(&column), "{column} has statistics");
+        }
+    }
+    for column in ["time", "trace_id", "service_name", "function_name", "name"] {
+        assert!(has_statistics(column), "{column} has no statistics");
+    }
 }

@@ -27,13 +27,14 @@ use parquet::arrow::arrow_writer::{
 use parquet::basic::{Compression, Encoding, ZstdLevel};
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
+use parquet::schema::types::ColumnPath;
 
 use super::layout::{self, MICROS_PER_HOUR};
 use crate::buffer::FileMeta;
 use crate::model::Table;
 use crate::model::schema::{
-    DURATION_MS, END_TIME, OBSERVED_TIME, PARENT_SPAN_ID, REQUEST_ID, SCHEMA_VERSION, SPAN_ID,
-    TIME, TRACE_ID,
+    ATTRIBUTES, DURATION_MS, END_TIME, OBSERVED_TIME, PARENT_SPAN_ID, REQUEST_ID,
+    RESOURCE_ATTRIBUTES, SCHEMA_VERSION, SPAN_ID, TIME, TRACE_ID,
 };
 
 /// Errors of the storage stage.
@@ -78,6 +79,13 @@ pub fn writer_properties(table: Table) -> WriterProperties {
     let mut props = file_properties(row_group, table.bloom_columns());
     if let Some(rows) = table.page_rows() {
         props = props.set_data_page_row_count_limit(rows);
+    }
+    if table == Table::Spans {
+        // Span attribute values mix a few repeated texts with one unique id
+        // per invocation (`faas.invocation_id`); without a dictionary zstd
+        // packs them smaller (measured on Lambda-like spans: 41.0 → 40.4
+        // bytes per span) and no dictionary has to be looked up per value.
+        props = props.set_column_dictionary_enabled(map_leaf(ATTRIBUTES, "values"), false);
     }
     props
         .set_key_value_metadata(Some(vec![KeyValue::new(
@@ -125,12 +133,27 @@ pub fn file_properties(row_group: usize, bloom_columns: &[&str]) -> WriterProper
             }
         }
     }
+    // Min/max of a map's keys or values (all keys of all rows in one range)
+    // prune nothing, and computing them per value was 13–19 % of encoding
+    // a spans file.
+    for map in [ATTRIBUTES, RESOURCE_ATTRIBUTES] {
+        for leaf in ["keys", "values"] {
+            props =
+                props.set_column_statistics_enabled(map_leaf(map, leaf), EnabledStatistics::None);
+        }
+    }
     for col in bloom_columns {
         props = props
             .set_column_bloom_filter_enabled((*col).into(), true)
             .set_column_bloom_filter_fpp((*col).into(), ID_BLOOM_FPP);
     }
     props
+}
+
+/// The Parquet path of a leaf of an attribute map column (`keys` or
+/// `values`, the names the decoders give the map's fields).
+fn map_leaf(map: &str, leaf: &str) -> ColumnPath {
+    ColumnPath::new(vec![map.into(), "entries".into(), leaf.into()])
 }
 
 /// Sorts `batch` by hour, then the table's sort columns (nulls first; rows
