@@ -325,6 +325,29 @@ fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
     (support::median(a), support::median(b))
 }
 
+/// Decoding and normalizing `bodies` (the request threads' work) on one
+/// thread: median of `rounds`, in ms of CPU time per 100,000 spans.
+fn decode_phase(bodies: &[Bytes], spans: usize, rounds: usize) -> f64 {
+    use rustix::time::{ClockId, clock_gettime};
+    let cpu = || {
+        let t = clock_gettime(ClockId::ThreadCPUTime);
+        t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+    };
+    let times: Vec<f64> = (0..rounds)
+        .map(|_| {
+            let c = cpu();
+            let mut rows = 0;
+            for body in bodies {
+                let n = otlp::decode(Signal::Traces, Encoding::Protobuf, body, 0).expect("decodes");
+                rows += n.accepted;
+            }
+            assert_eq!(rows, spans as u64);
+            (cpu() - c) * 100_000.0 / spans as f64
+        })
+        .collect();
+    support::median(times)
+}
+
 /// The flush's work for 204,800 spans after the concatenation (sort each
 /// hour's rows, take and encode its row groups on every core, as
 /// `write_table` does, into memory): medians of `rounds` of the wall time
@@ -581,6 +604,11 @@ fn main() {
     // FAASIGHT_BENCH_INPROCESS_ONLY=1: only the in-process rows (for
     // profiling and A/B runs of the decode + encode path).
     if std::env::var_os("FAASIGHT_BENCH_INPROCESS_ONLY").is_some() {
+        let decode_512 = decode_phase(&big, 204_800, 7);
+        let decode_1 = decode_phase(&single, 40_000, 7);
+        println!(
+            "decode + normalize, CPU ms per 100,000 spans (median of 7): batches of 512 {decode_512:.1}, batches of 1 {decode_1:.1}"
+        );
         let (wall, cpu) = encode_phase(&big, 11);
         println!(
             "flush encode of 204,800 spans (median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"

@@ -96,3 +96,78 @@ pub fn micros_between_as_ms(start_micros: i64, end_micros: i64) -> f64 {
     // of milliseconds, as DuckDB or pyarrow would parse it.
     (end_micros - start_micros) as f64 / 1_000.0
 }
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use opentelemetry_proto::tonic::common::v1::{
+        AnyValue, ArrayValue, KeyValueList, any_value::Value,
+    };
+
+    use super::*;
+    use crate::decode::attrs::value_to_string;
+
+    fn kv(key: &str, value: Option<Value>) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue { value }),
+            ..Default::default()
+        }
+    }
+
+    /// Every kind of value lands in the map as `value_to_string` renders
+    /// it, and an empty value as null.
+    #[test]
+    fn attribute_maps_hold_each_value_as_its_text() {
+        let attrs = vec![
+            kv("s", Some(Value::StringValue("GET /orders/{id}".into()))),
+            kv("empty", Some(Value::StringValue(String::new()))),
+            kv("t", Some(Value::BoolValue(true))),
+            kv("f", Some(Value::BoolValue(false))),
+            kv("i", Some(Value::IntValue(-536_870_912))),
+            kv("max", Some(Value::IntValue(i64::MAX))),
+            kv("d", Some(Value::DoubleValue(0.1))),
+            kv("big", Some(Value::DoubleValue(1e21))),
+            kv("nan", Some(Value::DoubleValue(f64::NAN))),
+            kv("bytes", Some(Value::BytesValue(vec![0xde, 0xad]))),
+            kv(
+                "array",
+                Some(Value::ArrayValue(ArrayValue {
+                    values: vec![AnyValue {
+                        value: Some(Value::IntValue(1)),
+                    }],
+                })),
+            ),
+            kv(
+                "kvlist",
+                Some(Value::KvlistValue(KeyValueList {
+                    values: vec![kv("a", Some(Value::BoolValue(true)))],
+                })),
+            ),
+            kv("none", None),
+            kv("strindex", Some(Value::StringValueStrindex(3))),
+        ];
+        let mut builder = AttrMapBuilder::with_capacity(2);
+        builder.append(&attrs);
+        builder.append(&attrs[4..7]);
+        let maps = builder.finish();
+        let maps = maps.as_map();
+        assert_eq!(maps.len(), 2);
+        let (keys, values) = (
+            maps.keys().as_string::<i32>(),
+            maps.values().as_string::<i32>(),
+        );
+        let mut row = 0;
+        for kv in attrs.iter().chain(&attrs[4..7]) {
+            assert_eq!(keys.value(row), kv.key);
+            let expected = kv.value.as_ref().and_then(value_to_string);
+            let got = values.is_valid(row).then(|| values.value(row).to_string());
+            assert_eq!(got, expected, "{}", kv.key);
+            row += 1;
+        }
+        assert_eq!(values.value(4), "-536870912");
+        assert_eq!(values.value(6), "0.1");
+        assert_eq!(row, values.len());
+        assert_eq!(maps.value_offsets(), &[0, 14, 17]);
+    }
+}
