@@ -2,7 +2,9 @@
 //! real server from this separate process over loopback).
 //!
 //! 1. In-process: decode + normalize + Parquet-encode the same payloads,
-//!    on every core: the practical limit of the machine.
+//!    on every core: the practical limit of the machine. Before it, the
+//!    CPU time of each side apart: decoding on one thread, the flush's
+//!    sort + take + encode of 204,800 spans.
 //! 2. Load: start `faasight serve` (release), send OTLP/HTTP protobuf and
 //!    OTLP/gRPC with batches of 1 and 512 spans at rising concurrency, and
 //!    report spans/s, ack latency p50/p99 and the server's peak RSS.
@@ -11,7 +13,11 @@
 //!
 //! Run: `cargo bench --bench ingest` (`FAASIGHT_BENCH_SECS` per step,
 //! default 5). Results print as markdown rows; the report is
-//! `benches/ingest-report.md`.
+//! `benches/ingest-report.md`. For profiling and A/B runs:
+//! `FAASIGHT_BENCH_INPROCESS_ONLY=1` (step 1 only),
+//! `FAASIGHT_BENCH_ONLY=http/512/4` (one load row, with the server's
+//! flush and refusal counters), `FAASIGHT_BENCH_PROTOCOLS=http`,
+//! `FAASIGHT_BENCH_DISK_ONLY=1` (step 3 only).
 
 mod support;
 use std::path::Path;
@@ -32,6 +38,7 @@ use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Valu
 use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status};
 use prost::Message;
+use rustix::time::{ClockId, clock_gettime};
 
 /// The allocator the server binary uses (src/main.rs), so the in-process
 /// figure and the server's are compared on equal terms.
@@ -256,17 +263,7 @@ fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
     use arrow::compute::{SortColumn, SortOptions, lexsort_to_indices, take_record_batch};
     use arrow::datatypes::TimestampMicrosecondType;
 
-    let batches: Vec<_> = bodies
-        .iter()
-        .flat_map(|b| {
-            otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0)
-                .expect("decodes")
-                .batches
-        })
-        .filter(|b| b.table == Table::Spans)
-        .map(|b| b.batch)
-        .collect();
-    let all = arrow::compute::concat_batches(&Table::Spans.schema(), &batches).expect("concat");
+    let all = decoded_spans(bodies);
     let column = |name: &str| {
         all.column(all.schema().index_of(name).expect("column"))
             .clone()
@@ -325,14 +322,44 @@ fn sort_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
     (support::median(a), support::median(b))
 }
 
+/// The request threads' work and the flush's, in CPU time.
+fn cpu_phases(big: &[Bytes], single: &[Bytes]) {
+    let decode_512 = decode_phase(big, 204_800, 7);
+    let decode_1 = decode_phase(single, 40_000, 7);
+    println!(
+        "\ndecode + normalize, CPU ms per 100,000 spans (one thread, median of 7): batches of 512 {decode_512:.1}, batches of 1 {decode_1:.1}"
+    );
+    let (wall, cpu) = encode_phase(big, 11);
+    println!(
+        "flush encode of 204,800 spans (sort, take, encode on every core; median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"
+    );
+}
+
+/// The spans of `bodies`, decoded and concatenated as a flush does.
+fn decoded_spans(bodies: &[Bytes]) -> arrow::record_batch::RecordBatch {
+    let batches: Vec<_> = bodies
+        .iter()
+        .flat_map(|b| {
+            otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0)
+                .expect("decodes")
+                .batches
+        })
+        .filter(|b| b.table == Table::Spans)
+        .map(|b| b.batch)
+        .collect();
+    arrow::compute::concat_batches(&Table::Spans.schema(), &batches).expect("concat")
+}
+
+/// CPU time of `clock` (the process's or this thread's), in ms.
+fn cpu_ms(clock: ClockId) -> f64 {
+    let t = clock_gettime(clock);
+    t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
+}
+
 /// Decoding and normalizing `bodies` (the request threads' work) on one
 /// thread: median of `rounds`, in ms of CPU time per 100,000 spans.
 fn decode_phase(bodies: &[Bytes], spans: usize, rounds: usize) -> f64 {
-    use rustix::time::{ClockId, clock_gettime};
-    let cpu = || {
-        let t = clock_gettime(ClockId::ThreadCPUTime);
-        t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
-    };
+    let cpu = || cpu_ms(ClockId::ThreadCPUTime);
     let times: Vec<f64> = (0..rounds)
         .map(|_| {
             let c = cpu();
@@ -353,22 +380,8 @@ fn decode_phase(bodies: &[Bytes], spans: usize, rounds: usize) -> f64 {
 /// `write_table` does, into memory): medians of `rounds` of the wall time
 /// and of the CPU time of the whole process, in ms.
 fn encode_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
-    use rustix::time::{ClockId, clock_gettime};
-    let cpu = || {
-        let t = clock_gettime(ClockId::ProcessCPUTime);
-        t.tv_sec as f64 * 1e3 + t.tv_nsec as f64 / 1e6
-    };
-    let batches: Vec<_> = bodies
-        .iter()
-        .flat_map(|b| {
-            otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0)
-                .expect("decodes")
-                .batches
-        })
-        .filter(|b| b.table == Table::Spans)
-        .map(|b| b.batch)
-        .collect();
-    let all = arrow::compute::concat_batches(&Table::Spans.schema(), &batches).expect("concat");
+    let cpu = || cpu_ms(ClockId::ProcessCPUTime);
+    let all = decoded_spans(bodies);
     let (mut wall, mut cpus) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (t, c) = (Instant::now(), cpu());
@@ -604,15 +617,7 @@ fn main() {
     // FAASIGHT_BENCH_INPROCESS_ONLY=1: only the in-process rows (for
     // profiling and A/B runs of the decode + encode path).
     if std::env::var_os("FAASIGHT_BENCH_INPROCESS_ONLY").is_some() {
-        let decode_512 = decode_phase(&big, 204_800, 7);
-        let decode_1 = decode_phase(&single, 40_000, 7);
-        println!(
-            "decode + normalize, CPU ms per 100,000 spans (median of 7): batches of 512 {decode_512:.1}, batches of 1 {decode_1:.1}"
-        );
-        let (wall, cpu) = encode_phase(&big, 11);
-        println!(
-            "flush encode of 204,800 spans (median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"
-        );
+        cpu_phases(&big, &single);
         let inproc_512 = in_process(&big, cores, secs);
         let inproc_1 = in_process(&single, cores, secs);
         println!("in-process spans/s: batches of 512 {inproc_512:.0}, batches of 1 {inproc_1:.0}");
@@ -683,6 +688,7 @@ fn load_phases(
         "\nflush sort of {} spans (median of 11, one thread): arrow lexsort_to_indices + take {arrow_ms:.1} ms, partition_by_hour {ours_ms:.1} ms",
         big.len() * 512
     );
+    cpu_phases(big, single);
     let inproc_512 = in_process(big, cores, secs);
     let inproc_1 = in_process(single, cores, secs);
     println!("\n| in-process decode + normalize + Parquet encode | spans/s |\n|---|---|");
