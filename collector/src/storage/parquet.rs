@@ -415,7 +415,8 @@ pub fn write_atomically(
 /// properties (row groups of `max_row_group_row_count` rows, the same
 /// pages, statistics, bloom filters and metadata), but its row groups are
 /// encoded (and, for [`Rows::Taken`], taken) on up to [`encode_threads`]
-/// threads, then appended in order: a flush of half a million spans is 31
+/// threads, a wave of [`ROW_GROUPS_PER_THREAD`] per thread at a time, and
+/// appended in order: a flush of half a million spans is 31
 /// row groups of the spans table, and taking and encoding them is most of
 /// a flush's work.
 pub fn write_parquet<W: Write + Send>(
@@ -440,34 +441,47 @@ fn write_parquet_on<W: Write + Send>(
         .step_by(group_rows)
         .map(|start| start..rows.len().min(start.saturating_add(group_rows)))
         .collect();
-    for chunks in encode_row_groups(&factory, rows, &groups, threads)? {
-        let mut group = writer.next_row_group()?;
-        for chunk in chunks {
-            chunk.append_to_row_group(&mut group)?;
+    // A few row groups per thread at a time, appended before the next
+    // ones are encoded: the encoded pages held wait for at most one wave,
+    // not for the whole file.
+    let wave = threads.max(1).saturating_mul(ROW_GROUPS_PER_THREAD);
+    for (w, wave_groups) in groups.chunks(wave).enumerate() {
+        let first = w * wave;
+        for chunks in encode_row_groups(&factory, rows, first, wave_groups, threads)? {
+            let mut group = writer.next_row_group()?;
+            for chunk in chunks {
+                chunk.append_to_row_group(&mut group)?;
+            }
+            group.close()?;
         }
-        group.close()?;
     }
     Ok(writer.into_inner()?)
 }
+
+/// Row groups each encoding thread takes on in one wave of
+/// [`write_parquet`]: enough that threads finishing at different times
+/// rarely wait for each other at the end of a wave.
+const ROW_GROUPS_PER_THREAD: usize = 4;
 
 /// Threads that encode one file's row groups: one per core.
 fn encode_threads() -> usize {
     std::thread::available_parallelism().map_or(1, NonZeroUsize::get)
 }
 
-/// Encodes row group `i` of `rows` (the rows in `groups[i]`) on up to
-/// `threads` threads that each take the next row group not yet taken; returns the
-/// column chunks in row-group order, or the error of the first row group
-/// that failed.
+/// Encodes row group `first + i` of the file (the rows of `rows` in
+/// `groups[i]`) on up to `threads` threads that each take the next row
+/// group not yet taken; returns the column chunks in row-group order, or
+/// the error of the first row group that failed.
 fn encode_row_groups(
     factory: &ArrowRowGroupWriterFactory,
     rows: Rows<'_>,
+    first: usize,
     groups: &[Range<usize>],
     threads: usize,
 ) -> Result<Vec<Vec<ArrowColumnChunk>>> {
     let encode = |i: usize| {
         rows.range(&groups[i])
-            .and_then(|b| encode_row_group(factory, i, &b))
+            .and_then(|b| encode_row_group(factory, first + i, &b))
     };
     let threads = threads.min(groups.len());
     if threads <= 1 {
@@ -717,61 +731,79 @@ mod tests {
         concat_batches(&Table::Spans.schema(), &spans).expect("concat")
     }
 
+    /// `ArrowWriter`'s file for `sorted`.
+    fn arrow_writes(sorted: &RecordBatch, props: WriterProperties) -> Vec<u8> {
+        let mut writer =
+            ArrowWriter::try_new(Vec::new(), sorted.schema(), Some(props)).expect("writer");
+        writer.write(sorted).expect("write");
+        writer.into_inner().expect("close")
+    }
+
     /// Row groups encoded on several threads and appended in order make the
     /// same file, byte for byte, as arrow's `ArrowWriter` writing the sorted
     /// rows: the same row groups, pages, statistics, bloom filters, page
     /// indexes and metadata. 80,000 spans over two hours are three 16k-row
-    /// groups (the last one short) in each hour's file.
+    /// groups (the last one short) in each hour's file; with 1,000-row
+    /// groups, about 40 per file, several waves of row groups each.
     #[test]
     fn row_groups_encoded_in_parallel_make_the_file_arrow_writes() {
         let all = spans(80_000);
         let parts = sort_by_hour(Table::Spans, &all).expect("sorts");
         assert_eq!(parts.len(), 2);
+        let small_groups = || {
+            file_properties(1_000, Table::Spans.bloom_columns())
+                .set_data_page_row_count_limit(256)
+                .build()
+        };
         for (_, order) in &parts {
             assert!(order.len() > 2 * ID_TABLE_ROW_GROUP, "{} rows", order.len());
             let sorted = take_record_batch(&all, order).expect("take");
-            let props = || writer_properties(Table::Spans);
-            let mut arrow_writer =
-                ArrowWriter::try_new(Vec::new(), sorted.schema(), Some(props())).expect("writer");
-            arrow_writer.write(&sorted).expect("write");
-            let expected = arrow_writer.into_inner().expect("close");
-
-            for threads in [1, 2, 3, 8] {
-                let rows = Rows::Taken {
-                    source: &all,
-                    order,
-                };
-                let ours = write_parquet_on(Vec::new(), rows, props(), threads).expect("write");
+            for (props, groups) in [
+                (
+                    &(|| writer_properties(Table::Spans)) as &dyn Fn() -> WriterProperties,
+                    3,
+                ),
+                (&small_groups, order.len().div_ceil(1_000)),
+            ] {
+                let expected = arrow_writes(&sorted, props());
+                for threads in [1, 2, 3, 8] {
+                    let rows = Rows::Taken {
+                        source: &all,
+                        order,
+                    };
+                    let ours = write_parquet_on(Vec::new(), rows, props(), threads).expect("write");
+                    assert!(
+                        ours == expected,
+                        "{groups} row groups, {threads} threads: {} bytes against {}",
+                        ours.len(),
+                        expected.len()
+                    );
+                }
+                let ours =
+                    write_parquet(Vec::new(), Rows::Sorted(&sorted), props()).expect("write");
                 assert!(
                     ours == expected,
-                    "{threads} threads: {} bytes against {}",
+                    "sorted: {} bytes against {}",
                     ours.len(),
                     expected.len()
                 );
-            }
-            let ours = write_parquet(Vec::new(), Rows::Sorted(&sorted), props()).expect("write");
-            assert!(
-                ours == expected,
-                "sorted: {} bytes against {}",
-                ours.len(),
-                expected.len()
-            );
 
-            let file =
-                parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(expected))
-                    .expect("reads");
-            let meta = parquet::file::reader::FileReader::metadata(&file);
-            assert_eq!(meta.num_row_groups(), 3);
-            for rg in meta.row_groups() {
-                let trace = rg
-                    .columns()
-                    .iter()
-                    .find(|c| c.column_path().string() == TRACE_ID)
-                    .expect("trace_id");
-                assert!(
-                    trace.bloom_filter_offset().is_some(),
-                    "a bloom filter per row group"
-                );
+                let file =
+                    parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(expected))
+                        .expect("reads");
+                let meta = parquet::file::reader::FileReader::metadata(&file);
+                assert_eq!(meta.num_row_groups(), groups);
+                for rg in meta.row_groups() {
+                    let trace = rg
+                        .columns()
+                        .iter()
+                        .find(|c| c.column_path().string() == TRACE_ID)
+                        .expect("trace_id");
+                    assert!(
+                        trace.bloom_filter_offset().is_some(),
+                        "a bloom filter per row group"
+                    );
+                }
             }
         }
     }
