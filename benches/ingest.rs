@@ -595,6 +595,12 @@ fn main() {
         // `cargo test --benches` lists benches; nothing to run then.
         return;
     }
+    // Transparent huge pages off, as the server turns them off for itself
+    // (src/main.rs), so the in-process figure and the server's are
+    // measured under the same memory settings.
+    if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
+        let _ = rustix::thread::disable_transparent_huge_pages(true);
+    }
     let secs: f64 = std::env::var("FAASIGHT_BENCH_SECS")
         .ok()
         .and_then(|s| s.parse().ok())
