@@ -176,25 +176,36 @@ fn runaway_query_stops_at_the_timeout_while_ingest_goes_on() {
     );
 }
 
-#[test]
-fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let data = tmp.path().join("data");
+/// `faasight generate` of `invocations` over `functions` functions in the
+/// day before 2026-11-20, from `seed`, into `data`.
+fn generate_day(data: &std::path::Path, invocations: u32, functions: u32, seed: u32) {
+    let (invocations, functions, seed) = (
+        invocations.to_string(),
+        functions.to_string(),
+        seed.to_string(),
+    );
     generate(
-        &data,
+        data,
         &[
             "--invocations",
-            "20000",
+            &invocations,
             "--functions",
-            "5",
+            &functions,
             "--days",
             "1",
             "--seed",
-            "3",
+            &seed,
             "--until",
             "2026-11-20T00:00:00Z",
         ],
     );
+}
+
+#[test]
+fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let data = tmp.path().join("data");
+    generate_day(&data, 20000, 5, 3);
     let server = TestServer::builder()
         .data_dir(&data)
         .args(&["--query-max-memory", "8MiB"])
@@ -224,21 +235,7 @@ fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
 fn a_percentile_over_more_values_than_the_memory_limit_still_answers() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    generate(
-        &data,
-        &[
-            "--invocations",
-            "20000",
-            "--functions",
-            "10",
-            "--days",
-            "1",
-            "--seed",
-            "4",
-            "--until",
-            "2026-11-20T00:00:00Z",
-        ],
-    );
+    generate_day(&data, 20000, 10, 4);
     // 20,000 invocations × 75 = 1.5M values, 12 MB as doubles, in 750
     // groups: the one phase needs ~15.5 MiB, the two phases fit in 14 MiB
     // (the partial aggregates emit early, the final ones spill). No ORDER
@@ -269,21 +266,7 @@ fn a_percentile_over_more_values_than_the_memory_limit_still_answers() {
 fn results_over_the_row_or_byte_limit_are_refused_on_http_and_pg_wire() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let data = tmp.path().join("data");
-    generate(
-        &data,
-        &[
-            "--invocations",
-            "2000",
-            "--functions",
-            "3",
-            "--days",
-            "1",
-            "--seed",
-            "5",
-            "--until",
-            "2026-11-20T00:00:00Z",
-        ],
-    );
+    generate_day(&data, 2000, 3, 5);
     let server = TestServer::builder()
         .data_dir(&data)
         .args(&[

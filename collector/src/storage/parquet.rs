@@ -759,34 +759,28 @@ mod tests {
             assert!(order.len() > 2 * ID_TABLE_ROW_GROUP, "{} rows", order.len());
             let sorted = take_record_batch(&all, order).expect("take");
             for (props, groups) in [
-                (
-                    &(|| writer_properties(Table::Spans)) as &dyn Fn() -> WriterProperties,
-                    3,
-                ),
-                (&small_groups, order.len().div_ceil(1_000)),
+                (writer_properties(Table::Spans), 3),
+                (small_groups(), order.len().div_ceil(1_000)),
             ] {
-                let expected = arrow_writes(&sorted, props());
+                let expected = arrow_writes(&sorted, props.clone());
+                let same = |what: &str, ours: Vec<u8>| {
+                    assert!(
+                        ours == expected,
+                        "{groups} row groups, {what}: {} bytes against {}",
+                        ours.len(),
+                        expected.len()
+                    );
+                };
                 for threads in [1, 2, 3, 8] {
                     let rows = Rows::Taken {
                         source: &all,
                         order,
                     };
-                    let ours = write_parquet_on(Vec::new(), rows, props(), threads).expect("write");
-                    assert!(
-                        ours == expected,
-                        "{groups} row groups, {threads} threads: {} bytes against {}",
-                        ours.len(),
-                        expected.len()
-                    );
+                    let ours = write_parquet_on(Vec::new(), rows, props.clone(), threads);
+                    same(&format!("{threads} threads"), ours.expect("write"));
                 }
-                let ours =
-                    write_parquet(Vec::new(), Rows::Sorted(&sorted), props()).expect("write");
-                assert!(
-                    ours == expected,
-                    "sorted: {} bytes against {}",
-                    ours.len(),
-                    expected.len()
-                );
+                let ours = write_parquet(Vec::new(), Rows::Sorted(&sorted), props.clone());
+                same("sorted rows", ours.expect("write"));
 
                 let file =
                     parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(expected))
