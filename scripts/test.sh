@@ -26,7 +26,27 @@ echo "== python clients (.venv)"
 if [ ! -x .venv/bin/python ]; then
   python3 -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -r tests/e2e/requirements.txt
+# A download can arrive damaged from the registry (a wheel whose sha256 is
+# not the one PyPI lists has failed a run); pip refuses it, so try again
+# without pip's cache before giving up. constraints.txt pins every
+# transitive package, so a release on PyPI does not change what is tested.
+pip_install() {
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check \
+    -r tests/e2e/requirements.txt -c tests/e2e/constraints.txt "$@"
+}
+for attempt in 1 2 3; do
+  if [ "$attempt" = 1 ]; then
+    pip_install && break
+  else
+    pip_install --no-cache-dir && break
+  fi
+  if [ "$attempt" = 3 ]; then
+    echo "pip install failed three times" >&2
+    exit 1
+  fi
+  echo "pip install failed (attempt $attempt); retrying in 5 s" >&2
+  sleep 5
+done
 
 echo "== js clients (tests/e2e/js)"
 (cd tests/e2e/js && npm ci --no-audit --no-fund --loglevel=error)
