@@ -7,7 +7,10 @@
 //!    sort + take + encode of 204,800 spans.
 //! 2. Load: start `faasight serve` (release), send OTLP/HTTP protobuf and
 //!    OTLP/gRPC with batches of 1 and 512 spans at rising concurrency, and
-//!    report spans/s, ack latency p50/p99 and the server's peak RSS.
+//!    report spans/s, ack latency p50/p99, the server's peak RSS and the
+//!    CPU time per acknowledged request of the server and of this process.
+//!    HTTP goes through a lean keep-alive client (prebuilt requests, see
+//!    [`RawHttp`]) unless `FAASIGHT_BENCH_CLIENT=reqwest`.
 //! 3. Disk: send a pool of unique Lambda-like spans once, stop the server
 //!    with SIGTERM (flush) and divide the Parquet bytes by the span count.
 //!
@@ -482,6 +485,133 @@ struct LoadResult {
     p50_ms: f64,
     p99_ms: f64,
     refused: u64,
+    /// CPU time of this process (the load generator) per acknowledged
+    /// request, µs.
+    client_cpu_us: f64,
+    /// Requests acknowledged with 200.
+    acknowledged: usize,
+}
+
+/// The HTTP load generator's client: `raw` (default) writes prebuilt
+/// HTTP/1.1 requests on keep-alive connections and reads the answers with
+/// `httparse`, so that the load on the shared two cores is little more
+/// than the kernel's part; `reqwest` is the general-purpose client (what
+/// the Rust OTLP exporter uses), ~3× the CPU per request.
+/// `FAASIGHT_BENCH_CLIENT=reqwest` selects it.
+fn http_client() -> String {
+    std::env::var("FAASIGHT_BENCH_CLIENT").unwrap_or_else(|_| "raw".into())
+}
+
+/// One keep-alive HTTP/1.1 connection posting prebuilt requests.
+struct RawHttp {
+    addr: String,
+    stream: Option<tokio::net::TcpStream>,
+    buf: Vec<u8>,
+}
+
+impl RawHttp {
+    fn new(addr: &str) -> Self {
+        RawHttp {
+            addr: addr.to_string(),
+            stream: None,
+            buf: Vec::with_capacity(4096),
+        }
+    }
+
+    /// The request bytes of an OTLP/HTTP protobuf export of `body`.
+    fn request(addr: &str, body: &[u8]) -> Bytes {
+        let mut req = format!(
+            "POST /v1/traces HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/x-protobuf\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        req.extend_from_slice(body);
+        Bytes::from(req)
+    }
+
+    /// Sends `request`, reads the whole answer and returns its status; on
+    /// any error the connection is dropped and the next call reconnects.
+    async fn post(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        let result = self.exchange(request).await;
+        if result.is_err() {
+            self.stream = None;
+        }
+        result
+    }
+
+    async fn exchange(&mut self, request: &[u8]) -> std::io::Result<u16> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        if self.stream.is_none() {
+            let stream = tokio::net::TcpStream::connect(&self.addr).await?;
+            stream.set_nodelay(true)?;
+            self.stream = Some(stream);
+            self.buf.clear();
+        }
+        let Some(stream) = self.stream.as_mut() else {
+            return Err(std::io::ErrorKind::NotConnected.into());
+        };
+        stream.write_all(request).await?;
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut response = httparse::Response::new(&mut headers);
+            let parsed = response
+                .parse(&self.buf)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+            if let httparse::Status::Complete(head) = parsed {
+                let status = response.code.unwrap_or(0);
+                let length = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .and_then(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()?
+                            .trim()
+                            .parse::<usize>()
+                            .ok()
+                    })
+                    .ok_or_else(|| {
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, "no content-length")
+                    })?;
+                while self.buf.len() < head + length {
+                    if stream.read_buf(&mut self.buf).await? == 0 {
+                        return Err(std::io::ErrorKind::UnexpectedEof.into());
+                    }
+                }
+                self.buf.drain(..head + length);
+                return Ok(status);
+            }
+            if stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+}
+
+/// The server's CPU per acknowledged request since it had used
+/// `cpu_before` seconds, in µs.
+fn server_cpu_us(server: &Server, cpu_before: f64, r: &LoadResult) -> f64 {
+    let used = process_cpu_secs(server.child.id()) - cpu_before;
+    used * 1e6 / r.acknowledged.max(1) as f64
+}
+
+/// CPU seconds (user + system) the process `pid` has used.
+fn process_cpu_secs(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which ends at the last ')': utime and
+    // stime are the 12th and 13th of them, in clock ticks (USER_HZ = 100).
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (tick(11) + tick(12)) / 100.0
 }
 
 async fn load(
@@ -500,6 +630,12 @@ async fn load(
         .build()
         .expect("client");
     let url = format!("http://{addr}/v1/traces");
+    let raw = protocol == "http" && http_client() == "raw";
+    let requests: Arc<Vec<Bytes>> = Arc::new(if raw {
+        bodies.iter().map(|b| RawHttp::request(addr, b)).collect()
+    } else {
+        Vec::new()
+    });
     let channels: Vec<tonic::transport::Channel> = if protocol == "grpc" {
         let mut v = Vec::new();
         for _ in 0..concurrency.clamp(1, 8) {
@@ -515,9 +651,12 @@ async fn load(
     } else {
         Vec::new()
     };
+    let cpu_started = cpu_ms(ClockId::ProcessCPUTime);
     let started = Instant::now();
     let mut tasks = Vec::new();
     for t in 0..concurrency {
+        let requests = Arc::clone(&requests);
+        let mut raw_http = RawHttp::new(addr);
         let (bodies, next, refused, http, url) = (
             Arc::clone(&bodies),
             Arc::clone(&next),
@@ -534,9 +673,12 @@ async fn load(
                 "/opentelemetry.proto.collector.trace.v1.TraceService/Export",
             );
             while Instant::now() < deadline {
-                let body = bodies[next.fetch_add(1, Ordering::Relaxed) % bodies.len()].clone();
+                let i = next.fetch_add(1, Ordering::Relaxed) % bodies.len();
+                let body = bodies[i].clone();
                 let t0 = Instant::now();
-                let ok = if protocol == "http" {
+                let ok = if raw {
+                    matches!(raw_http.post(&requests[i]).await, Ok(200))
+                } else if protocol == "http" {
                     match http
                         .post(&url)
                         .header("content-type", "application/x-protobuf")
@@ -576,6 +718,7 @@ async fn load(
         lat.extend(t.await.expect("task"));
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let client_cpu_ms = cpu_ms(ClockId::ProcessCPUTime) - cpu_started;
     lat.sort_unstable();
     let pct = |p: f64| {
         lat.get(((lat.len() as f64 * p) as usize).min(lat.len().saturating_sub(1)))
@@ -587,6 +730,8 @@ async fn load(
         p50_ms: pct(0.50),
         p99_ms: pct(0.99),
         refused: refused.load(Ordering::Relaxed),
+        client_cpu_us: client_cpu_ms * 1000.0 / lat.len().max(1) as f64,
+        acknowledged: lat.len(),
     }
 }
 
@@ -646,7 +791,9 @@ fn main() {
             server.grpc.clone()
         };
         let c = c.parse().expect("concurrency");
+        let server_cpu = process_cpu_secs(server.child.id());
         let r = rt.block_on(load(protocol, &addr, Arc::clone(bodies), batch, c, secs));
+        let server_cpu_us = server_cpu_us(&server, server_cpu, &r);
         let rss = server.peak_rss_mib();
         let metrics = rt.block_on(async {
             let url = format!("http://{}/metrics", server.api);
@@ -662,6 +809,7 @@ fn main() {
                 "faasight_ingest_overloaded",
                 "faasight_ingest_requests_refused",
                 "faasight_wal_fsync_seconds_count",
+                "faasight_wal_fsync_seconds_sum",
                 "faasight_wal_group_commit",
             ]
             .iter()
@@ -671,8 +819,14 @@ fn main() {
         }
         let _ = server.stop();
         println!(
-            "{only}: {:.0} spans/s, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, refused {}, peak RSS {rss:.0} MiB",
-            r.spans_per_sec, r.requests_per_sec, r.p50_ms, r.p99_ms, r.refused
+            "{only} ({} client): {:.0} spans/s, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, refused {}, peak RSS {rss:.0} MiB, CPU per request: server {server_cpu_us:.1} µs, load generator {:.1} µs",
+            http_client(),
+            r.spans_per_sec,
+            r.requests_per_sec,
+            r.p50_ms,
+            r.p99_ms,
+            r.refused,
+            r.client_cpu_us
         );
         return;
     }
@@ -703,9 +857,10 @@ fn load_phases(
     );
 
     println!(
-        "\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process |"
+        "\nHTTP load generator: {} (FAASIGHT_BENCH_CLIENT); CPU µs per acknowledged request, server and load generator\n\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process | server CPU µs/req | load CPU µs/req |",
+        http_client()
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // FAASIGHT_BENCH_PROTOCOLS=http (or grpc): only that protocol's rows,
     // for quicker A/B runs.
     let protocols =
@@ -727,17 +882,20 @@ fn load_phases(
                 } else {
                     server.grpc.clone()
                 };
+                let server_cpu = process_cpu_secs(server.child.id());
                 let r = rt.block_on(load(protocol, &addr, Arc::clone(bodies), batch, c, secs));
+                let server_cpu_us = server_cpu_us(&server, server_cpu, &r);
                 let rss = server.peak_rss_mib();
                 let _ = server.stop();
                 println!(
-                    "| {protocol} | {batch} | {c} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {rss:.0} | {:.0}% |",
+                    "| {protocol} | {batch} | {c} | {:.0} | {:.0} | {:.2} | {:.2} | {} | {rss:.0} | {:.0}% | {server_cpu_us:.1} | {:.1} |",
                     r.spans_per_sec,
                     r.requests_per_sec,
                     r.p50_ms,
                     r.p99_ms,
                     r.refused,
-                    100.0 * r.spans_per_sec / inproc
+                    100.0 * r.spans_per_sec / inproc,
+                    r.client_cpu_us
                 );
             }
         }
