@@ -499,7 +499,12 @@ struct LoadResult {
 /// the Rust OTLP exporter uses), ~3× the CPU per request.
 /// `FAASIGHT_BENCH_CLIENT=reqwest` selects it.
 fn http_client() -> String {
-    std::env::var("FAASIGHT_BENCH_CLIENT").unwrap_or_else(|_| "raw".into())
+    let client = std::env::var("FAASIGHT_BENCH_CLIENT").unwrap_or_else(|_| "raw".into());
+    assert!(
+        client == "raw" || client == "reqwest",
+        "FAASIGHT_BENCH_CLIENT is raw or reqwest, not {client:?}"
+    );
+    client
 }
 
 /// One keep-alive HTTP/1.1 connection posting prebuilt requests.
@@ -751,6 +756,8 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(5.0);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    // A wrong FAASIGHT_BENCH_CLIENT stops the bench before any server starts.
+    http_client();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
