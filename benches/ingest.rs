@@ -345,29 +345,33 @@ fn cpu_phases(big: &[Bytes], single: &[Bytes]) {
 /// The flush's encoding alone, of rows taken into order beforehand: what
 /// the flush would cost if the buffer kept its rows sorted as they came.
 fn sorted_encode_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
-    let cpu = || cpu_ms(ClockId::ProcessCPUTime);
     let all = decoded_spans(bodies);
     let hours: Vec<arrow::record_batch::RecordBatch> = partition_by_hour(Table::Spans, &all)
         .expect("partition")
         .into_iter()
         .map(|(_, batch)| batch)
         .collect();
+    timed(rounds, || {
+        hours
+            .iter()
+            .map(|batch| {
+                let props = writer_properties(Table::Spans);
+                let file = write_parquet(Vec::new(), Rows::Sorted(batch), props).expect("write");
+                file.len()
+            })
+            .sum()
+    })
+}
+
+/// Medians of `rounds` runs of `encode` (which returns the bytes it
+/// encoded, never 0): wall time and the CPU time of the whole process, in
+/// ms.
+fn timed(rounds: usize, mut encode: impl FnMut() -> usize) -> (f64, f64) {
+    let cpu = || cpu_ms(ClockId::ProcessCPUTime);
     let (mut wall, mut cpus) = (Vec::new(), Vec::new());
     for _ in 0..rounds {
         let (t, c) = (Instant::now(), cpu());
-        let bytes: usize = hours
-            .iter()
-            .map(|batch| {
-                write_parquet(
-                    Vec::new(),
-                    Rows::Sorted(batch),
-                    writer_properties(Table::Spans),
-                )
-                .expect("write")
-                .len()
-            })
-            .sum();
-        assert!(bytes > 0);
+        assert!(encode() > 0);
         wall.push(t.elapsed().as_secs_f64() * 1e3);
         cpus.push(cpu() - c);
     }
@@ -419,36 +423,25 @@ fn decode_phase(bodies: &[Bytes], spans: usize, rounds: usize) -> f64 {
 /// `write_table` does, into memory): medians of `rounds` of the wall time
 /// and of the CPU time of the whole process, in ms.
 fn encode_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
-    let cpu = || cpu_ms(ClockId::ProcessCPUTime);
     let all = decoded_spans(bodies);
-    let (mut wall, mut cpus) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        let (t, c) = (Instant::now(), cpu());
-        let mut bytes = 0;
-        for (_, order) in sort_by_hour(Table::Spans, &all).expect("sort") {
-            let rows = Rows::Taken {
-                source: &all,
-                order: &order,
-            };
-            bytes += write_parquet(Vec::new(), rows, writer_properties(Table::Spans))
-                .expect("write")
-                .len();
-        }
-        assert!(bytes > 0);
-        wall.push(t.elapsed().as_secs_f64() * 1e3);
-        cpus.push(cpu() - c);
-    }
-    (support::median(wall), support::median(cpus))
+    timed(rounds, || encode_hours(Table::Spans, &all))
 }
 
 /// Encodes as the flush does (`write_table` without the file): concatenate,
 /// sort each hour's rows, take and encode its row groups on every core.
 fn encode_parquet(table: Table, batches: &[arrow::record_batch::RecordBatch]) -> usize {
     let all = arrow::compute::concat_batches(&table.schema(), batches).expect("concat");
+    encode_hours(table, &all)
+}
+
+/// The flush's work after the concatenation: sort each hour's rows, take
+/// and encode its row groups on every core (`write_table` without the
+/// file). Returns the bytes encoded.
+fn encode_hours(table: Table, all: &arrow::record_batch::RecordBatch) -> usize {
     let mut total = 0;
-    for (_, order) in sort_by_hour(table, &all).expect("sort") {
+    for (_, order) in sort_by_hour(table, all).expect("sort") {
         let rows = Rows::Taken {
-            source: &all,
+            source: all,
             order: &order,
         };
         total += write_parquet(Vec::new(), rows, writer_properties(table))
@@ -715,11 +708,11 @@ async fn load(
             );
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed) % bodies.len();
-                let body = bodies[i].clone();
                 let t0 = Instant::now();
                 let ok = if raw {
                     matches!(raw_http.post(&requests[i]).await, Ok(200))
                 } else if protocol == "http" {
+                    let body = bodies[i].clone();
                     match http
                         .post(&url)
                         .header("content-type", "application/x-protobuf")
@@ -736,7 +729,7 @@ async fn load(
                         false
                     } else {
                         g.unary::<Vec<u8>, Bytes, _>(
-                            tonic::Request::new(body.to_vec()),
+                            tonic::Request::new(bodies[i].to_vec()),
                             path.clone(),
                             RawCodec,
                         )
@@ -863,7 +856,11 @@ fn main() {
         let _ = server.stop();
         println!(
             "{only} ({} client): {:.0} spans/s, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, refused {}, peak RSS {rss:.0} MiB, CPU per request: server {server_cpu_us:.1} µs, load generator {:.1} µs",
-            http_client(),
+            if protocol == "http" {
+                http_client()
+            } else {
+                "tonic".into()
+            },
             r.spans_per_sec,
             r.requests_per_sec,
             r.p50_ms,

@@ -34,19 +34,18 @@ pip_install() {
   .venv/bin/python -m pip install --quiet --disable-pip-version-check \
     -r tests/e2e/requirements.txt -c tests/e2e/constraints.txt "$@"
 }
-for attempt in 1 2 3; do
-  if [ "$attempt" = 1 ]; then
-    pip_install && break
-  else
-    pip_install --no-cache-dir && break
-  fi
-  if [ "$attempt" = 3 ]; then
-    echo "pip install failed three times" >&2
-    exit 1
-  fi
-  echo "pip install failed (attempt $attempt); retrying in 5 s" >&2
+pip_install || {
+  echo "pip install failed; retrying without pip's cache in 5 s" >&2
   sleep 5
-done
+  pip_install --no-cache-dir
+} || {
+  echo "pip install failed again; last try in 5 s" >&2
+  sleep 5
+  pip_install --no-cache-dir
+} || {
+  echo "pip install failed three times" >&2
+  exit 1
+}
 
 echo "== js clients (tests/e2e/js)"
 (cd tests/e2e/js && npm ci --no-audit --no-fund --loglevel=error)
