@@ -336,10 +336,44 @@ fn cpu_phases(big: &[Bytes], single: &[Bytes]) {
     println!(
         "flush encode of 204,800 spans (sort, take, encode on every core; median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"
     );
+    let (sort, take) = sort_take_phase(big, 7);
+    println!(
+        "  of which, on one thread (median of 7): the sort {sort:.1} ms CPU, the take of every row group {take:.1} ms CPU"
+    );
     let (wall, cpu) = sorted_encode_phase(big, 11);
     println!(
         "  the same rows already in order (encode only, every core; median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"
     );
+}
+
+/// The flush's sort of 204,800 decoded spans, and its take of each row
+/// group's rows into that order (without encoding), on this thread: medians
+/// of `rounds`, ms of CPU time.
+fn sort_take_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
+    let all = decoded_spans(bodies);
+    let cpu = || cpu_ms(ClockId::ThreadCPUTime);
+    let group = writer_properties(Table::Spans)
+        .max_row_group_row_count()
+        .unwrap_or(usize::MAX);
+    let (mut sorts, mut takes) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        let c = cpu();
+        let parts = sort_by_hour(Table::Spans, &all).expect("sort");
+        sorts.push(cpu() - c);
+        let c = cpu();
+        let mut rows = 0;
+        for (_, order) in &parts {
+            for start in (0..order.len()).step_by(group) {
+                let len = group.min(order.len() - start);
+                let taken = arrow::compute::take_record_batch(&all, &order.slice(start, len))
+                    .expect("take");
+                rows += taken.num_rows();
+            }
+        }
+        takes.push(cpu() - c);
+        assert_eq!(rows, all.num_rows());
+    }
+    (support::median(sorts), support::median(takes))
 }
 
 /// The flush's encoding alone, of rows taken into order beforehand: what

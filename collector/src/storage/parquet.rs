@@ -301,11 +301,15 @@ struct Ranked {
     row: u32,
 }
 
-/// The rows in (hour, keys…, row index) order. Sorting compact entries by
-/// the hour and an 8-byte prefix of the leading key decides nearly every
-/// comparison (trace ids are random) without touching the strings; ties
-/// compare the keys in full. The row index keeps equal rows in arrival
-/// order. The caller has checked that the rows fit in u32.
+/// The rows in (hour, keys…) order; rows equal on all of them keep their
+/// arrival order. Sorting compact entries by the hour and an 8-byte prefix
+/// of the leading key decides nearly every comparison (trace ids are
+/// random) without touching the strings; ties compare the keys in full.
+/// The sort is stable, and finds and merges runs already in order: the
+/// decoders append each request's spans in this order (see
+/// `decode::otlp::spans`), so a flush's rows are a few hundred sorted runs
+/// (measured on 204,800 spans: 12.7 ms against 24.2 for the unstable sort).
+/// The caller has checked that the rows fit in u32.
 fn sort_order(batch: &BatchKeys<'_>) -> Vec<Ranked> {
     let mut order: Vec<Ranked> = (0..batch.times.len())
         .map(|row| Ranked {
@@ -314,18 +318,15 @@ fn sort_order(batch: &BatchKeys<'_>) -> Vec<Ranked> {
             row: row as u32,
         })
         .collect();
-    order.sort_unstable_by(|a, b| {
-        (a.hour, a.lead)
-            .cmp(&(b.hour, b.lead))
-            .then_with(|| {
-                batch
-                    .keys
-                    .iter()
-                    .map(|k| k.compare(a.row as usize, b.row as usize))
-                    .find(|o| o.is_ne())
-                    .unwrap_or(Ordering::Equal)
-            })
-            .then(a.row.cmp(&b.row))
+    order.sort_by(|a, b| {
+        (a.hour, a.lead).cmp(&(b.hour, b.lead)).then_with(|| {
+            batch
+                .keys
+                .iter()
+                .map(|k| k.compare(a.row as usize, b.row as usize))
+                .find(|o| o.is_ne())
+                .unwrap_or(Ordering::Equal)
+        })
     });
     order
 }
@@ -381,7 +382,7 @@ impl Rows<'_> {
         Ok(match self {
             Rows::Sorted(batch) => batch.slice(rows.start, rows.len()),
             Rows::Taken { source, order } => {
-                take_record_batch(source, &order.slice(rows.start, rows.len()))?
+                take_record_batch(source, &UInt32Array::slice(order, rows.start, rows.len()))?
             }
         })
     }

@@ -19,6 +19,7 @@ use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
+use crate::storage::layout::MICROS_PER_HOUR;
 
 #[derive(Debug)]
 struct SpanColumns {
@@ -244,6 +245,30 @@ fn earliest_unflagged_starts(req: &ExportTraceServiceRequest) -> HashMap<(String
     earliest
 }
 
+/// A span whose ids are valid, with the index of its resource and its
+/// scope's name.
+struct Valid<'a> {
+    resource: usize,
+    scope: Option<&'a str>,
+    span: &'a Span,
+    ids: (TraceId, SpanId, Option<SpanId>),
+}
+
+impl Valid<'_> {
+    /// The order of the spans table's files: hour of the start, trace id,
+    /// start (`Table::Spans.sort_columns()`; the lowercase hex the files
+    /// sort by orders as the bytes do). The flush sorts every buffered row
+    /// anyway; appended in this order, a request's rows are one sorted run,
+    /// so the flush's stable sort merges runs and its take reads each run
+    /// in sequence instead of jumping through the whole buffer (measured on
+    /// 204,800 spans of 512-span requests, one thread: the take 151–175 ms
+    /// from arrival order, 71–96 ms from this one).
+    fn order(&self) -> (i64, [u8; 16], i64) {
+        let start = nanos_to_micros(self.span.start_time_unix_nano);
+        (start.div_euclid(MICROS_PER_HOUR), self.ids.0.0, start)
+    }
+}
+
 /// [`normalize`], where a handler span without `faas.coldstart` is a cold
 /// start when it is the first invocation of its instance: the earliest of
 /// the instance's spans in the first request that showed the instance
@@ -266,11 +291,16 @@ pub fn normalize_with(
         .sum();
     let mut cols = SpanColumns::with_capacity(spans);
     let mut records = RecordColumns::with_capacity(1);
+    let mut resources = Vec::with_capacity(req.resource_spans.len());
+    let mut valid = Vec::with_capacity(spans);
     for rs in &req.resource_spans {
-        let empty = Vec::new();
-        let res_attrs = rs.resource.as_ref().map_or(&empty, |r| &r.attributes);
-        let facts = ResourceFacts::from_attributes(res_attrs);
-        let instance = instances.and_then(|_| instance_of(res_attrs));
+        let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let resource = resources.len();
+        resources.push((
+            res_attrs,
+            ResourceFacts::from_attributes(res_attrs),
+            instances.and_then(|_| instance_of(res_attrs)),
+        ));
         for ss in &rs.scope_spans {
             let scope = ss
                 .scope
@@ -278,79 +308,100 @@ pub fn normalize_with(
                 .map(|s| s.name.as_str())
                 .filter(|s| !s.is_empty());
             for span in &ss.spans {
-                let (trace_id, span_id, parent) = match validate(span) {
-                    Ok(ids) => ids,
-                    Err(reason) => {
-                        out.reject(|| format!("span {:?}: {reason}", span.name));
-                        continue;
-                    }
-                };
-                let start = nanos_to_micros(span.start_time_unix_nano);
-                let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
-                let duration_ms = micros_between_as_ms(start, end);
-                cols.time.append_value(start);
-                cols.end_time.append_value(end);
-                cols.duration_ms.append_value(duration_ms);
-                let trace_hex = trace_id.hex();
-                cols.trace_id.append_value(trace_hex);
-                cols.span_id.append_value(span_id.hex());
-                cols.parent_span_id.append_option(parent.map(|p| p.hex()));
-                cols.name.append_value(&span.name);
-                cols.kind.append_value(kind_name(span.kind));
-                let status = span.status.as_ref();
-                cols.status_code
-                    .append_value(status_name(status.map_or(0, |s| s.code)));
-                cols.status_message
-                    .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
-                cols.service_name
-                    .append_option(facts.service_name.as_deref());
-                let function = attrs::find_string(&span.attributes, "faas.name")
-                    .or_else(|| facts.function_name.clone());
-                cols.function_name.append_option(function.as_deref());
-                let request_id = attrs::request_id(&span.attributes);
-                let is_handler = matches!(
-                    SpanKind::try_from(span.kind),
-                    Ok(SpanKind::Server | SpanKind::Consumer)
-                );
-                if let (true, Some(rid), Some(function)) = (is_handler, &request_id, &function) {
-                    let mut record = invocations::from_handler_span(invocations::HandlerSpan {
-                        time_micros: start,
-                        function_name: function,
-                        request_id: rid.clone(),
-                        trace_id: trace_hex.as_str().to_string(),
-                        duration_ms,
-                        is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
-                        span_attributes: &span.attributes,
-                        resource_attributes: res_attrs,
-                    });
-                    if record.cold_start.is_none()
-                        && !init.is_empty()
-                        && init.contains(&(span.trace_id.clone(), function.clone()))
-                    {
-                        record.cold_start = Some(true);
-                    }
-                    if let (Some((seen, received_at)), Some(instance)) = (instances, &instance) {
-                        let first = seen.first_seen_in(function, instance, received_at);
-                        if record.cold_start.is_none() {
-                            let key = (function.clone(), instance.clone());
-                            record.cold_start = Some(
-                                first && earliest.get(&key) == Some(&span.start_time_unix_nano),
-                            );
-                        }
-                    }
-                    records.append(&record);
+                match validate(span) {
+                    Ok(ids) => valid.push(Valid {
+                        resource,
+                        scope,
+                        span,
+                        ids,
+                    }),
+                    Err(reason) => out.reject(|| format!("span {:?}: {reason}", span.name)),
                 }
-                cols.request_id.append_option(request_id);
-                cols.cold_start
-                    .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
-                cols.attributes.append(&span.attributes);
-                cols.resource_attributes.append(res_attrs);
-                cols.events.append_option(events_json(span));
-                cols.links.append_option(links_json(span));
-                cols.scope_name.append_option(scope);
-                out.accepted += 1;
             }
         }
+    }
+    // In the order the flush writes them (see `Valid::order`); ties keep the
+    // request's order.
+    let mut order: Vec<_> = valid
+        .iter()
+        .enumerate()
+        .map(|(i, v)| (v.order(), i))
+        .collect();
+    if !order.is_sorted() {
+        order.sort_unstable();
+    }
+    for (_, i) in order {
+        let Valid {
+            resource,
+            scope,
+            span,
+            ids: (trace_id, span_id, parent),
+        } = valid[i];
+        let (res_attrs, facts, instance) = &resources[resource];
+        let res_attrs: &[KeyValue] = res_attrs;
+        let start = nanos_to_micros(span.start_time_unix_nano);
+        let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
+        let duration_ms = micros_between_as_ms(start, end);
+        cols.time.append_value(start);
+        cols.end_time.append_value(end);
+        cols.duration_ms.append_value(duration_ms);
+        let trace_hex = trace_id.hex();
+        cols.trace_id.append_value(trace_hex);
+        cols.span_id.append_value(span_id.hex());
+        cols.parent_span_id.append_option(parent.map(|p| p.hex()));
+        cols.name.append_value(&span.name);
+        cols.kind.append_value(kind_name(span.kind));
+        let status = span.status.as_ref();
+        cols.status_code
+            .append_value(status_name(status.map_or(0, |s| s.code)));
+        cols.status_message
+            .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
+        cols.service_name
+            .append_option(facts.service_name.as_deref());
+        let function = attrs::find_string(&span.attributes, "faas.name")
+            .or_else(|| facts.function_name.clone());
+        cols.function_name.append_option(function.as_deref());
+        let request_id = attrs::request_id(&span.attributes);
+        let is_handler = matches!(
+            SpanKind::try_from(span.kind),
+            Ok(SpanKind::Server | SpanKind::Consumer)
+        );
+        if let (true, Some(rid), Some(function)) = (is_handler, &request_id, &function) {
+            let mut record = invocations::from_handler_span(invocations::HandlerSpan {
+                time_micros: start,
+                function_name: function,
+                request_id: rid.clone(),
+                trace_id: trace_hex.as_str().to_string(),
+                duration_ms,
+                is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
+                span_attributes: &span.attributes,
+                resource_attributes: res_attrs,
+            });
+            if record.cold_start.is_none()
+                && !init.is_empty()
+                && init.contains(&(span.trace_id.clone(), function.clone()))
+            {
+                record.cold_start = Some(true);
+            }
+            if let (Some((seen, received_at)), Some(instance)) = (instances, instance) {
+                let first = seen.first_seen_in(function, instance, received_at);
+                if record.cold_start.is_none() {
+                    let key = (function.clone(), instance.clone());
+                    record.cold_start =
+                        Some(first && earliest.get(&key) == Some(&span.start_time_unix_nano));
+                }
+            }
+            records.append(&record);
+        }
+        cols.request_id.append_option(request_id);
+        cols.cold_start
+            .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
+        cols.attributes.append(&span.attributes);
+        cols.resource_attributes.append(res_attrs);
+        cols.events.append_option(events_json(span));
+        cols.links.append_option(links_json(span));
+        cols.scope_name.append_option(scope);
+        out.accepted += 1;
     }
     if out.accepted > 0 {
         out.batches.push(TableBatch {

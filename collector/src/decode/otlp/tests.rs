@@ -97,6 +97,110 @@ fn spans_normalize_with_promoted_columns_and_partial_success() {
     assert_eq!(resp.partial_success.map(|p| p.rejected_spans), Some(1));
 }
 
+/// A request's valid spans come out in the order the flush writes files in
+/// (hour of the start, trace id, start; ties in request order), each with
+/// its own resource's and scope's columns; invalid spans are refused with
+/// the first reason in request order.
+#[test]
+fn spans_come_out_in_file_order_with_their_own_resource_and_scope() {
+    let hour_ns = 3_600_000_000_000_u64;
+    let h = 1_700_002_800_000_000_000_u64; // an hour boundary
+    assert_eq!(h % hour_ns, 0);
+    let at = |name: &str, trace: u8, t: u64| Span {
+        trace_id: vec![trace; 16],
+        span_id: vec![2; 8],
+        name: name.into(),
+        start_time_unix_nano: t,
+        end_time_unix_nano: t + 1_000,
+        ..Default::default()
+    };
+    let mut bad_first = at("bad-first", 0x01, h);
+    bad_first.trace_id.pop();
+    let bad_second = at("bad-second", 0x00, h);
+    let resource = |service: &str, scope: &str, spans: Vec<Span>| ResourceSpans {
+        resource: Some(Resource {
+            attributes: vec![kv("service.name", Value::StringValue(service.into()))],
+            ..Default::default()
+        }),
+        scope_spans: vec![ScopeSpans {
+            scope: Some(
+                opentelemetry_proto::tonic::common::v1::InstrumentationScope {
+                    name: scope.into(),
+                    ..Default::default()
+                },
+            ),
+            spans,
+            ..Default::default()
+        }],
+        ..Default::default()
+    };
+    let req = ExportTraceServiceRequest {
+        resource_spans: vec![
+            resource(
+                "a",
+                "scope-a",
+                vec![
+                    at("a-30", 0x30, h + 10_000),
+                    bad_first,
+                    at("a-10-late", 0x10, h + 5_000),
+                ],
+            ),
+            resource(
+                "b",
+                "scope-b",
+                vec![
+                    at("b-10-early", 0x10, h + 1_000),
+                    at("b-05-last-hour", 0x05, h - 1_000),
+                    bad_second,
+                    at("b-20-tie-1", 0x20, h + 3_000),
+                    at("b-20-tie-2", 0x20, h + 3_000),
+                ],
+            ),
+        ],
+    };
+    let n = decode(Signal::Traces, Encoding::Protobuf, &req.encode_to_vec(), 0).expect("decodes");
+    assert_eq!((n.accepted, n.rejected), (6, 2));
+    let reason = n.reject_reason.as_deref().unwrap_or("");
+    assert!(reason.contains("bad-first"), "{reason}");
+    let b = &n.batches[0].batch;
+    let text = |name: &str| -> Vec<String> {
+        let c = b.column(b.schema().index_of(name).expect("column"));
+        let c = c.as_string::<i32>();
+        (0..c.len()).map(|i| c.value(i).to_string()).collect()
+    };
+    assert_eq!(
+        text(schema::NAME),
+        [
+            "b-05-last-hour",
+            "b-10-early",
+            "a-10-late",
+            "b-20-tie-1",
+            "b-20-tie-2",
+            "a-30"
+        ]
+    );
+    for (row, name) in text(schema::NAME).iter().enumerate() {
+        let service = &name[..1];
+        assert_eq!(text(schema::SERVICE_NAME)[row], service);
+        assert_eq!(text("scope_name")[row], format!("scope-{service}"));
+        let res = b.column(
+            b.schema()
+                .index_of(schema::RESOURCE_ATTRIBUTES)
+                .expect("column"),
+        );
+        let res = res.as_map().value(row);
+        assert_eq!(res.column(1).as_string::<i32>().value(0), service);
+    }
+    // The flush's own sort leaves the rows where they are.
+    let parts = crate::storage::parquet::sort_by_hour(Table::Spans, b).expect("sorts");
+    let order: Vec<u32> = parts
+        .iter()
+        .flat_map(|(_, rows)| rows.values().to_vec())
+        .collect();
+    assert_eq!(order, (0..6).collect::<Vec<u32>>());
+    assert_eq!(parts.len(), 2);
+}
+
 /// `duration_ms` is `end_time - time` of the stored (microsecond)
 /// timestamps, to the microsecond, not the nanoseconds OTLP carried.
 #[test]
@@ -344,7 +448,7 @@ fn init_spans_mark_their_invocation_cold() {
             .clone()
     };
     let (ids, cold) = (col(schema::REQUEST_ID), col(schema::COLD_START));
-    let got: Vec<(String, Option<bool>)> = (0..records.num_rows())
+    let mut got: Vec<(String, Option<bool>)> = (0..records.num_rows())
         .map(|i| {
             let c = cold.as_boolean();
             (
@@ -353,12 +457,14 @@ fn init_spans_mark_their_invocation_cold() {
             )
         })
         .collect();
+    // Records come in the spans' file order, not the request's.
+    got.sort();
     assert_eq!(
         got,
         [
             ("r-cold".to_string(), Some(true)),
-            ("r-other-trace".to_string(), None),
             ("r-other-function".to_string(), None),
+            ("r-other-trace".to_string(), None),
         ]
     );
 }
