@@ -2,22 +2,26 @@
 //! and the lookups of the semantic-convention keys faasight promotes to
 //! columns (`service.name`, `faas.name`, `faas.invocation_id`, …).
 
+use std::borrow::Cow;
+
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 
 /// Text form of a value: strings as they are, scalars in their usual
 /// notation, arrays and key-value lists as JSON, bytes as lowercase hex.
-/// `None` for an empty value.
-pub fn value_to_string(v: &AnyValue) -> Option<String> {
-    match v.value.as_ref()? {
-        Value::StringValue(s) => Some(s.clone()),
-        Value::BoolValue(b) => Some(b.to_string()),
-        Value::IntValue(i) => Some(i.to_string()),
-        Value::DoubleValue(d) => Some(d.to_string()),
-        Value::BytesValue(b) => Some(hex::encode(b)),
-        Value::ArrayValue(_) | Value::KvlistValue(_) => Some(value_to_json(v).to_string()),
+/// `None` for an empty value. Strings and booleans are borrowed: the
+/// decoders turn every attribute of every span into its text, and a copy
+/// of each string was an allocation apiece.
+pub fn value_to_string(v: &AnyValue) -> Option<Cow<'_, str>> {
+    Some(match v.value.as_ref()? {
+        Value::StringValue(s) => Cow::Borrowed(s.as_str()),
+        Value::BoolValue(b) => Cow::Borrowed(if *b { "true" } else { "false" }),
+        Value::IntValue(i) => Cow::Owned(i.to_string()),
+        Value::DoubleValue(d) => Cow::Owned(d.to_string()),
+        Value::BytesValue(b) => Cow::Owned(hex::encode(b)),
+        Value::ArrayValue(_) | Value::KvlistValue(_) => Cow::Owned(value_to_json(v).to_string()),
         // A string-table index only has meaning inside profiles.
-        Value::StringValueStrindex(_) => None,
-    }
+        Value::StringValueStrindex(_) => return None,
+    })
 }
 
 /// JSON form of a value. Nesting depth is bounded by the decoders (prost and
@@ -77,6 +81,7 @@ pub fn find_string(attrs: &[KeyValue], key: &str) -> Option<String> {
     find(attrs, key)
         .and_then(value_to_string)
         .filter(|s| !s.is_empty())
+        .map(Cow::into_owned)
 }
 
 /// A boolean attribute; also accepts the strings `true`/`false`, which some

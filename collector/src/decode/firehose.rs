@@ -163,7 +163,7 @@ pub fn decode_subscriptions(
             logs.append(LogRow {
                 time_micros: time,
                 observed_micros: now_micros,
-                body: Some(ev.message.trim_end_matches('\n').to_string()),
+                body: Some(ev.message.trim_end_matches('\n').into()),
                 service_name: Some(function),
                 function_name: Some(function.to_string()),
                 request_id,

@@ -318,7 +318,7 @@ pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, T
                     time_micros: time,
                     observed_micros: now_micros,
                     severity_text: level,
-                    body: Some(body),
+                    body: Some(body.into()),
                     service_name: Some(&p.function_name),
                     function_name: Some(p.function_name.clone()),
                     request_id,

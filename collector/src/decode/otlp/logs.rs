@@ -1,5 +1,6 @@
 //! `ExportLogsServiceRequest` → rows of the `logs` table.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, Int32Builder, StringBuilder, TimestampMicrosecondBuilder};
@@ -40,7 +41,7 @@ pub struct LogRow<'a> {
     pub observed_micros: i64,
     pub severity_text: Option<&'a str>,
     pub severity_number: Option<i32>,
-    pub body: Option<String>,
+    pub body: Option<Cow<'a, str>>,
     pub trace_id: Option<String>,
     pub span_id: Option<String>,
     pub service_name: Option<&'a str>,
