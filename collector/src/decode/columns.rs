@@ -1,10 +1,9 @@
 //! Small helpers over arrow builders shared by the decoders.
 
-use std::fmt::Write as _;
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringBuilder};
-use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value::Value};
+use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attrs::value_to_string;
 
@@ -52,18 +51,9 @@ impl AttrMapBuilder {
     pub fn append(&mut self, attrs: &[KeyValue]) {
         for kv in attrs {
             self.0.keys().append_value(&kv.key);
-            let values = self.0.values();
-            if let Some(Value::IntValue(i)) = kv.value.as_ref().and_then(|v| v.value.as_ref()) {
-                // Written in place, as `value_to_string` would render it,
-                // without a `String` per number; writing to a string
-                // builder cannot fail.
-                let _ = write!(values, "{i}");
-                values.append_value("");
-                continue;
-            }
             match kv.value.as_ref().and_then(value_to_string) {
-                Some(v) => values.append_value(v),
-                None => values.append_null(),
+                Some(v) => self.0.values().append_value(v),
+                None => self.0.values().append_null(),
             }
         }
         // MapBuilder only fails when keys and values differ in length, which

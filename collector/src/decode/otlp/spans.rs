@@ -19,7 +19,7 @@ use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
-use crate::storage::layout::MICROS_PER_HOUR;
+use crate::storage::layout::hour_start;
 
 #[derive(Debug)]
 struct SpanColumns {
@@ -245,6 +245,13 @@ fn earliest_unflagged_starts(req: &ExportTraceServiceRequest) -> HashMap<(String
     earliest
 }
 
+/// What every span of one `ResourceSpans` shares.
+struct SpanResource<'a> {
+    attrs: &'a [KeyValue],
+    facts: ResourceFacts,
+    instance: Option<String>,
+}
+
 /// A span whose ids are valid, with the index of its resource and its
 /// scope's name.
 struct Valid<'a> {
@@ -265,7 +272,7 @@ impl Valid<'_> {
     /// from arrival order, 71–96 ms from this one).
     fn order(&self) -> (i64, [u8; 16], i64) {
         let start = nanos_to_micros(self.span.start_time_unix_nano);
-        (start.div_euclid(MICROS_PER_HOUR), self.ids.0.0, start)
+        (hour_start(start), self.ids.0.0, start)
     }
 }
 
@@ -294,13 +301,13 @@ pub fn normalize_with(
     let mut resources = Vec::with_capacity(req.resource_spans.len());
     let mut valid = Vec::with_capacity(spans);
     for rs in &req.resource_spans {
-        let res_attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+        let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
         let resource = resources.len();
-        resources.push((
-            res_attrs,
-            ResourceFacts::from_attributes(res_attrs),
-            instances.and_then(|_| instance_of(res_attrs)),
-        ));
+        resources.push(SpanResource {
+            attrs,
+            facts: ResourceFacts::from_attributes(attrs),
+            instance: instances.and_then(|_| instance_of(attrs)),
+        });
         for ss in &rs.scope_spans {
             let scope = ss
                 .scope
@@ -320,25 +327,21 @@ pub fn normalize_with(
             }
         }
     }
-    // In the order the flush writes them (see `Valid::order`); ties keep the
-    // request's order.
-    let mut order: Vec<_> = valid
-        .iter()
-        .enumerate()
-        .map(|(i, v)| (v.order(), i))
-        .collect();
-    if !order.is_sorted() {
-        order.sort_unstable();
-    }
-    for (_, i) in order {
-        let Valid {
-            resource,
-            scope,
-            span,
-            ids: (trace_id, span_id, parent),
-        } = valid[i];
-        let (res_attrs, facts, instance) = &resources[resource];
-        let res_attrs: &[KeyValue] = res_attrs;
+    // In the order the flush writes them (see `Valid::order`); the sort is
+    // stable, so ties keep the request's order.
+    valid.sort_by_key(Valid::order);
+    for Valid {
+        resource,
+        scope,
+        span,
+        ids: (trace_id, span_id, parent),
+    } in valid
+    {
+        let SpanResource {
+            attrs: res_attrs,
+            facts,
+            instance,
+        } = &resources[resource];
         let start = nanos_to_micros(span.start_time_unix_nano);
         let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
         let duration_ms = micros_between_as_ms(start, end);
