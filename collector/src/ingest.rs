@@ -6,6 +6,10 @@
 //! (group commit), appends the rows to the buffer and answers every waiting
 //! request. Rotation for a flush goes through the same queue, so a sealed
 //! segment holds exactly the rows the flush takes from the buffer.
+//!
+//! Small traces requests arrive unbuilt ([`UnbuiltSpans`]): after the sync
+//! the thread builds the rows of all of a group's small requests into one
+//! batch, appends it, and only then answers those requests.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -16,8 +20,9 @@ use arrow::record_batch::RecordBatch;
 use tokio::sync::{Notify, oneshot};
 
 use crate::buffer::Buffer;
+use crate::decode::otlp::spans::{self, SpanRows};
 use crate::instances::Instances;
-use crate::model::{Table, TableBatch};
+use crate::model::{Normalized, Table, TableBatch, UnbuiltSpans};
 use crate::telemetry::CollectorMetrics;
 use crate::wal::{self, RecordKind, SegmentWriter, WalDir};
 
@@ -30,6 +35,8 @@ pub enum IngestError {
     Wal(#[from] wal::Error),
     #[error("the wal writer has stopped")]
     Closed,
+    #[error("could not build rows: {0}")]
+    Rows(#[from] arrow::error::ArrowError),
 }
 
 /// Limits that turn into back-pressure (429/503 with Retry-After).
@@ -51,6 +58,7 @@ enum Command {
     Append {
         framed: Vec<u8>,
         batches: Vec<TableBatch>,
+        unbuilt: Option<UnbuiltSpans>,
         done: oneshot::Sender<Result<(), IngestError>>,
     },
     Rotate {
@@ -110,6 +118,7 @@ impl Ingest {
             buffer: args.buffer.clone(),
             metrics: Arc::clone(&args.metrics),
             wal_bytes: Arc::clone(&wal_bytes),
+            instances: Arc::clone(&args.instances),
         };
         std::thread::Builder::new()
             .name("faasight-wal".into())
@@ -147,13 +156,15 @@ impl Ingest {
         Ok(())
     }
 
-    /// Makes `body` durable and its rows visible; returns once synced.
+    /// Makes `body` durable and its rows visible (`batches`, and the rows of
+    /// `unbuilt` once built); returns once synced.
     pub async fn submit(
         &self,
         kind: RecordKind,
         received_at_micros: i64,
         body: &[u8],
         batches: Vec<TableBatch>,
+        unbuilt: Option<UnbuiltSpans>,
     ) -> Result<(), IngestError> {
         let mut framed = Vec::new();
         wal::encode_record(kind as u8, received_at_micros, body, &mut framed)?;
@@ -162,6 +173,7 @@ impl Ingest {
             .send(Command::Append {
                 framed,
                 batches,
+                unbuilt,
                 done,
             })
             .map_err(|_| IngestError::Closed)?;
@@ -199,7 +211,11 @@ impl Ingest {
 }
 
 /// A written record waiting for the group's sync: its rows and its reply.
-type Pending = (Vec<TableBatch>, oneshot::Sender<Result<(), IngestError>>);
+struct Pending {
+    batches: Vec<TableBatch>,
+    unbuilt: Option<UnbuiltSpans>,
+    done: oneshot::Sender<Result<(), IngestError>>,
+}
 
 struct Writer {
     limits: Limits,
@@ -209,6 +225,7 @@ struct Writer {
     buffer: Buffer,
     metrics: Arc<CollectorMetrics>,
     wal_bytes: Arc<AtomicU64>,
+    instances: Arc<Instances>,
 }
 
 /// Upper bound of bytes one group commit takes before syncing.
@@ -241,13 +258,18 @@ impl Writer {
                 Command::Append {
                     framed,
                     batches,
+                    unbuilt,
                     done,
                 } => match self.segment.write(&framed) {
                     Ok(()) => {
                         self.metrics.wal_bytes_written.add(framed.len() as u64);
                         self.wal_bytes
                             .fetch_add(framed.len() as u64, Ordering::Relaxed);
-                        pending.push((batches, done));
+                        pending.push(Pending {
+                            batches,
+                            unbuilt,
+                            done,
+                        });
                     }
                     Err(e) => {
                         let _ = done.send(Err(e.into()));
@@ -277,10 +299,7 @@ impl Writer {
         match synced {
             Ok(()) => {
                 self.metrics.wal_group_requests.add(pending.len() as u64);
-                for (batches, done) in pending {
-                    self.buffer.append(batches);
-                    let _ = done.send(Ok(()));
-                }
+                self.append(pending);
                 // After the replies: the requests do not wait for it.
                 self.buffer.merge_small_batches();
                 let (rows, bytes) = self.buffer.usage();
@@ -293,7 +312,7 @@ impl Writer {
             }
             Err(e) => {
                 tracing::error!(error = %e, "wal sync failed; refusing the group and starting a new segment");
-                for (_, done) in pending {
+                for Pending { done, .. } in pending {
                     let _ = done.send(Err(IngestError::Overloaded("write-ahead log sync failed")));
                 }
                 // The failed segment may hold records that were never
@@ -301,6 +320,60 @@ impl Writer {
                 // so continue in a fresh segment and let the flush drop it.
                 if let Err(e) = self.open_next() {
                     tracing::error!(error = %e, "could not open a new wal segment");
+                }
+            }
+        }
+    }
+
+    /// Appends a synced group's rows to the buffer and answers its
+    /// requests: built rows as they come, the unbuilt ones built into one
+    /// batch first.
+    fn append(&mut self, pending: Vec<Pending>) {
+        let unbuilt_spans: usize = pending
+            .iter()
+            .filter_map(|p| p.unbuilt.as_ref())
+            .map(|u| spans::span_count(&u.request))
+            .sum();
+        let mut rows = (unbuilt_spans > 0).then(|| SpanRows::with_capacity(unbuilt_spans));
+        let mut waiting = Vec::new();
+        for Pending {
+            batches,
+            unbuilt,
+            done,
+        } in pending
+        {
+            self.buffer.append(batches);
+            match (unbuilt, rows.as_mut()) {
+                (Some(u), Some(rows)) => {
+                    let instances = Some((self.instances.as_ref(), u.received_at_micros));
+                    // The request was counted when it was checked.
+                    rows.append(&u.request, instances, &mut Normalized::default());
+                    waiting.push(done);
+                }
+                _ => {
+                    let _ = done.send(Ok(()));
+                }
+            }
+        }
+        let Some(rows) = rows else {
+            return;
+        };
+        match rows.finish() {
+            Ok(batches) => {
+                self.buffer.append(batches);
+                for done in waiting {
+                    let _ = done.send(Ok(()));
+                }
+            }
+            Err(e) => {
+                // Only a schema mismatch between the builders and the table
+                // fails here, a bug. The records are in the WAL; replay
+                // builds them the same way and reports the same error.
+                tracing::error!(error = %e, "could not build the rows of a group commit");
+                let reason = e.to_string();
+                for done in waiting {
+                    let e = arrow::error::ArrowError::InvalidArgumentError(reason.clone());
+                    let _ = done.send(Err(e.into()));
                 }
             }
         }
@@ -322,5 +395,209 @@ impl Writer {
             sealed_segment,
             tables,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::AsArray;
+    use arrow::compute::concat_batches;
+    use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+    use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
+    use opentelemetry_proto::tonic::resource::v1::Resource;
+    use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
+    use prost::Message;
+
+    use super::*;
+    use crate::decode::otlp::{self, Encoding, SMALL_REQUEST_SPANS, Signal};
+    use crate::model::schema;
+
+    fn kv(key: &str, value: &str) -> KeyValue {
+        KeyValue {
+            key: key.into(),
+            value: Some(AnyValue {
+                value: Some(Value::StringValue(value.into())),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// A request of `spans` handler spans of function `orders` in
+    /// `instance`, the first of trace `n`, plus one span with a 15-byte
+    /// trace id when `invalid`.
+    fn request(n: u8, instance: &str, spans: usize, invalid: bool) -> Vec<u8> {
+        let mut spans: Vec<Span> = (0..spans)
+            .map(|i| Span {
+                trace_id: vec![n; 16],
+                span_id: vec![n, i as u8, 1, 1, 1, 1, 1, 1],
+                name: format!("handler-{n}-{i}"),
+                kind: 2,
+                start_time_unix_nano: 1_764_331_200_000_000_000
+                    + u64::from(n) * 1_000_000
+                    + i as u64 * 1_000,
+                end_time_unix_nano: 1_764_331_200_020_000_000 + u64::from(n) * 1_000_000,
+                attributes: vec![
+                    kv("faas.invocation_id", &format!("r-{n}-{i}")),
+                    kv("http.route", "/orders"),
+                ],
+                ..Default::default()
+            })
+            .collect();
+        if invalid {
+            spans.push(Span {
+                trace_id: vec![n; 15],
+                span_id: vec![9; 8],
+                name: "bad".into(),
+                ..Default::default()
+            });
+        }
+        ExportTraceServiceRequest {
+            resource_spans: vec![ResourceSpans {
+                resource: Some(Resource {
+                    attributes: vec![kv("service.name", "orders"), kv("faas.instance", instance)],
+                    ..Default::default()
+                }),
+                scope_spans: vec![ScopeSpans {
+                    spans,
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+        }
+        .encode_to_vec()
+    }
+
+    fn writer(dir: &std::path::Path, buffer: &Buffer) -> Writer {
+        let wal = WalDir::open(dir).expect("wal dir");
+        let segment = SegmentWriter::create(wal.segment_path(1), 1).expect("segment");
+        Writer {
+            limits: Limits {
+                max_buffer_bytes: usize::MAX,
+                max_wal_bytes: u64::MAX,
+            },
+            flush_wake: Arc::new(Notify::new()),
+            wal,
+            segment,
+            buffer: buffer.clone(),
+            metrics: Arc::default(),
+            wal_bytes: Arc::default(),
+            instances: Arc::default(),
+        }
+    }
+
+    fn rows_of(buffer: &Buffer, table: Table) -> RecordBatch {
+        concat_batches(&table.schema(), &buffer.snapshot(table).batches).expect("concat")
+    }
+
+    /// The small requests of one group commit become one batch per table,
+    /// holding exactly the rows (and cold starts by instance) the decoder
+    /// builds for each request on its own, as replay does; every request is
+    /// answered, and a large request keeps the batch its worker built.
+    #[test]
+    fn a_groups_small_requests_are_built_into_one_batch_like_the_decoder_builds_them() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let buffer = Buffer::new();
+        let mut writer = writer(dir.path(), &buffer);
+        // (body, receive time): instance i-a twice, then i-b; one request
+        // carries an invalid span besides its valid one.
+        let small = [
+            (request(1, "i-a", 1, false), 100),
+            (request(2, "i-a", 1, true), 200),
+            (request(3, "i-b", 2, false), 300),
+        ];
+        let kind = otlp::record_kind(Signal::Traces, Encoding::Protobuf);
+        let mut group = Vec::new();
+        let mut answers = Vec::new();
+        for (body, now) in &small {
+            let n = otlp::decode_for_ingest(
+                Signal::Traces,
+                Encoding::Protobuf,
+                body,
+                *now,
+                &writer.instances,
+            )
+            .expect("decodes");
+            assert!(n.batches.is_empty() && n.unbuilt.is_some());
+            let mut framed = Vec::new();
+            wal::encode_record(kind as u8, *now, body, &mut framed).expect("framed");
+            let (done, answer) = oneshot::channel();
+            group.push(Command::Append {
+                framed,
+                batches: n.batches,
+                unbuilt: n.unbuilt,
+                done,
+            });
+            answers.push(answer);
+        }
+        writer.process(group);
+        for mut answer in answers {
+            assert!(matches!(answer.try_recv(), Ok(Ok(()))));
+        }
+        assert_eq!(buffer.snapshot(Table::Spans).batches.len(), 1);
+        assert_eq!(buffer.snapshot(Table::InvocationRecords).batches.len(), 1);
+
+        let oracle = Instances::default();
+        let mut expected: Vec<Vec<TableBatch>> = Vec::new();
+        for (body, now) in &small {
+            let n = otlp::decode_with(
+                Signal::Traces,
+                Encoding::Protobuf,
+                body,
+                *now,
+                Some(&oracle),
+            )
+            .expect("decodes");
+            expected.push(n.batches);
+        }
+        for table in [Table::Spans, Table::InvocationRecords] {
+            let batches: Vec<RecordBatch> = expected
+                .iter()
+                .flatten()
+                .filter(|b| b.table == table)
+                .map(|b| b.batch.clone())
+                .collect();
+            let want = concat_batches(&table.schema(), &batches).expect("concat");
+            assert_eq!(rows_of(&buffer, table), want, "{}", table.name());
+        }
+        let records = rows_of(&buffer, Table::InvocationRecords);
+        let column = |name: &str| records.column(records.schema().index_of(name).expect(name));
+        let cold: Vec<Option<bool>> = column(schema::COLD_START).as_boolean().iter().collect();
+        let ids: Vec<&str> = column(schema::REQUEST_ID)
+            .as_string::<i32>()
+            .iter()
+            .map(|v| v.expect("id"))
+            .collect();
+        assert_eq!(ids, ["r-1-0", "r-2-0", "r-3-0", "r-3-1"]);
+        // i-a first shown at 100, i-b at 300 (its earliest span only).
+        assert_eq!(cold, [Some(true), Some(false), Some(true), Some(false)]);
+
+        // A request above the threshold is built by its worker and kept as
+        // its own batch.
+        let large = request(4, "i-c", SMALL_REQUEST_SPANS + 1, false);
+        let n = otlp::decode_for_ingest(
+            Signal::Traces,
+            Encoding::Protobuf,
+            &large,
+            400,
+            &writer.instances,
+        )
+        .expect("decodes");
+        assert!(n.unbuilt.is_none());
+        assert_eq!(n.rows(), 2 * (SMALL_REQUEST_SPANS + 1), "spans and records");
+        let mut framed = Vec::new();
+        wal::encode_record(kind as u8, 400, &large, &mut framed).expect("framed");
+        let (done, mut answer) = oneshot::channel();
+        writer.process(vec![Command::Append {
+            framed,
+            batches: n.batches,
+            unbuilt: None,
+            done,
+        }]);
+        assert!(matches!(answer.try_recv(), Ok(Ok(()))));
+        assert_eq!(buffer.snapshot(Table::Spans).batches.len(), 2);
+        assert_eq!(
+            rows_of(&buffer, Table::Spans).num_rows(),
+            4 + SMALL_REQUEST_SPANS + 1
+        );
     }
 }

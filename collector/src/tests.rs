@@ -53,6 +53,7 @@ async fn submit_body(c: &Collector, b: &[u8]) {
             0,
             b,
             n.batches,
+            n.unbuilt,
         )
         .await
         .expect("durable");

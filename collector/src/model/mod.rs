@@ -5,6 +5,7 @@ pub mod ids;
 pub mod schema;
 
 use arrow::record_batch::RecordBatch;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 
 pub use schema::Table;
 
@@ -15,11 +16,27 @@ pub struct TableBatch {
     pub batch: RecordBatch,
 }
 
-/// What a decoder made of one request: the rows to store, and the items it
-/// refused (counted per OTLP's partial-success rules) with the first reason.
+/// A small traces request, checked but not yet built into rows: the WAL
+/// writer builds the rows of all such requests of one group commit into one
+/// batch after the sync (`decode::otlp::spans::SpanRows`). A batch of ~20
+/// columns per one-span request, then merged with its neighbours, was most
+/// of what a one-span request cost the server beyond HTTP
+/// (benches/ingest-report.md).
+#[derive(Debug)]
+pub struct UnbuiltSpans {
+    pub request: ExportTraceServiceRequest,
+    /// When the request was received: cold starts by instance depend on it
+    /// (`crate::instances`).
+    pub received_at_micros: i64,
+}
+
+/// What a decoder made of one request: the rows to store (built, or for a
+/// small traces request still to be built), and the items it refused
+/// (counted per OTLP's partial-success rules) with the first reason.
 #[derive(Debug, Default)]
 pub struct Normalized {
     pub batches: Vec<TableBatch>,
+    pub unbuilt: Option<UnbuiltSpans>,
     pub accepted: u64,
     pub rejected: u64,
     pub reject_reason: Option<String>,

@@ -81,9 +81,9 @@ impl Receiver {
         let now = now_micros();
         let kind = otlp::record_kind(signal, encoding);
         let decoded = self.accept_with(self.metrics.signal(signal), kind, body, now, || {
-            let instances = Some(self.ingest.instances().as_ref());
+            let instances = self.ingest.instances().as_ref();
             Ok((
-                otlp::decode_with(signal, encoding, body, now, instances)?,
+                otlp::decode_for_ingest(signal, encoding, body, now, instances)?,
                 (),
             ))
         });
@@ -175,8 +175,9 @@ impl Receiver {
         counters.rejected.add(normalized.rejected);
         if normalized.accepted > 0 {
             let batches = std::mem::take(&mut normalized.batches);
+            let unbuilt = normalized.unbuilt.take();
             self.ingest
-                .submit(kind, now, body, batches)
+                .submit(kind, now, body, batches, unbuilt)
                 .await
                 .map_err(|e| refused(e.into()))?;
             counters.accepted.add(normalized.accepted);

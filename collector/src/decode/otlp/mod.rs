@@ -128,6 +128,36 @@ pub fn decode_with(
     })
 }
 
+/// Traces requests of at most this many spans are built into rows by the
+/// WAL writer, with the other small requests of their group commit (see
+/// [`decode_for_ingest`]). Lambda functions export a handful of spans per
+/// invocation; larger requests build their own batch on the receiving
+/// worker, where the work is spread over the cores.
+pub const SMALL_REQUEST_SPANS: usize = 32;
+
+/// [`decode_with`] for the receivers: a traces request of at most
+/// [`SMALL_REQUEST_SPANS`] spans is parsed and checked here (so the response
+/// can report partial success) and left unbuilt
+/// ([`crate::model::UnbuiltSpans`]); the WAL writer builds its rows after the
+/// sync, as [`decode_with`] would have with `instances` and `now_micros`.
+pub fn decode_for_ingest(
+    signal: Signal,
+    encoding: Encoding,
+    body: &[u8],
+    now_micros: i64,
+    instances: &Instances,
+) -> Result<Normalized, DecodeError> {
+    if signal != Signal::Traces {
+        return decode_with(signal, encoding, body, now_micros, Some(instances));
+    }
+    let req = parse::<ExportTraceServiceRequest>(encoding, body)?;
+    Ok(if spans::span_count(&req) <= SMALL_REQUEST_SPANS {
+        spans::defer(req, now_micros)
+    } else {
+        spans::normalize_with(&req, Some((instances, now_micros)))?
+    })
+}
+
 /// The export response for `signal`, with partial success when items were
 /// rejected, encoded like the request.
 pub fn response_body(signal: Signal, encoding: Encoding, n: &Normalized) -> Vec<u8> {

@@ -18,7 +18,7 @@ use crate::decode::columns::{
 use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
 use crate::model::ids::{SpanId, TraceId};
-use crate::model::{Normalized, Table, TableBatch};
+use crate::model::{Normalized, Table, TableBatch, UnbuiltSpans};
 use crate::storage::layout::hour_start;
 
 #[derive(Debug)]
@@ -284,139 +284,214 @@ pub fn normalize_with(
     req: &ExportTraceServiceRequest,
     instances: Option<(&Instances, i64)>,
 ) -> Result<Normalized, arrow::error::ArrowError> {
-    let earliest = match instances {
-        Some(_) => earliest_unflagged_starts(req),
-        None => HashMap::new(),
-    };
-    let init = init_spans(req);
     let mut out = Normalized::default();
-    let spans: usize = req
-        .resource_spans
+    let mut rows = SpanRows::with_capacity(span_count(req));
+    rows.append(req, instances, &mut out);
+    out.batches = rows.finish()?;
+    Ok(out)
+}
+
+/// The number of spans a request carries, valid or not.
+pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
+    req.resource_spans
         .iter()
         .flat_map(|rs| &rs.scope_spans)
         .map(|ss| ss.spans.len())
-        .sum();
-    let mut cols = SpanColumns::with_capacity(spans);
-    let mut records = RecordColumns::with_capacity(1);
-    let mut resources = Vec::with_capacity(req.resource_spans.len());
-    let mut valid = Vec::with_capacity(spans);
-    for rs in &req.resource_spans {
-        let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
-        let resource = resources.len();
-        resources.push(SpanResource {
-            attrs,
-            facts: ResourceFacts::from_attributes(attrs),
-            instance: instances.and_then(|_| instance_of(attrs)),
-        });
-        for ss in &rs.scope_spans {
-            let scope = ss
-                .scope
-                .as_ref()
-                .map(|s| s.name.as_str())
-                .filter(|s| !s.is_empty());
-            for span in &ss.spans {
-                match validate(span) {
-                    Ok(ids) => valid.push(Valid {
-                        resource,
-                        scope,
-                        span,
-                        ids,
-                    }),
-                    Err(reason) => out.reject(|| format!("span {:?}: {reason}", span.name)),
-                }
-            }
-        }
-    }
-    // In the order the flush writes them (see `Valid::order`); the sort is
-    // stable, so ties keep the request's order.
-    valid.sort_by_key(Valid::order);
-    for Valid {
-        resource,
-        scope,
-        span,
-        ids: (trace_id, span_id, parent),
-    } in valid
+        .sum()
+}
+
+/// Counts the request's valid and invalid spans as [`normalize_with`]
+/// would, and keeps the request for the WAL writer to build its rows after
+/// the sync ([`UnbuiltSpans`]).
+pub fn defer(req: ExportTraceServiceRequest, received_at_micros: i64) -> Normalized {
+    let mut out = Normalized::default();
+    for span in req
+        .resource_spans
+        .iter()
+        .flat_map(|rs| &rs.scope_spans)
+        .flat_map(|ss| &ss.spans)
     {
-        let SpanResource {
-            attrs: res_attrs,
-            facts,
-            instance,
-        } = &resources[resource];
-        let start = nanos_to_micros(span.start_time_unix_nano);
-        let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
-        let duration_ms = micros_between_as_ms(start, end);
-        cols.time.append_value(start);
-        cols.end_time.append_value(end);
-        cols.duration_ms.append_value(duration_ms);
-        let trace_hex = trace_id.hex();
-        cols.trace_id.append_value(trace_hex);
-        cols.span_id.append_value(span_id.hex());
-        cols.parent_span_id.append_option(parent.map(|p| p.hex()));
-        cols.name.append_value(&span.name);
-        cols.kind.append_value(kind_name(span.kind));
-        let status = span.status.as_ref();
-        cols.status_code
-            .append_value(status_name(status.map_or(0, |s| s.code)));
-        cols.status_message
-            .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
-        cols.service_name
-            .append_option(facts.service_name.as_deref());
-        let function = attrs::find_string(&span.attributes, "faas.name")
-            .or_else(|| facts.function_name.clone());
-        cols.function_name.append_option(function.as_deref());
-        let request_id = attrs::request_id(&span.attributes);
-        let is_handler = matches!(
-            SpanKind::try_from(span.kind),
-            Ok(SpanKind::Server | SpanKind::Consumer)
-        );
-        if let (true, Some(rid), Some(function)) = (is_handler, &request_id, &function) {
-            let mut record = invocations::from_handler_span(invocations::HandlerSpan {
-                time_micros: start,
-                function_name: function,
-                request_id: rid.clone(),
-                trace_id: trace_hex.as_str().to_string(),
-                duration_ms,
-                is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
-                span_attributes: &span.attributes,
-                resource_attributes: res_attrs,
-            });
-            if record.cold_start.is_none()
-                && !init.is_empty()
-                && init.contains(&(span.trace_id.clone(), function.clone()))
-            {
-                record.cold_start = Some(true);
-            }
-            if let (Some((seen, received_at)), Some(instance)) = (instances, instance) {
-                let first = seen.first_seen_in(function, instance, received_at);
-                if record.cold_start.is_none() {
-                    let key = (function.clone(), instance.clone());
-                    record.cold_start =
-                        Some(first && earliest.get(&key) == Some(&span.start_time_unix_nano));
-                }
-            }
-            records.append(&record);
+        match validate(span) {
+            Ok(_) => out.accepted += 1,
+            Err(reason) => out.reject(|| format!("span {:?}: {reason}", span.name)),
         }
-        cols.request_id.append_option(request_id);
-        cols.cold_start
-            .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
-        cols.attributes.append(&span.attributes);
-        cols.resource_attributes.append(res_attrs);
-        cols.events.append_option(events_json(span));
-        cols.links.append_option(links_json(span));
-        cols.scope_name.append_option(scope);
-        out.accepted += 1;
     }
     if out.accepted > 0 {
-        out.batches.push(TableBatch {
-            table: Table::Spans,
-            batch: cols.finish()?,
+        out.unbuilt = Some(UnbuiltSpans {
+            request: req,
+            received_at_micros,
         });
     }
-    if !records.is_empty() {
-        out.batches.push(TableBatch {
-            table: Table::InvocationRecords,
-            batch: records.finish()?,
-        });
+    out
+}
+
+/// Rows of `spans`, and of `invocation_records` from handler spans, built
+/// from one request or from several: the WAL writer builds the rows of a
+/// group commit's small requests into one `SpanRows`, so one-span requests
+/// do not each pay for a batch of ~20 columns and its merge
+/// ([`UnbuiltSpans`]).
+#[derive(Debug)]
+pub struct SpanRows {
+    cols: SpanColumns,
+    records: Option<RecordColumns>,
+    rows: usize,
+}
+
+impl SpanRows {
+    /// Builders sized for `spans` spans (at most
+    /// [`rows_to_reserve`](crate::decode::columns::rows_to_reserve)).
+    pub fn with_capacity(spans: usize) -> Self {
+        SpanRows {
+            cols: SpanColumns::with_capacity(spans),
+            records: None,
+            rows: 0,
+        }
     }
-    Ok(out)
+
+    /// Appends the request's valid spans, in the files' order within the
+    /// request (see `Valid::order`), and counts the valid and invalid ones
+    /// in `out`.
+    pub fn append(
+        &mut self,
+        req: &ExportTraceServiceRequest,
+        instances: Option<(&Instances, i64)>,
+        out: &mut Normalized,
+    ) {
+        let earliest = match instances {
+            Some(_) => earliest_unflagged_starts(req),
+            None => HashMap::new(),
+        };
+        let init = init_spans(req);
+        let cols = &mut self.cols;
+        let mut resources = Vec::with_capacity(req.resource_spans.len());
+        let mut valid = Vec::with_capacity(span_count(req));
+        for rs in &req.resource_spans {
+            let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
+            let resource = resources.len();
+            resources.push(SpanResource {
+                attrs,
+                facts: ResourceFacts::from_attributes(attrs),
+                instance: instances.and_then(|_| instance_of(attrs)),
+            });
+            for ss in &rs.scope_spans {
+                let scope = ss
+                    .scope
+                    .as_ref()
+                    .map(|s| s.name.as_str())
+                    .filter(|s| !s.is_empty());
+                for span in &ss.spans {
+                    match validate(span) {
+                        Ok(ids) => valid.push(Valid {
+                            resource,
+                            scope,
+                            span,
+                            ids,
+                        }),
+                        Err(reason) => out.reject(|| format!("span {:?}: {reason}", span.name)),
+                    }
+                }
+            }
+        }
+        // In the order the flush writes them (see `Valid::order`); the sort is
+        // stable, so ties keep the request's order.
+        valid.sort_by_key(Valid::order);
+        for Valid {
+            resource,
+            scope,
+            span,
+            ids: (trace_id, span_id, parent),
+        } in valid
+        {
+            let SpanResource {
+                attrs: res_attrs,
+                facts,
+                instance,
+            } = &resources[resource];
+            let start = nanos_to_micros(span.start_time_unix_nano);
+            let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
+            let duration_ms = micros_between_as_ms(start, end);
+            cols.time.append_value(start);
+            cols.end_time.append_value(end);
+            cols.duration_ms.append_value(duration_ms);
+            let trace_hex = trace_id.hex();
+            cols.trace_id.append_value(trace_hex);
+            cols.span_id.append_value(span_id.hex());
+            cols.parent_span_id.append_option(parent.map(|p| p.hex()));
+            cols.name.append_value(&span.name);
+            cols.kind.append_value(kind_name(span.kind));
+            let status = span.status.as_ref();
+            cols.status_code
+                .append_value(status_name(status.map_or(0, |s| s.code)));
+            cols.status_message
+                .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
+            cols.service_name
+                .append_option(facts.service_name.as_deref());
+            let function = attrs::find_string(&span.attributes, "faas.name")
+                .or_else(|| facts.function_name.clone());
+            cols.function_name.append_option(function.as_deref());
+            let request_id = attrs::request_id(&span.attributes);
+            let is_handler = matches!(
+                SpanKind::try_from(span.kind),
+                Ok(SpanKind::Server | SpanKind::Consumer)
+            );
+            if let (true, Some(rid), Some(function)) = (is_handler, &request_id, &function) {
+                let mut record = invocations::from_handler_span(invocations::HandlerSpan {
+                    time_micros: start,
+                    function_name: function,
+                    request_id: rid.clone(),
+                    trace_id: trace_hex.as_str().to_string(),
+                    duration_ms,
+                    is_error: status.is_some_and(|s| s.code == StatusCode::Error as i32),
+                    span_attributes: &span.attributes,
+                    resource_attributes: res_attrs,
+                });
+                if record.cold_start.is_none()
+                    && !init.is_empty()
+                    && init.contains(&(span.trace_id.clone(), function.clone()))
+                {
+                    record.cold_start = Some(true);
+                }
+                if let (Some((seen, received_at)), Some(instance)) = (instances, instance) {
+                    let first = seen.first_seen_in(function, instance, received_at);
+                    if record.cold_start.is_none() {
+                        let key = (function.clone(), instance.clone());
+                        record.cold_start =
+                            Some(first && earliest.get(&key) == Some(&span.start_time_unix_nano));
+                    }
+                }
+                self.records
+                    .get_or_insert_with(|| RecordColumns::with_capacity(1))
+                    .append(&record);
+            }
+            cols.request_id.append_option(request_id);
+            cols.cold_start
+                .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
+            cols.attributes.append(&span.attributes);
+            cols.resource_attributes.append(res_attrs);
+            cols.events.append_option(events_json(span));
+            cols.links.append_option(links_json(span));
+            cols.scope_name.append_option(scope);
+            self.rows += 1;
+            out.accepted += 1;
+        }
+    }
+
+    /// The `spans` batch and the `invocation_records` batch, each only if
+    /// it has rows.
+    pub fn finish(self) -> Result<Vec<TableBatch>, arrow::error::ArrowError> {
+        let mut batches = Vec::with_capacity(2);
+        if self.rows > 0 {
+            batches.push(TableBatch {
+                table: Table::Spans,
+                batch: self.cols.finish()?,
+            });
+        }
+        if let Some(records) = self.records.filter(|r| !r.is_empty()) {
+            batches.push(TableBatch {
+                table: Table::InvocationRecords,
+                batch: records.finish()?,
+            });
+        }
+        Ok(batches)
+    }
 }

@@ -515,3 +515,41 @@ fn one_item_requests_of_every_signal_hold_little_memory() {
         }
     }
 }
+
+/// A small request left for the WAL writer to build is answered with the
+/// counts and the first reason the full decoder gives, whatever the
+/// encoding; an empty or all-invalid one has nothing to build.
+#[test]
+fn unbuilt_requests_report_what_the_decoder_would() {
+    let instances = crate::instances::Instances::default();
+    let mut bad_span = span(vec![1; 16]);
+    bad_span.span_id = vec![7; 3];
+    let requests = [
+        request(vec![span(vec![0xAB; 16]), span(vec![1; 15]), bad_span]),
+        request(vec![span(vec![1; 15])]),
+        request(vec![]),
+    ];
+    for req in &requests {
+        let proto = req.encode_to_vec();
+        let json = serde_json::to_vec(req).expect("json");
+        for (encoding, body) in [(Encoding::Protobuf, proto), (Encoding::Json, json)] {
+            let full = decode(Signal::Traces, encoding, &body, 0).expect("decodes");
+            let n =
+                decode_for_ingest(Signal::Traces, encoding, &body, 0, &instances).expect("decodes");
+            assert!(n.batches.is_empty());
+            assert_eq!(
+                (n.accepted, n.rejected, &n.reject_reason),
+                (full.accepted, full.rejected, &full.reject_reason)
+            );
+            assert_eq!(n.unbuilt.is_some(), full.accepted > 0);
+        }
+    }
+    let first = decode(
+        Signal::Traces,
+        Encoding::Protobuf,
+        &requests[0].encode_to_vec(),
+        0,
+    )
+    .expect("decodes");
+    assert_eq!((first.accepted, first.rejected), (1, 2));
+}
