@@ -129,6 +129,14 @@ fn validate(span: &Span) -> Result<(TraceId, SpanId, Option<SpanId>), String> {
     Ok((trace_id, span_id, parent))
 }
 
+/// [`validate`], counting a refused span in `out` (the first reason is
+/// the one OTLP's partial success reports).
+fn checked(span: &Span, out: &mut Normalized) -> Option<(TraceId, SpanId, Option<SpanId>)> {
+    validate(span)
+        .map_err(|reason| out.reject(|| format!("span {:?}: {reason}", span.name)))
+        .ok()
+}
+
 fn events_json(span: &Span) -> Option<String> {
     if span.events.is_empty() {
         return None;
@@ -311,9 +319,8 @@ pub fn defer(req: ExportTraceServiceRequest, received_at_micros: i64) -> Normali
         .flat_map(|rs| &rs.scope_spans)
         .flat_map(|ss| &ss.spans)
     {
-        match validate(span) {
-            Ok(_) => out.accepted += 1,
-            Err(reason) => out.reject(|| format!("span {:?}: {reason}", span.name)),
+        if checked(span, &mut out).is_some() {
+            out.accepted += 1;
         }
     }
     if out.accepted > 0 {
@@ -380,14 +387,13 @@ impl SpanRows {
                     .map(|s| s.name.as_str())
                     .filter(|s| !s.is_empty());
                 for span in &ss.spans {
-                    match validate(span) {
-                        Ok(ids) => valid.push(Valid {
+                    if let Some(ids) = checked(span, out) {
+                        valid.push(Valid {
                             resource,
                             scope,
                             span,
                             ids,
-                        }),
-                        Err(reason) => out.reject(|| format!("span {:?}: {reason}", span.name)),
+                        });
                     }
                 }
             }
