@@ -515,6 +515,7 @@ mod tests {
                 body,
                 *now,
                 &writer.instances,
+                usize::MAX,
             )
             .expect("decodes");
             assert!(n.batches.is_empty() && n.unbuilt.is_some());
@@ -580,6 +581,7 @@ mod tests {
             &large,
             400,
             &writer.instances,
+            usize::MAX,
         )
         .expect("decodes");
         assert!(n.unbuilt.is_none());

@@ -5,6 +5,7 @@ use std::io::Write;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
@@ -42,6 +43,39 @@ fn request(spans: Vec<Span>) -> Vec<u8> {
                     key: "service.name".into(),
                     value: Some(AnyValue {
                         value: Some(Value::StringValue("hostile".into())),
+                    }),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+/// A traces request of `spans` minimal spans under one resource whose
+/// single attribute is `resource_bytes` long.
+fn repeating_request(resource_bytes: usize, spans: usize) -> Vec<u8> {
+    let spans = (0..spans)
+        .map(|i| Span {
+            trace_id: (i as u128 + 1).to_be_bytes().to_vec(),
+            span_id: (i as u64 + 1).to_be_bytes().to_vec(),
+            name: "s".into(),
+            ..Default::default()
+        })
+        .collect();
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![KeyValue {
+                    key: "padding".into(),
+                    value: Some(AnyValue {
+                        value: Some(Value::StringValue("r".repeat(resource_bytes))),
                     }),
                     ..Default::default()
                 }],
@@ -278,6 +312,57 @@ fn http_bad_input_matrix() {
         "peak RSS {before} MiB before the bomb, {after} MiB after"
     );
 
+    // A small body whose rows would repeat one large resource on every
+    // span (~300 KB: 2,000 spans under a 200 KB resource; it used to take
+    // the server from ~75 to ~880 MiB) is refused whole, before any row is
+    // built.
+    let before = server.peak_rss_mib();
+    let repeating = repeating_request(200_000, 2_000);
+    assert!(repeating.len() < 400_000);
+    let (status, body, _) = post.send(PB, None, repeating);
+    assert_eq!(status, 413);
+    let refusal = RpcStatusBody::decode(body.as_slice()).expect("google.rpc.Status");
+    assert!(
+        refusal.message.contains("fewer items per resource"),
+        "{}",
+        refusal.message
+    );
+    let after = server.peak_rss_mib();
+    assert!(
+        after - before < 100.0,
+        "peak RSS {before} MiB before, {after} MiB after"
+    );
+
+    // A Firehose delivery of small gzip'd records that each inflate to
+    // 1 MiB: within the limit one by one, 40 MiB together, over the
+    // 16 MiB (four times the 4 MiB body limit) a delivery may inflate to.
+    let record = |i: usize| {
+        let sub = serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "1",
+            "logGroup": "/aws/lambda/bomb", "logStream": "s", "subscriptionFilters": [],
+            "logEvents": [{"id": i.to_string(), "timestamp": 1_764_331_200_000i64,
+                           "message": "x".repeat(1 << 20)}]});
+        let data = gzip(sub.to_string().as_bytes());
+        serde_json::json!({ "data": base64::engine::general_purpose::STANDARD.encode(data) })
+    };
+    let delivery = serde_json::json!({"requestId": "bombs-1", "timestamp": 1,
+        "records": (0..40).map(record).collect::<Vec<_>>()});
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/firehose", server.http_url()))
+        .header("content-type", JSON)
+        .body(delivery.to_string())
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 413);
+    let refusal: serde_json::Value = resp.json().expect("json error");
+    assert!(
+        refusal["errorMessage"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("inflate to more than 16777216 bytes"),
+        "{refusal}"
+    );
+    assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 0);
+
     // A huge (but allowed) attribute value is stored whole.
     let huge = "z".repeat(3 << 20);
     let (status, _, _) = post.send(
@@ -341,6 +426,8 @@ fn grpc_bad_input_is_refused_and_server_keeps_serving() {
     // when decompression reaches the cap (it inflates into a bounded buffer).
     assert_eq!(out["oversized"], "OUT_OF_RANGE", "{out}");
     assert_eq!(out["gzip_bomb"], "RESOURCE_EXHAUSTED", "{out}");
+    // Rows that would repeat a 200 KB resource on each of 2,000 spans.
+    assert_eq!(out["repeating"], "INVALID_ARGUMENT", "{out}");
     // An empty request is a valid (empty) export.
     assert_eq!(out["empty"], "OK", "{out}");
     let (status, _) = server.get("/healthz");

@@ -21,7 +21,7 @@ use super::lambda_report;
 use super::metric_stream;
 use super::otlp::logs::{LogColumns, LogRow};
 use crate::model::{Normalized, Table, TableBatch};
-use crate::receive::decompress::decompress;
+use crate::receive::decompress::{DecompressError, decompress};
 
 /// Why a delivery was refused.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,14 @@ pub enum FirehoseError {
     Record(usize, String),
     #[error("could not build rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error("the records inflate to more than {0} bytes in all (four times --max-body-size)")]
+    Inflated(usize),
+    #[error(
+        "the log events would repeat {bytes} bytes of log group, stream and owner \
+         (each row holds its message's), more than the limit of {limit} \
+         (four times --max-body-size)"
+    )]
+    Repetitive { bytes: usize, limit: usize },
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,22 +95,36 @@ pub fn request_id(body: &[u8]) -> Option<String> {
 }
 
 /// Decodes a delivery; `limit` caps every record's decompressed size.
-pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, FirehoseError> {
+/// `max_expanded` bounds what the delivery becomes in memory: its records
+/// inflated all together, and the bytes its rows repeat (see
+/// [`decode_subscriptions`]). Each record used to be inflated up to the
+/// limit on its own, so a 16 MiB delivery of small gzip bombs could inflate
+/// to gigabytes.
+pub fn decode(
+    body: &[u8],
+    now_micros: i64,
+    max_expanded: usize,
+) -> Result<Normalized, FirehoseError> {
     let delivery: Delivery =
         serde_json::from_slice(body).map_err(|e| FirehoseError::Body(e.to_string()))?;
     let _ = delivery.request_id;
     let mut subs = Vec::with_capacity(delivery.records.len());
     let mut metrics = Vec::new();
+    let mut inflated = 0usize;
     for (i, rec) in delivery.records.iter().enumerate() {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(rec.data.trim())
             .map_err(|e| FirehoseError::Record(i, format!("data is not base64: {e}")))?;
         let json = if raw.starts_with(&[0x1f, 0x8b]) {
-            decompress(Some("gzip"), &raw, limit)
-                .map_err(|e| FirehoseError::Record(i, e.to_string()))?
+            let left = max_expanded.saturating_sub(inflated);
+            decompress(Some("gzip"), &raw, left).map_err(|e| match e {
+                DecompressError::TooLarge { .. } => FirehoseError::Inflated(max_expanded),
+                e => FirehoseError::Record(i, e.to_string()),
+            })?
         } else {
             std::borrow::Cow::Borrowed(raw.as_slice())
         };
+        inflated += json.len();
         let requests = match json.iter().find(|b| !b.is_ascii_whitespace()) {
             Some(b'{') if metric_stream::is_json(&json) => metric_stream::from_json(&json),
             Some(b'{') => {
@@ -117,7 +139,7 @@ pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, 
         let requests = requests.map_err(|e| FirehoseError::Record(i, e))?;
         metrics.extend(requests.into_iter().map(|r| (i, r)));
     }
-    let mut out = decode_subscriptions(&subs, now_micros)?;
+    let mut out = decode_subscriptions(&subs, now_micros, max_expanded)?;
     for (i, request) in &metrics {
         let n = super::otlp::metrics::normalize(request)?;
         if let Some(reason) = n.reject_reason {
@@ -133,11 +155,28 @@ pub fn decode(body: &[u8], now_micros: i64, limit: usize) -> Result<Normalized, 
 }
 
 /// Log rows and invocation records of CloudWatch subscription messages;
-/// only `DATA_MESSAGE`s carry events.
+/// only `DATA_MESSAGE`s carry events. Every row holds its message's log
+/// group (twice: as the function and as an attribute), stream and owner;
+/// messages whose rows would repeat more than `max_repeated` bytes of them
+/// are refused.
 pub fn decode_subscriptions(
     subs: &[Subscription],
     now_micros: i64,
-) -> Result<Normalized, arrow::error::ArrowError> {
+    max_repeated: usize,
+) -> Result<Normalized, FirehoseError> {
+    let repeated = super::otlp::repeated_bytes(subs.iter().map(|s| {
+        let shared = 2 * s.log_group.len() + s.log_stream.len();
+        (
+            shared + s.owner.as_ref().map_or(0, |o| 2 * o.len()),
+            s.log_events.len(),
+        )
+    }));
+    if repeated > max_repeated {
+        return Err(FirehoseError::Repetitive {
+            bytes: repeated,
+            limit: max_repeated,
+        });
+    }
     let mut out = Normalized::default();
     let events = subs.iter().map(|s| s.log_events.len()).sum();
     let mut logs = LogColumns::with_capacity(events);
@@ -249,6 +288,66 @@ mod tests {
             decode(body.as_bytes(), 0, 1024),
             Err(FirehoseError::Record(0, _))
         ));
+    }
+
+    fn gzip(data: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        e.write_all(data).expect("gzip");
+        e.finish().expect("gzip")
+    }
+
+    fn subscription(log_group: &str, messages: &[String]) -> Vec<u8> {
+        let events: Vec<serde_json::Value> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| serde_json::json!({"id": i.to_string(), "timestamp": 1_764_331_200_000i64, "message": m}))
+            .collect();
+        serde_json::json!({"messageType": "DATA_MESSAGE", "owner": "123456789012",
+            "logGroup": log_group, "logStream": "s", "subscriptionFilters": ["f"],
+            "logEvents": events})
+        .to_string()
+        .into_bytes()
+    }
+
+    /// The records of a delivery share one budget: ten records that each
+    /// inflate to 1 MiB pass a 16 MiB budget and are refused under 8 MiB,
+    /// though each is far below it on its own.
+    #[test]
+    fn records_inflate_within_one_budget_for_the_whole_delivery() {
+        let record = gzip(&subscription("/aws/lambda/f", &["x".repeat(1 << 20)]));
+        assert!(record.len() < 8 << 10);
+        let body = delivery(&vec![record; 10]);
+        let n = decode(body.as_bytes(), 0, 16 << 20).expect("within budget");
+        assert_eq!(n.accepted, 10);
+        assert!(matches!(
+            decode(body.as_bytes(), 0, 8 << 20),
+            Err(FirehoseError::Inflated(limit)) if limit == 8 << 20
+        ));
+    }
+
+    /// Every log row holds its message's log group, stream and owner: a
+    /// 100 KB log group over 1,000 one-byte events (a 220 KB delivery)
+    /// would repeat ~200 MB and is refused before any row is built; the
+    /// same events under a real name are stored.
+    #[test]
+    fn events_that_would_repeat_a_huge_log_group_are_refused() {
+        let events = vec!["e".to_string(); 1_000];
+        let huge = subscription(&format!("/aws/lambda/{}", "g".repeat(100_000)), &events);
+        let body = delivery(&[huge]);
+        assert!(body.len() < 250_000);
+        match decode(body.as_bytes(), 0, 16 << 20) {
+            Err(FirehoseError::Repetitive { bytes, limit }) => {
+                assert!(bytes > 200_000_000, "{bytes}");
+                assert_eq!(limit, 16 << 20);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let body = delivery(&[subscription("/aws/lambda/f", &events)]);
+        assert_eq!(
+            decode(body.as_bytes(), 0, 16 << 20).expect("ok").accepted,
+            1_000
+        );
     }
 
     fn delivery(records: &[Vec<u8>]) -> String {

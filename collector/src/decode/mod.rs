@@ -27,8 +27,8 @@ pub enum ReplayError {
     Firehose(#[from] firehose::FirehoseError),
 }
 
-/// Replay decompresses Firehose records up to this size; the live path
-/// refused anything above `--max-body-size` already.
+/// Replay inflates a Firehose delivery's records up to this size in all; the
+/// live path refused anything above four times `--max-body-size` already.
 const REPLAY_DECOMPRESS_LIMIT: usize = 1 << 30;
 
 /// Decodes a WAL record's body the way the live path did.
@@ -59,8 +59,7 @@ pub fn decode_record(
         RecordKind::CloudWatchJson => {
             let batch: crate::cloudwatch::PolledBatch = serde_json::from_slice(body)
                 .map_err(|e| firehose::FirehoseError::Body(e.to_string()))?;
-            firehose::decode_subscriptions(&batch.messages, received_at_micros)
-                .map_err(firehose::FirehoseError::Arrow)?
+            firehose::decode_subscriptions(&batch.messages, received_at_micros, usize::MAX)?
         }
         // OTLP kinds were decoded above.
         _ => Normalized::default(),

@@ -15,7 +15,8 @@ use prost::Message;
 use super::body::{BodyError, read_body};
 use super::decompress::{DecompressError, decompress};
 use super::{AcceptError, Receiver};
-use crate::decode::otlp::{self, Encoding, Signal};
+use crate::decode::firehose::FirehoseError;
+use crate::decode::otlp::{self, DecodeError, Encoding, Signal};
 use crate::ingest::IngestError;
 
 /// `google.rpc.Status`, the error body OTLP/HTTP specifies. Not part of
@@ -152,6 +153,9 @@ async fn export(
             };
             let bytes = otlp::response_body(signal, encoding, &n);
             (StatusCode::OK, [(header::CONTENT_TYPE, ct)], bytes).into_response()
+        }
+        Err(AcceptError::Decode(e @ DecodeError::Repetitive { .. })) => {
+            error(StatusCode::PAYLOAD_TOO_LARGE, encoding, e.to_string())
         }
         Err(AcceptError::Decode(e)) => error(StatusCode::BAD_REQUEST, encoding, e.to_string()),
         Err(
@@ -349,6 +353,14 @@ async fn firehose(State(rx): State<Receiver>, headers: HeaderMap, body: Body) ->
                 Some("storage unavailable, retry later".into()),
             )
         }
+        Err(
+            e
+            @ AcceptError::Firehose(FirehoseError::Inflated(_) | FirehoseError::Repetitive { .. }),
+        ) => answer(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            request_id,
+            Some(e.to_string()),
+        ),
         Err(e) => answer(StatusCode::BAD_REQUEST, request_id, Some(e.to_string())),
     }
 }

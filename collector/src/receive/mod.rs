@@ -31,6 +31,17 @@ pub enum AcceptError {
     Firehose(#[from] crate::decode::firehose::FirehoseError),
 }
 
+/// How much larger than the largest body a request may become in memory.
+/// Every row holds a copy of what its resource (or log group) shares with
+/// the others, so rows can be far larger than the body: a 300 KB traces
+/// request of 2,000 spans under one 200 KB resource took the server from 75
+/// to 883 MB. And each of a Firehose delivery's records is gzip'd on its
+/// own. A request whose rows would repeat, or whose records inflate to,
+/// more than this many times `--max-body-size` is refused as a whole (HTTP
+/// 413, gRPC `INVALID_ARGUMENT`). Real requests stay far below: 8,192 spans
+/// under a 1 KB resource count as 24 MiB against the default 64 MiB.
+pub const MAX_EXPANSION: usize = 4;
+
 /// Settings shared by the receivers.
 #[derive(Debug, Clone)]
 pub struct ReceiverConfig {
@@ -70,6 +81,13 @@ impl Receiver {
             .any(|t| constant_time_eq(t.as_bytes(), token.trim().as_bytes()))
     }
 
+    /// The most one request may become in memory beyond its body: rows
+    /// repeating shared data, inflated Firehose records
+    /// ([`MAX_EXPANSION`] times the largest body).
+    pub fn max_expanded_bytes(&self) -> usize {
+        self.config.max_body_size.saturating_mul(MAX_EXPANSION)
+    }
+
     /// Decodes an OTLP body and makes it durable. `body` is already
     /// decompressed.
     pub async fn accept(
@@ -82,8 +100,9 @@ impl Receiver {
         let kind = otlp::record_kind(signal, encoding);
         let decoded = self.accept_with(self.metrics.signal(signal), kind, body, now, || {
             let instances = self.ingest.instances().as_ref();
+            let max_expanded = self.max_expanded_bytes();
             Ok((
-                otlp::decode_for_ingest(signal, encoding, body, now, instances)?,
+                otlp::decode_for_ingest(signal, encoding, body, now, instances, max_expanded)?,
                 (),
             ))
         });
@@ -130,10 +149,10 @@ impl Receiver {
     /// `POST /v1/firehose`: a delivery, whole or not at all.
     pub async fn accept_firehose(&self, body: &[u8]) -> Result<Normalized, AcceptError> {
         let now = now_micros();
-        let limit = self.config.max_body_size;
+        let max_expanded = self.max_expanded_bytes();
         let counters = &self.metrics.firehose;
         let accepted = self.accept_with(counters, RecordKind::FirehoseJson, body, now, || {
-            Ok((firehose::decode(body, now, limit)?, ()))
+            Ok((firehose::decode(body, now, max_expanded)?, ()))
         });
         Ok(accepted.await?.0)
     }
@@ -145,8 +164,10 @@ impl Receiver {
         let accepted = self.accept_with(counters, RecordKind::CloudWatchJson, body, now, || {
             let batch: crate::cloudwatch::PolledBatch = serde_json::from_slice(body)
                 .map_err(|e| firehose::FirehoseError::Body(e.to_string()))?;
-            let n = firehose::decode_subscriptions(&batch.messages, now)
-                .map_err(firehose::FirehoseError::Arrow)?;
+            // The poller's own batches: AWS bounds their names (512
+            // characters) and events per call (10,000), and a refusal would
+            // stall the poller on the same events.
+            let n = firehose::decode_subscriptions(&batch.messages, now, usize::MAX)?;
             Ok((n, ()))
         });
         Ok(accepted.await?.0)

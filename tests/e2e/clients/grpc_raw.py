@@ -34,6 +34,14 @@ def deep_request(depth):
     return field(1, field(2, field(2, span)))
 
 
+def repeating_request(resource_bytes, spans):
+    """~300 KB whose rows would repeat a 200 KB resource on 2,000 spans."""
+    resource = field(1, field(1, b"padding") + field(2, field(1, b"r" * resource_bytes)))
+    span = lambda i: field(1, (i + 1).to_bytes(16, "big")) + field(2, (i + 1).to_bytes(8, "big")) + field(5, b"s")
+    scope_spans = b"".join(field(2, span(i)) for i in range(spans))
+    return field(1, field(1, resource) + field(2, scope_spans))
+
+
 def call(channel, body, compression=None):
     stub = channel.unary_unary(METHOD)
     try:
@@ -56,6 +64,7 @@ def main():
             "deep": call(ch, deep_request(10_000)),
             "oversized": call(ch, field(1, b"\x00" * (6 << 20))),
             "gzip_bomb": call(ch, field(1, field(2, field(2, b"\x00" * (64 << 20)))), grpc.Compression.Gzip),
+            "repeating": call(ch, repeating_request(200_000, 2_000)),
             "empty": call(ch, b""),
         }
     print(json.dumps(out))

@@ -78,7 +78,7 @@ fn point_function(attributes: &[KeyValue]) -> Option<&str> {
 }
 
 /// How many data points (rows) `data` holds.
-fn point_count(data: &Data) -> usize {
+pub(super) fn point_count(data: &Data) -> usize {
     match data {
         Data::Gauge(g) => g.data_points.len(),
         Data::Sum(s) => s.data_points.len(),

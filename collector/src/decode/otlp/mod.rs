@@ -14,6 +14,7 @@ use opentelemetry_proto::tonic::collector::metrics::v1::{
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
+use opentelemetry_proto::tonic::resource::v1::Resource;
 use prost::Message;
 
 use crate::instances::Instances;
@@ -54,6 +55,12 @@ pub enum DecodeError {
     Json(#[from] serde_json::Error),
     #[error("could not build rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(
+        "the request's rows would repeat {bytes} bytes of resource and scope data \
+         (each row holds its resource's attributes), more than the limit of {limit} \
+         (four times --max-body-size); send fewer items per resource"
+    )]
+    Repetitive { bytes: usize, limit: usize },
 }
 
 pub fn record_kind(signal: Signal, encoding: Encoding) -> RecordKind {
@@ -135,7 +142,10 @@ pub fn decode_with(
 /// worker, where the work is spread over the cores.
 pub const SMALL_REQUEST_SPANS: usize = 32;
 
-/// [`decode_with`] for the receivers: a traces request of at most
+/// [`decode_with`] for the receivers, which also refuses a request whose
+/// rows would repeat more than `max_expanded` bytes of resource and scope
+/// data ([`repeated_bytes`]): a small body can otherwise expand a
+/// thousandfold in memory. A traces request of at most
 /// [`SMALL_REQUEST_SPANS`] spans is parsed and checked here (so the response
 /// can report partial success) and left unbuilt
 /// ([`crate::model::UnbuiltSpans`]); the WAL writer builds its rows after the
@@ -146,16 +156,72 @@ pub fn decode_for_ingest(
     body: &[u8],
     now_micros: i64,
     instances: &Instances,
+    max_expanded: usize,
 ) -> Result<Normalized, DecodeError> {
-    if signal != Signal::Traces {
-        return decode_with(signal, encoding, body, now_micros, Some(instances));
-    }
-    let req = parse::<ExportTraceServiceRequest>(encoding, body)?;
+    let check = |bytes: usize| match bytes > max_expanded {
+        true => Err(DecodeError::Repetitive {
+            bytes,
+            limit: max_expanded,
+        }),
+        false => Ok(()),
+    };
+    let req = match signal {
+        Signal::Traces => parse::<ExportTraceServiceRequest>(encoding, body)?,
+        Signal::Logs => {
+            let req = parse::<ExportLogsServiceRequest>(encoding, body)?;
+            check(repeated_bytes(req.resource_logs.iter().flat_map(|rl| {
+                let resource = shared_bytes(rl.resource.as_ref());
+                rl.scope_logs.iter().map(move |sl| {
+                    let scope = sl.scope.as_ref().map_or(0, |s| s.name.len());
+                    (resource + scope, sl.log_records.len())
+                })
+            })))?;
+            return Ok(logs::normalize(&req, now_micros)?);
+        }
+        Signal::Metrics => {
+            let req = parse::<ExportMetricsServiceRequest>(encoding, body)?;
+            check(repeated_bytes(req.resource_metrics.iter().flat_map(|rm| {
+                let resource = shared_bytes(rm.resource.as_ref());
+                rm.scope_metrics.iter().flat_map(move |sm| {
+                    let scope = sm.scope.as_ref().map_or(0, |s| s.name.len());
+                    sm.metrics.iter().map(move |m| {
+                        let metric = m.name.len() + m.unit.len() + m.description.len();
+                        let points = m.data.as_ref().map_or(0, metrics::point_count);
+                        (resource + scope + metric, points)
+                    })
+                })
+            })))?;
+            return Ok(metrics::normalize(&req)?);
+        }
+    };
+    check(repeated_bytes(req.resource_spans.iter().flat_map(|rs| {
+        let resource = shared_bytes(rs.resource.as_ref());
+        rs.scope_spans.iter().map(move |ss| {
+            let scope = ss.scope.as_ref().map_or(0, |s| s.name.len());
+            (resource + scope, ss.spans.len())
+        })
+    })))?;
     Ok(if spans::span_count(&req) <= SMALL_REQUEST_SPANS {
         spans::defer(req, now_micros)
     } else {
         spans::normalize_with(&req, Some((instances, now_micros)))?
     })
+}
+
+/// The bytes a request's rows would repeat, from (shared bytes, rows) per
+/// group of rows that share them.
+pub fn repeated_bytes(groups: impl IntoIterator<Item = (usize, usize)>) -> usize {
+    groups
+        .into_iter()
+        .map(|(shared, rows)| shared.saturating_mul(rows))
+        .fold(0, usize::saturating_add)
+}
+
+/// What every row of a resource repeats: its attributes (their encoded
+/// size; the text the map holds is about as long) and the service and
+/// function names taken from them (at most as long again, twice).
+fn shared_bytes(resource: Option<&Resource>) -> usize {
+    resource.map_or(0, |r| 3 * r.encoded_len())
 }
 
 /// The export response for `signal`, with partial success when items were

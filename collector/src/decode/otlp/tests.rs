@@ -534,8 +534,8 @@ fn unbuilt_requests_report_what_the_decoder_would() {
         let json = serde_json::to_vec(req).expect("json");
         for (encoding, body) in [(Encoding::Protobuf, proto), (Encoding::Json, json)] {
             let full = decode(Signal::Traces, encoding, &body, 0).expect("decodes");
-            let n =
-                decode_for_ingest(Signal::Traces, encoding, &body, 0, &instances).expect("decodes");
+            let n = decode_for_ingest(Signal::Traces, encoding, &body, 0, &instances, usize::MAX)
+                .expect("decodes");
             assert!(n.batches.is_empty());
             assert_eq!(
                 (n.accepted, n.rejected, &n.reject_reason),
@@ -552,4 +552,65 @@ fn unbuilt_requests_report_what_the_decoder_would() {
     )
     .expect("decodes");
     assert_eq!((first.accepted, first.rejected), (1, 2));
+}
+
+/// A request whose rows would repeat its resource more than the limit
+/// allows is refused before any row is built, for every signal; the same
+/// items under a small resource pass. 500 items under a 10 KB resource
+/// count 3 × 10 KB × 500 = 15 MB.
+#[test]
+fn requests_that_would_repeat_a_large_resource_are_refused() {
+    let padding =
+        serde_json::json!({"key": "padding", "value": {"stringValue": "p".repeat(10_000)}});
+    let resource = |big: bool| {
+        let mut attrs =
+            vec![serde_json::json!({"key": "service.name", "value": {"stringValue": "svc"}})];
+        if big {
+            attrs.push(padding.clone());
+        }
+        serde_json::json!({ "attributes": attrs })
+    };
+    let spans: Vec<serde_json::Value> = (0..500)
+        .map(|i| serde_json::json!({"traceId": format!("{:032x}", i + 1), "spanId": format!("{:016x}", i + 1), "name": "s"}))
+        .collect();
+    let logs: Vec<serde_json::Value> = (0..500)
+        .map(|_| serde_json::json!({"timeUnixNano": "1764331200000000000", "body": {"stringValue": "l"}}))
+        .collect();
+    let points: Vec<serde_json::Value> = (0..500)
+        .map(|i| serde_json::json!({"timeUnixNano": "1764331200000000000", "asInt": i.to_string()}))
+        .collect();
+    let body = |signal: Signal, big: bool| {
+        let r = resource(big);
+        match signal {
+            Signal::Traces => serde_json::json!({"resourceSpans": [{"resource": r, "scopeSpans": [{"spans": spans}]}]}),
+            Signal::Logs => serde_json::json!({"resourceLogs": [{"resource": r, "scopeLogs": [{"logRecords": logs}]}]}),
+            Signal::Metrics => serde_json::json!({"resourceMetrics": [{"resource": r, "scopeMetrics": [{"metrics": [
+                {"name": "m", "gauge": {"dataPoints": points}}]}]}]}),
+        }
+        .to_string()
+    };
+    let instances = crate::instances::Instances::default();
+    let limit = 8 << 20;
+    for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
+        let big = body(signal, true);
+        assert!(big.len() < 200_000, "{signal:?}: {}", big.len());
+        match decode_for_ingest(signal, Encoding::Json, big.as_bytes(), 0, &instances, limit) {
+            Err(DecodeError::Repetitive { bytes, limit: l }) => {
+                assert!(bytes > 15_000_000, "{signal:?}: {bytes}");
+                assert_eq!(l, limit);
+            }
+            other => panic!("{signal:?}: expected a refusal, got {other:?}"),
+        }
+        let small = body(signal, false);
+        let n = decode_for_ingest(
+            signal,
+            Encoding::Json,
+            small.as_bytes(),
+            0,
+            &instances,
+            limit,
+        )
+        .expect("decodes");
+        assert_eq!((n.accepted, n.rejected), (500, 0), "{signal:?}");
+    }
 }
