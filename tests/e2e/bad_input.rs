@@ -361,6 +361,31 @@ fn http_bad_input_matrix() {
             .contains("inflate to more than 16777216 bytes"),
         "{refusal}"
     );
+    // Telemetry API events each holding a 1 KB query's parameters: 20,000
+    // of them (1.2 MB) would repeat 40 MB.
+    let event = r#"{"time":"2026-01-01T00:00:00Z","type":"function","record":"x"}"#;
+    let query = format!(
+        "function_name={}&function_version={}&region={}&account_id={}",
+        "f".repeat(250),
+        "v".repeat(250),
+        "r".repeat(250),
+        "a".repeat(250)
+    );
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/lambda/telemetry?{query}", server.http_url()))
+        .header("content-type", JSON)
+        .body(format!("[{}]", vec![event; 20_000].join(",")))
+        .send()
+        .expect("send");
+    assert_eq!(resp.status().as_u16(), 413);
+    let refusal: serde_json::Value = resp.json().expect("json error");
+    assert!(
+        refusal["error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("query parameters"),
+        "{refusal}"
+    );
     assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 0);
 
     // A huge (but allowed) attribute value is stored whole.

@@ -292,7 +292,7 @@ mod tests {
 
     fn gzip(data: &[u8]) -> Vec<u8> {
         use std::io::Write;
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
         e.write_all(data).expect("gzip");
         e.finish().expect("gzip")
     }
@@ -316,7 +316,7 @@ mod tests {
     #[test]
     fn records_inflate_within_one_budget_for_the_whole_delivery() {
         let record = gzip(&subscription("/aws/lambda/f", &["x".repeat(1 << 20)]));
-        assert!(record.len() < 8 << 10);
+        assert!(record.len() < 64 << 10, "{}", record.len());
         let body = delivery(&vec![record; 10]);
         let n = decode(body.as_bytes(), 0, 16 << 20).expect("within budget");
         assert_eq!(n.accepted, 10);

@@ -51,7 +51,7 @@ pub fn decode_record(
         RecordKind::InvocationsJson => invocations_api::decode(body)?.0,
         RecordKind::TelemetryJson => {
             let (query, events) = telemetry_api::split_wal_body(body)?;
-            telemetry_api::decode(query, events, received_at_micros)?
+            telemetry_api::decode(query, events, received_at_micros, usize::MAX)?
         }
         RecordKind::FirehoseJson => {
             firehose::decode(body, received_at_micros, REPLAY_DECOMPRESS_LIMIT)?

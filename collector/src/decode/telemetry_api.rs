@@ -33,6 +33,11 @@ pub enum TelemetryError {
     Event(usize, String),
     #[error("could not build rows: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
+    #[error(
+        "the events would repeat {bytes} bytes of query parameters (each row holds them), \
+         more than the limit of {limit} (four times --max-body-size)"
+    )]
+    Repetitive { bytes: usize, limit: usize },
 }
 
 /// The query parameters.
@@ -284,10 +289,25 @@ pub fn json_platform_line(
 
 /// Decodes a batch. Any malformed event refuses the whole batch, so nothing
 /// is stored half-way.
-pub fn decode(query: &str, body: &[u8], now_micros: i64) -> Result<Normalized, TelemetryError> {
+/// Every row holds the query's parameters (up to 256 bytes each): a batch
+/// whose rows would repeat more than `max_repeated` bytes of them is
+/// refused before any row is built.
+pub fn decode(
+    query: &str,
+    body: &[u8],
+    now_micros: i64,
+    max_repeated: usize,
+) -> Result<Normalized, TelemetryError> {
     let p = Params::parse(query)?;
     let events: Vec<Value> =
         serde_json::from_slice(body).map_err(|e| TelemetryError::Body(e.to_string()))?;
+    let repeated = super::otlp::repeated_bytes([(2 * query.len(), events.len())]);
+    if repeated > max_repeated {
+        return Err(TelemetryError::Repetitive {
+            bytes: repeated,
+            limit: max_repeated,
+        });
+    }
     let mut out = Normalized::default();
     let mut records = RecordColumns::with_capacity(1);
     let mut logs = LogColumns::with_capacity(events.len());
@@ -380,6 +400,7 @@ mod tests {
             "function_name=tenner-notifier&region=eu-central-1&architecture=arm64",
             SEQUENCE.as_bytes(),
             0,
+            usize::MAX,
         )
         .expect("decodes");
         assert_eq!(n.accepted, 6);
@@ -433,22 +454,23 @@ mod tests {
     #[test]
     fn bad_batches_are_refused_whole() {
         assert!(matches!(
-            decode("", b"[]", 0),
+            decode("", b"[]", 0, usize::MAX),
             Err(TelemetryError::MissingFunction)
         ));
         assert!(matches!(
-            decode("function_name=f&architecture=sparc", b"[]", 0),
+            decode("function_name=f&architecture=sparc", b"[]", 0, usize::MAX),
             Err(TelemetryError::Param(..))
         ));
         assert!(matches!(
-            decode("function_name=f", b"{\"not\":\"an array\"}", 0),
+            decode("function_name=f", b"{\"not\":\"an array\"}", 0, usize::MAX),
             Err(TelemetryError::Body(_))
         ));
         assert!(matches!(
             decode(
                 "function_name=f",
                 b"[{\"type\":\"platform.report\",\"time\":\"2026-01-01T00:00:00Z\",\"record\":{}}]",
-                0
+                0,
+                usize::MAX
             ),
             Err(TelemetryError::Event(0, _))
         ));
@@ -456,12 +478,13 @@ mod tests {
             decode(
                 "function_name=f",
                 b"[{\"type\":\"platform.start\",\"time\":\"later\"}]",
-                0
+                0,
+                usize::MAX
             ),
             Err(TelemetryError::Event(0, _))
         ));
         assert_eq!(
-            decode("function_name=my%20fn", b"[]", 0)
+            decode("function_name=my%20fn", b"[]", 0, usize::MAX)
                 .expect("empty")
                 .accepted,
             0
@@ -471,5 +494,31 @@ mod tests {
             split_wal_body(&framed).expect("split"),
             ("function_name=f", &b"[1]"[..])
         );
+    }
+
+    /// Every row holds the query's parameters: 20,000 events under a
+    /// query of 1,000 bytes would repeat 40 MB and are refused under a
+    /// 16 MiB limit; a real query's pass.
+    #[test]
+    fn batches_that_would_repeat_a_long_query_are_refused() {
+        let event = r#"{"time":"2026-01-01T00:00:00Z","type":"function","record":"x"}"#;
+        let body = format!("[{}]", vec![event; 20_000].join(","));
+        let long = format!(
+            "function_name={}&function_version={}&region={}&account_id={}",
+            "f".repeat(250),
+            "v".repeat(250),
+            "r".repeat(250),
+            "a".repeat(200)
+        );
+        assert!(long.len() > 1_000);
+        match decode(&long, body.as_bytes(), 0, 16 << 20) {
+            Err(TelemetryError::Repetitive { bytes, limit }) => {
+                assert!(bytes > 40_000_000, "{bytes}");
+                assert_eq!(limit, 16 << 20);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let n = decode("function_name=f", body.as_bytes(), 0, 16 << 20).expect("decodes");
+        assert_eq!(n.accepted, 20_000);
     }
 }

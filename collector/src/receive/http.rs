@@ -17,6 +17,7 @@ use super::decompress::{DecompressError, decompress};
 use super::{AcceptError, Receiver};
 use crate::decode::firehose::FirehoseError;
 use crate::decode::otlp::{self, DecodeError, Encoding, Signal};
+use crate::decode::telemetry_api::TelemetryError;
 use crate::ingest::IngestError;
 
 /// `google.rpc.Status`, the error body OTLP/HTTP specifies. Not part of
@@ -199,6 +200,9 @@ fn json_accept_error(e: AcceptError) -> Response {
                 StatusCode::SERVICE_UNAVAILABLE,
                 "storage unavailable, retry later",
             )
+        }
+        e @ AcceptError::Telemetry(TelemetryError::Repetitive { .. }) => {
+            json_error(StatusCode::PAYLOAD_TOO_LARGE, &e.to_string())
         }
         e @ (AcceptError::Invocations(_)
         | AcceptError::Decode(_)

@@ -130,8 +130,9 @@ impl Receiver {
         let now = now_micros();
         let framed = telemetry_api::wal_body(query, body);
         let counters = &self.metrics.lambda_telemetry;
+        let max_expanded = self.max_expanded_bytes();
         let accepted = self.accept_with(counters, RecordKind::TelemetryJson, &framed, now, || {
-            Ok((telemetry_api::decode(query, body, now)?, ()))
+            Ok((telemetry_api::decode(query, body, now, max_expanded)?, ()))
         });
         Ok(accepted.await?.0)
     }
