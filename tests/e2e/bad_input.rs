@@ -36,13 +36,18 @@ fn span(trace_id: Vec<u8>, name: &str, attr: &str) -> Span {
 }
 
 fn request(spans: Vec<Span>) -> Vec<u8> {
+    request_under("service.name", "hostile".into(), spans)
+}
+
+/// A traces request of `spans` under one resource with one attribute.
+fn request_under(key: &str, value: String, spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
             resource: Some(Resource {
                 attributes: vec![KeyValue {
-                    key: "service.name".into(),
+                    key: key.into(),
                     value: Some(AnyValue {
-                        value: Some(Value::StringValue("hostile".into())),
+                        value: Some(Value::StringValue(value)),
                     }),
                     ..Default::default()
                 }],
@@ -69,26 +74,7 @@ fn repeating_request(resource_bytes: usize, spans: usize) -> Vec<u8> {
             ..Default::default()
         })
         .collect();
-    ExportTraceServiceRequest {
-        resource_spans: vec![ResourceSpans {
-            resource: Some(Resource {
-                attributes: vec![KeyValue {
-                    key: "padding".into(),
-                    value: Some(AnyValue {
-                        value: Some(Value::StringValue("r".repeat(resource_bytes))),
-                    }),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            scope_spans: vec![ScopeSpans {
-                spans,
-                ..Default::default()
-            }],
-            ..Default::default()
-        }],
-    }
-    .encode_to_vec()
+    request_under("padding", "r".repeat(resource_bytes), spans)
 }
 
 fn gzip(data: &[u8]) -> Vec<u8> {
