@@ -334,7 +334,7 @@ impl Writer {
             .filter_map(|p| p.unbuilt.as_ref())
             .map(|u| spans::span_count(&u.request))
             .sum();
-        let mut rows = (unbuilt_spans > 0).then(|| SpanRows::with_capacity(unbuilt_spans));
+        let mut rows = None;
         let mut waiting = Vec::new();
         for Pending {
             batches,
@@ -343,17 +343,15 @@ impl Writer {
         } in pending
         {
             self.buffer.append(batches);
-            match (unbuilt, rows.as_mut()) {
-                (Some(u), Some(rows)) => {
-                    let instances = Some((self.instances.as_ref(), u.received_at_micros));
-                    // The request was counted when it was checked.
-                    rows.append(&u.request, instances, &mut Normalized::default());
-                    waiting.push(done);
-                }
-                _ => {
-                    let _ = done.send(Ok(()));
-                }
-            }
+            let Some(u) = unbuilt else {
+                let _ = done.send(Ok(()));
+                continue;
+            };
+            let instances = Some((self.instances.as_ref(), u.received_at_micros));
+            // The request was counted when it was checked.
+            rows.get_or_insert_with(|| SpanRows::with_capacity(unbuilt_spans))
+                .append(&u.request, instances, &mut Normalized::default());
+            waiting.push(done);
         }
         let Some(rows) = rows else {
             return;

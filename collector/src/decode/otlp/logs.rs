@@ -140,6 +140,18 @@ fn optional_ids(rec: &LogRecord) -> Result<(Option<TraceId>, Option<SpanId>), St
     Ok((trace, span))
 }
 
+/// The bytes the request's rows would repeat: each record's row holds its
+/// resource and its scope's name ([`super::repeated_bytes`]).
+pub fn expansion(req: &ExportLogsServiceRequest) -> usize {
+    super::repeated_bytes(req.resource_logs.iter().flat_map(|rl| {
+        let resource = super::shared_bytes(rl.resource.as_ref());
+        rl.scope_logs.iter().map(move |sl| {
+            let scope = sl.scope.as_ref().map_or(0, |s| s.name.len());
+            (resource + scope, sl.log_records.len())
+        })
+    }))
+}
+
 /// Normalizes every valid log record; records with malformed ids are refused.
 pub fn normalize(
     req: &ExportLogsServiceRequest,

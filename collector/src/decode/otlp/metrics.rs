@@ -78,7 +78,7 @@ fn point_function(attributes: &[KeyValue]) -> Option<&str> {
 }
 
 /// How many data points (rows) `data` holds.
-pub(super) fn point_count(data: &Data) -> usize {
+fn point_count(data: &Data) -> usize {
     match data {
         Data::Gauge(g) => g.data_points.len(),
         Data::Sum(s) => s.data_points.len(),
@@ -320,6 +320,23 @@ fn kind_of(data: &Data) -> &'static str {
         Data::ExponentialHistogram(_) => "exponential_histogram",
         Data::Summary(_) => "summary",
     }
+}
+
+/// The bytes the request's rows would repeat: each data point's row holds
+/// its resource, its scope's name and its metric's name, unit and
+/// description ([`super::repeated_bytes`]).
+pub fn expansion(req: &ExportMetricsServiceRequest) -> usize {
+    super::repeated_bytes(req.resource_metrics.iter().flat_map(|rm| {
+        let resource = super::shared_bytes(rm.resource.as_ref());
+        rm.scope_metrics.iter().flat_map(move |sm| {
+            let scope = sm.scope.as_ref().map_or(0, |s| s.name.len());
+            sm.metrics.iter().map(move |m| {
+                let metric = m.name.len() + m.unit.len() + m.description.len();
+                let points = m.data.as_ref().map_or(0, point_count);
+                (resource + scope + metric, points)
+            })
+        })
+    }))
 }
 
 pub fn normalize(

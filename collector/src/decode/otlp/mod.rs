@@ -144,7 +144,7 @@ pub const SMALL_REQUEST_SPANS: usize = 32;
 
 /// [`decode_with`] for the receivers, which also refuses a request whose
 /// rows would repeat more than `max_expanded` bytes of resource and scope
-/// data ([`repeated_bytes`]): a small body can otherwise expand a
+/// data (each signal's `expansion`): a small body can otherwise expand a
 /// thousandfold in memory. A traces request of at most
 /// [`SMALL_REQUEST_SPANS`] spans is parsed and checked here (so the response
 /// can report partial success) and left unbuilt
@@ -158,49 +158,29 @@ pub fn decode_for_ingest(
     instances: &Instances,
     max_expanded: usize,
 ) -> Result<Normalized, DecodeError> {
-    let check = |bytes: usize| match bytes > max_expanded {
-        true => Err(DecodeError::Repetitive {
-            bytes,
-            limit: max_expanded,
-        }),
-        false => Ok(()),
+    let check = |bytes: usize| {
+        if bytes > max_expanded {
+            return Err(DecodeError::Repetitive {
+                bytes,
+                limit: max_expanded,
+            });
+        }
+        Ok(())
     };
     let req = match signal {
         Signal::Traces => parse::<ExportTraceServiceRequest>(encoding, body)?,
         Signal::Logs => {
             let req = parse::<ExportLogsServiceRequest>(encoding, body)?;
-            check(repeated_bytes(req.resource_logs.iter().flat_map(|rl| {
-                let resource = shared_bytes(rl.resource.as_ref());
-                rl.scope_logs.iter().map(move |sl| {
-                    let scope = sl.scope.as_ref().map_or(0, |s| s.name.len());
-                    (resource + scope, sl.log_records.len())
-                })
-            })))?;
+            check(logs::expansion(&req))?;
             return Ok(logs::normalize(&req, now_micros)?);
         }
         Signal::Metrics => {
             let req = parse::<ExportMetricsServiceRequest>(encoding, body)?;
-            check(repeated_bytes(req.resource_metrics.iter().flat_map(|rm| {
-                let resource = shared_bytes(rm.resource.as_ref());
-                rm.scope_metrics.iter().flat_map(move |sm| {
-                    let scope = sm.scope.as_ref().map_or(0, |s| s.name.len());
-                    sm.metrics.iter().map(move |m| {
-                        let metric = m.name.len() + m.unit.len() + m.description.len();
-                        let points = m.data.as_ref().map_or(0, metrics::point_count);
-                        (resource + scope + metric, points)
-                    })
-                })
-            })))?;
+            check(metrics::expansion(&req))?;
             return Ok(metrics::normalize(&req)?);
         }
     };
-    check(repeated_bytes(req.resource_spans.iter().flat_map(|rs| {
-        let resource = shared_bytes(rs.resource.as_ref());
-        rs.scope_spans.iter().map(move |ss| {
-            let scope = ss.scope.as_ref().map_or(0, |s| s.name.len());
-            (resource + scope, ss.spans.len())
-        })
-    })))?;
+    check(spans::expansion(&req))?;
     Ok(if spans::span_count(&req) <= SMALL_REQUEST_SPANS {
         spans::defer(req, now_micros)
     } else {
@@ -220,6 +200,7 @@ pub fn repeated_bytes(groups: impl IntoIterator<Item = (usize, usize)>) -> usize
 /// What every row of a resource repeats: its attributes (their encoded
 /// size; the text the map holds is about as long) and the service and
 /// function names taken from them (at most as long again, twice).
+/// Each signal's `expansion` adds what else its rows share.
 fn shared_bytes(resource: Option<&Resource>) -> usize {
     resource.map_or(0, |r| 3 * r.encoded_len())
 }

@@ -4,7 +4,8 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use arrow::array::{
-    ArrayRef, BooleanBuilder, Float64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    ArrayBuilder, ArrayRef, BooleanBuilder, Float64Builder, StringBuilder,
+    TimestampMicrosecondBuilder,
 };
 use arrow::record_batch::RecordBatch;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -308,6 +309,18 @@ pub fn span_count(req: &ExportTraceServiceRequest) -> usize {
         .sum()
 }
 
+/// The bytes the request's rows would repeat: each span's row holds its
+/// resource and its scope's name ([`super::repeated_bytes`]).
+pub fn expansion(req: &ExportTraceServiceRequest) -> usize {
+    super::repeated_bytes(req.resource_spans.iter().flat_map(|rs| {
+        let resource = super::shared_bytes(rs.resource.as_ref());
+        rs.scope_spans.iter().map(move |ss| {
+            let scope = ss.scope.as_ref().map_or(0, |s| s.name.len());
+            (resource + scope, ss.spans.len())
+        })
+    }))
+}
+
 /// Counts the request's valid and invalid spans as [`normalize_with`]
 /// would, and keeps the request for the WAL writer to build its rows after
 /// the sync ([`UnbuiltSpans`]).
@@ -341,7 +354,6 @@ pub fn defer(req: ExportTraceServiceRequest, received_at_micros: i64) -> Normali
 pub struct SpanRows {
     cols: SpanColumns,
     records: Option<RecordColumns>,
-    rows: usize,
 }
 
 impl SpanRows {
@@ -351,7 +363,6 @@ impl SpanRows {
         SpanRows {
             cols: SpanColumns::with_capacity(spans),
             records: None,
-            rows: 0,
         }
     }
 
@@ -477,7 +488,6 @@ impl SpanRows {
             cols.events.append_option(events_json(span));
             cols.links.append_option(links_json(span));
             cols.scope_name.append_option(scope);
-            self.rows += 1;
             out.accepted += 1;
         }
     }
@@ -486,7 +496,7 @@ impl SpanRows {
     /// it has rows.
     pub fn finish(self) -> Result<Vec<TableBatch>, arrow::error::ArrowError> {
         let mut batches = Vec::with_capacity(2);
-        if self.rows > 0 {
+        if !self.cols.time.is_empty() {
             batches.push(TableBatch {
                 table: Table::Spans,
                 batch: self.cols.finish()?,
