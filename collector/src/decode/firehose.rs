@@ -35,9 +35,9 @@ pub enum FirehoseError {
     #[error("the records inflate to more than {0} bytes in all (four times --max-body-size)")]
     Inflated(usize),
     #[error(
-        "the log events would repeat {bytes} bytes of log group, stream and owner \
-         (each row holds its message's), more than the limit of {limit} \
-         (four times --max-body-size)"
+        "the records' rows would repeat {bytes} bytes of what they share (a log \
+         group, stream and owner; a metric stream's resource), more than the limit \
+         of {limit} (four times --max-body-size)"
     )]
     Repetitive { bytes: usize, limit: usize },
 }
@@ -97,7 +97,8 @@ pub fn request_id(body: &[u8]) -> Option<String> {
 /// Decodes a delivery; `limit` caps every record's decompressed size.
 /// `max_expanded` bounds what the delivery becomes in memory: its records
 /// inflated all together, and the bytes its rows repeat (see
-/// [`decode_subscriptions`]). Each record used to be inflated up to the
+/// [`decode_subscriptions`]; a metric stream's rows repeat its resource,
+/// `otlp::metrics::expansion`). Each record used to be inflated up to the
 /// limit on its own, so a 16 MiB delivery of small gzip bombs could inflate
 /// to gigabytes.
 pub fn decode(
@@ -140,6 +141,16 @@ pub fn decode(
         metrics.extend(requests.into_iter().map(|r| (i, r)));
     }
     let mut out = decode_subscriptions(&subs, now_micros, max_expanded)?;
+    let repeated = metrics
+        .iter()
+        .map(|(_, request)| super::otlp::metrics::expansion(request))
+        .fold(0, usize::saturating_add);
+    if repeated > max_expanded {
+        return Err(FirehoseError::Repetitive {
+            bytes: repeated,
+            limit: max_expanded,
+        });
+    }
     for (i, request) in &metrics {
         let n = super::otlp::metrics::normalize(request)?;
         if let Some(reason) = n.reject_reason {
@@ -420,6 +431,50 @@ mod tests {
             decode(delivery(&[bad.into_bytes()]).as_bytes(), 0, 1 << 20),
             Err(FirehoseError::Record(0, _))
         ));
+    }
+
+    /// Every metrics row holds its resource: a metric stream record of
+    /// 1,000 points under a 100 KB resource (a ~350 KB delivery) would
+    /// repeat ~300 MB and is refused before any row is built; the same
+    /// points under the stream's own resource are stored.
+    #[test]
+    fn metric_stream_records_that_would_repeat_a_huge_resource_are_refused() {
+        use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
+        use opentelemetry_proto::tonic::metrics::v1::metric::Data;
+
+        let line = r#"{"metric_stream_name":"s","namespace":"AWS/Lambda","metric_name":"Duration","dimensions":{"FunctionName":"f"},"timestamp":1764403200000,"value":{"max":1,"min":1,"sum":1,"count":1}}"#;
+        let mut request = metric_stream::from_json(line.as_bytes())
+            .expect("request")
+            .remove(0);
+        let metric = &mut request.resource_metrics[0].scope_metrics[0].metrics[0];
+        let Some(Data::Summary(summary)) = &mut metric.data else {
+            panic!("a metric stream statistic set is a summary");
+        };
+        summary.data_points = vec![summary.data_points[0].clone(); 1_000];
+        let body = delivery(&[request.encode_length_delimited_to_vec()]);
+        let n = decode(body.as_bytes(), 0, 16 << 20).expect("decodes");
+        assert_eq!(n.accepted, 1_000);
+
+        let resource = request.resource_metrics[0]
+            .resource
+            .as_mut()
+            .expect("resource");
+        resource.attributes.push(KeyValue {
+            key: "padding".into(),
+            value: Some(AnyValue {
+                value: Some(any_value::Value::StringValue("p".repeat(100_000))),
+            }),
+            ..Default::default()
+        });
+        let body = delivery(&[request.encode_length_delimited_to_vec()]);
+        assert!(body.len() < 400_000, "{}", body.len());
+        match decode(body.as_bytes(), 0, 16 << 20) {
+            Err(FirehoseError::Repetitive { bytes, limit }) => {
+                assert!(bytes > 300_000_000, "{bytes}");
+                assert_eq!(limit, 16 << 20);
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
     }
 
     #[test]
