@@ -37,6 +37,7 @@ use faasight_collector::decode::otlp::{self, Encoding, Signal};
 use faasight_collector::instances::Instances;
 use faasight_collector::model::{Normalized, Table, TableBatch, UnbuiltSpans};
 use faasight_collector::receive::grpc::RawCodec;
+use faasight_collector::receive::now_micros;
 use faasight_collector::storage::parquet::{
     Rows, partition_by_hour, sort_by_hour, write_parquet, writer_properties,
 };
@@ -304,14 +305,6 @@ fn keep(
         batches.entry(b.table).or_default().push(b.batch);
     }
     rows
-}
-
-/// Microseconds since the Unix epoch.
-fn now_micros() -> i64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    i64::try_from(since.as_micros()).expect("fits")
 }
 
 /// The flush's sort of one flush worth of spans (204,800, like a 2 s flush
