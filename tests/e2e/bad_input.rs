@@ -119,6 +119,17 @@ struct RpcStatusBody {
     message: String,
 }
 
+/// Asserts that `resp` has `status` and a JSON body whose `field` (each
+/// endpoint names its message differently) contains `needle`.
+fn assert_json_refusal(resp: reqwest::blocking::Response, status: u16, field: &str, needle: &str) {
+    assert_eq!(resp.status().as_u16(), status);
+    let refusal: serde_json::Value = resp.json().expect("json error");
+    assert!(
+        refusal[field].as_str().unwrap_or_default().contains(needle),
+        "{refusal}"
+    );
+}
+
 const PB: &str = "application/x-protobuf";
 const JSON: &str = "application/json";
 
@@ -250,15 +261,7 @@ fn http_bad_input_matrix() {
         ])))
         .send()
         .expect("chunked send");
-    assert_eq!(resp.status().as_u16(), 413);
-    let refusal: serde_json::Value = resp.json().expect("json status");
-    assert!(
-        refusal["message"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("--max-body-size"),
-        "{refusal}"
-    );
+    assert_json_refusal(resp, 413, "message", "--max-body-size");
 
     // The JSON ingest endpoints refuse an oversized body the same way, in
     // their own error shape.
@@ -338,14 +341,11 @@ fn http_bad_input_matrix() {
         .body(delivery.to_string())
         .send()
         .expect("send");
-    assert_eq!(resp.status().as_u16(), 413);
-    let refusal: serde_json::Value = resp.json().expect("json error");
-    assert!(
-        refusal["errorMessage"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("inflate to more than 16777216 bytes"),
-        "{refusal}"
+    assert_json_refusal(
+        resp,
+        413,
+        "errorMessage",
+        "inflate to more than 16777216 bytes",
     );
     // Telemetry API events each holding a 1 KB query's parameters: 20,000
     // of them (1.2 MB) would repeat 40 MB.
@@ -363,15 +363,7 @@ fn http_bad_input_matrix() {
         .body(format!("[{}]", vec![event; 20_000].join(",")))
         .send()
         .expect("send");
-    assert_eq!(resp.status().as_u16(), 413);
-    let refusal: serde_json::Value = resp.json().expect("json error");
-    assert!(
-        refusal["error"]
-            .as_str()
-            .unwrap_or_default()
-            .contains("query parameters"),
-        "{refusal}"
-    );
+    assert_json_refusal(resp, 413, "error", "query parameters");
     assert_eq!(server.count("SELECT count(*) AS n FROM logs"), 0);
 
     // A huge (but allowed) attribute value is stored whole.
