@@ -252,6 +252,7 @@ impl Writer {
     }
 
     fn process(&mut self, group: Vec<Command>) {
+        let mut records: Vec<Vec<u8>> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         for cmd in group {
             match cmd {
@@ -260,30 +261,66 @@ impl Writer {
                     batches,
                     unbuilt,
                     done,
-                } => match self.segment.write(&framed) {
-                    Ok(()) => {
-                        self.metrics.wal_bytes_written.add(framed.len() as u64);
-                        self.wal_bytes
-                            .fetch_add(framed.len() as u64, Ordering::Relaxed);
-                        pending.push(Pending {
-                            batches,
-                            unbuilt,
-                            done,
-                        });
-                    }
-                    Err(e) => {
-                        let _ = done.send(Err(e.into()));
-                    }
-                },
+                } => {
+                    records.push(framed);
+                    pending.push(Pending {
+                        batches,
+                        unbuilt,
+                        done,
+                    });
+                }
                 Command::Rotate { done } => {
                     // Everything queued before the rotation belongs to the
                     // sealed segment: commit it first.
-                    self.commit(std::mem::take(&mut pending));
+                    let written =
+                        self.write(&std::mem::take(&mut records), std::mem::take(&mut pending));
+                    self.commit(written);
                     let _ = done.send(self.rotate());
                 }
             }
         }
-        self.commit(pending);
+        let written = self.write(&records, pending);
+        self.commit(written);
+    }
+
+    /// Writes the records of `pending` (`records[i]` is `pending[i]`'s) in
+    /// one go; returns those to sync: all of them, or none when the write
+    /// failed (the segment holds none of them then, see
+    /// [`SegmentWriter::write`], and their requests are refused).
+    fn write(&mut self, records: &[Vec<u8>], pending: Vec<Pending>) -> Vec<Pending> {
+        if pending.is_empty() {
+            return pending;
+        }
+        if self.segment.is_poisoned() {
+            self.replace_poisoned();
+        }
+        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        match self.segment.write(&slices) {
+            Ok(()) => {
+                let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+                self.metrics.wal_bytes_written.add(bytes);
+                self.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
+                pending
+            }
+            Err(e) => {
+                tracing::error!(error = %e, requests = pending.len(), "wal write failed; refusing the group");
+                for Pending { done, .. } in pending {
+                    let _ = done.send(Err(IngestError::Overloaded("write-ahead log write failed")));
+                }
+                if self.segment.is_poisoned() {
+                    self.replace_poisoned();
+                }
+                Vec::new()
+            }
+        }
+    }
+
+    /// Moves on from a segment that takes no more records; when the next
+    /// one cannot be created either, the next group tries again.
+    fn replace_poisoned(&mut self) {
+        if let Err(e) = self.open_next() {
+            tracing::error!(error = %e, "could not open a new wal segment");
+        }
     }
 
     fn commit(&mut self, pending: Vec<Pending>) {
@@ -317,10 +354,9 @@ impl Writer {
                 }
                 // The failed segment may hold records that were never
                 // acknowledged; they are harmless duplicates only if replayed,
-                // so continue in a fresh segment and let the flush drop it.
-                if let Err(e) = self.open_next() {
-                    tracing::error!(error = %e, "could not open a new wal segment");
-                }
+                // so continue in a fresh segment (the sync poisoned this one)
+                // and let the flush drop it.
+                self.replace_poisoned();
             }
         }
     }

@@ -16,7 +16,7 @@ use prost::Message;
 
 use crate::support::{TestServer, client_script, python, run_json};
 
-fn span(trace_id: Vec<u8>, name: &str, attr: &str) -> Span {
+pub(crate) fn span(trace_id: Vec<u8>, name: &str, attr: &str) -> Span {
     Span {
         trace_id,
         span_id: vec![7; 8],
@@ -35,7 +35,7 @@ fn span(trace_id: Vec<u8>, name: &str, attr: &str) -> Span {
     }
 }
 
-fn request(spans: Vec<Span>) -> Vec<u8> {
+pub(crate) fn request(spans: Vec<Span>) -> Vec<u8> {
     request_under("service.name", "hostile".into(), spans)
 }
 

@@ -6,6 +6,9 @@ use std::io::Read;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use std::path::{Path, PathBuf};
+
+use crate::bad_input::{request, span};
 use crate::support::{TestServer, client_script, python, run_json};
 
 fn start_sender(server: &TestServer, service: &str) -> Child {
@@ -175,4 +178,138 @@ fn corrupt_wal_segment_is_quarantined_and_its_valid_prefix_recovered() {
     );
     assert!(rows.values().all(|n| *n == 1));
     assert!(rows.keys().all(|id| acked.contains(id)));
+}
+
+/// A tmpfs of `size` mounted for one test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount(size: &str) -> SmallDisk {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size}"),
+                "faasight-test",
+            ])
+            .arg(dir.path())
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test fills a disk: it mounts a {size} tmpfs, which needs root \
+             (CAP_SYS_ADMIN), as CI has: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+/// Sends traces request `n` (8 spans with ~700-byte attributes, ids made
+/// from `n`): its span ids when acknowledged, `None` when refused with 503.
+fn send_numbered(server: &TestServer, n: u32) -> Option<Vec<String>> {
+    let spans: Vec<_> = (0..8u32)
+        .map(|j| {
+            let mut s = span(
+                [n.to_be_bytes(), [1, 2, 3, 4], [5, 6, 7, 8], [9, 9, 9, 9]].concat(),
+                "write",
+                &format!("{n}-{j}-").repeat(100),
+            );
+            s.span_id = [n.to_be_bytes(), (j + 1).to_be_bytes()].concat();
+            s
+        })
+        .collect();
+    let ids = spans.iter().map(|s| hex::encode(&s.span_id)).collect();
+    let resp = reqwest::blocking::Client::new()
+        .post(format!("{}/v1/traces", server.http_url()))
+        .header("content-type", "application/x-protobuf")
+        .body(request(spans))
+        .send()
+        .expect("send");
+    match resp.status().as_u16() {
+        200 => Some(ids),
+        503 => None,
+        other => panic!("request {n}: {other} {}", resp.text().unwrap_or_default()),
+    }
+}
+
+/// The disk fills up in the middle of a WAL write: the requests that could
+/// not be written are refused with 503, and once space is free again the
+/// next ones are acknowledged. A write cut short must not stay in the
+/// segment before them (replay would take it for corruption and quarantine
+/// every later record): after kill -9, every acknowledged span is there
+/// exactly once, no refused one is, and nothing was quarantined.
+#[test]
+fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged_after_it() {
+    let disk = SmallDisk::mount("1m");
+    let ballast: PathBuf = disk.path().join("ballast");
+    // 1 MiB less ~120 KiB: room for a few dozen requests.
+    std::fs::write(&ballast, vec![1u8; (1 << 20) - (120 << 10)]).expect("ballast");
+    let server = TestServer::builder()
+        .data_dir(&disk.path().join("data"))
+        .args(&["--flush-interval", "1h"])
+        .start();
+
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut refused = 0;
+    let mut n = 0;
+    while refused < 5 {
+        assert!(n < 1_000, "the disk never filled up");
+        match send_numbered(&server, n) {
+            Some(ids) => acked.extend(ids),
+            None => refused += 1,
+        }
+        n += 1;
+    }
+    assert!(
+        acked.len() >= 80,
+        "only {} spans before the disk filled",
+        acked.len()
+    );
+    assert!(
+        server.log().contains("No space left on device"),
+        "{}",
+        server.log()
+    );
+
+    std::fs::remove_file(&ballast).expect("free the disk");
+    for _ in 0..20 {
+        let ids = send_numbered(&server, n).expect("acknowledged once there is room");
+        acked.extend(ids);
+        n += 1;
+    }
+
+    let server = server.restart();
+    server.wait_for_log("data directory recovered");
+    assert_exactly_once(&server, &acked);
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM spans") as usize,
+        acked.len(),
+        "a refused request's spans were stored"
+    );
+    let quarantine = server.data_dir.join("wal").join("quarantine");
+    let quarantined = quarantine.read_dir().map_or(0, |d| d.count());
+    assert_eq!(
+        quarantined,
+        0,
+        "a segment was quarantined; log:\n{}",
+        server.log()
+    );
 }

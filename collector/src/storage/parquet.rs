@@ -410,10 +410,22 @@ pub fn write_atomically(
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    let file = write_parquet(file, rows, props)?;
-    file.sync_all().map_err(io_err(&tmp))?;
-    let size = file.metadata().map_err(io_err(&tmp))?.len();
-    drop(file);
+    let written = write_parquet(file, rows, props).and_then(|file| {
+        file.sync_all().map_err(io_err(&tmp))?;
+        Ok(file.metadata().map_err(io_err(&tmp))?.len())
+    });
+    let size = match written {
+        Ok(size) => size,
+        Err(e) => {
+            // A flush that failed (a full disk, most likely) must not leave
+            // its partial file behind: the retry writes a new one, and the
+            // space would only come back at the next start.
+            if let Err(rm) = fs::remove_file(&tmp) {
+                tracing::warn!(path = %tmp.display(), error = %rm, "could not remove the partial file of a failed write");
+            }
+            return Err(e);
+        }
+    };
     fs::rename(&tmp, &path).map_err(io_err(&path))?;
     crate::wal::sync_dir(dir).map_err(io_err(dir))?;
     Ok((path, size))
@@ -813,6 +825,33 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A write that fails after its `.tmp` file was created removes it: a
+    /// flush retried on a full disk would otherwise leave one partial file
+    /// per attempt, holding the space it is waiting for. (Parquet cannot
+    /// write a struct without fields; the writer refuses it after the file
+    /// exists.)
+    #[test]
+    fn a_write_that_fails_leaves_no_partial_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let empty = arrow::array::StructArray::new_empty_fields(3, None);
+        let schema = Schema::new(vec![Field::new("s", empty.data_type().clone(), false)]);
+        let batch = RecordBatch::try_new(Arc::new(schema), vec![Arc::new(empty) as ArrayRef])
+            .expect("batch");
+        let err = write_atomically(
+            dir.path(),
+            "1-x.parquet",
+            Rows::Sorted(&batch),
+            WriterProperties::builder().build(),
+        )
+        .expect_err("not writable");
+        assert!(err.to_string().contains("empty struct"), "{err}");
+        let left: Vec<_> = fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
     }
 
     proptest! {

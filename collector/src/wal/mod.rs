@@ -24,7 +24,8 @@
 //!
 //! # Invariants
 //! 1. A request is acknowledged only after its record is written and the
-//!    segment `fdatasync`ed. Concurrent requests share one sync (group commit).
+//!    segment `fdatasync`ed. Concurrent requests share one write and one
+//!    sync (group commit).
 //! 2. A flush seals the current segment (id `S`), opens `S + 1`, writes its
 //!    Parquet files named `<S>-…parquet` (write, fsync, rename, fsync dir),
 //!    then writes `checkpoint = S` atomically, and only then deletes segments
@@ -39,6 +40,11 @@
 //!    more bytes follow, the segment is corrupt: the valid prefix is
 //!    recovered, a copy of the segment goes to `wal/quarantine/`, and start-up
 //!    goes on.
+//! 5. So a record written in part never sits before records acknowledged
+//!    later: a write that fails (a full disk) is cut back out of the segment
+//!    (truncated to the records before it) and its group refused; a segment
+//!    that cannot be cut back, or whose sync failed, takes no more records,
+//!    and the writer moves on to the next segment.
 
 mod replay;
 mod segment;

@@ -1,7 +1,7 @@
 //! Appending to one segment file.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
 use super::{Error, MAX_RECORD_LEN, RECORD_HEADER_LEN, Result, SEGMENT_MAGIC, io_err, sync_dir};
@@ -30,12 +30,19 @@ pub fn encode_record(
 }
 
 /// The open segment new records go to.
+///
+/// A write that fails is cut back: the file is truncated to the records
+/// before it, so no part of a record ever sits before later ones (replay
+/// would take those for corruption and quarantine them). A segment that
+/// could not be cut back, or whose sync failed, is *poisoned*: it takes no
+/// more records, and the caller opens the next one.
 #[derive(Debug)]
 pub struct SegmentWriter {
     id: u64,
     path: PathBuf,
     file: File,
     len: u64,
+    poisoned: bool,
 }
 
 impl SegmentWriter {
@@ -59,6 +66,7 @@ impl SegmentWriter {
             path,
             file,
             len: header.len() as u64,
+            poisoned: false,
         })
     }
 
@@ -74,15 +82,156 @@ impl SegmentWriter {
         self.len <= super::SEGMENT_HEADER_LEN as u64
     }
 
-    /// Appends already framed records (not yet durable).
-    pub fn write(&mut self, framed: &[u8]) -> Result<()> {
-        self.file.write_all(framed).map_err(io_err(&self.path))?;
-        self.len += framed.len() as u64;
+    /// True once a failed write could not be cut back or a sync failed:
+    /// nothing more may be written to this segment.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned
+    }
+
+    /// Appends already framed records (not yet durable), in as few
+    /// system calls as it takes. On failure none of them is in the
+    /// segment, or the segment is poisoned.
+    pub fn write(&mut self, records: &[&[u8]]) -> Result<()> {
+        if self.poisoned {
+            return Err(self.poisoned_err());
+        }
+        if let Err(e) = write_all_vectored(&mut self.file, records) {
+            if let Err(cut) = self.cut_back() {
+                tracing::error!(path = %self.path.display(), error = %cut,
+                    "could not cut a failed write back out of a wal segment; closing it");
+                self.poisoned = true;
+            }
+            return Err(io_err(&self.path)(e));
+        }
+        self.len += records.iter().map(|r| r.len() as u64).sum::<u64>();
         Ok(())
     }
 
+    /// Truncates the file to the records written before a failed write
+    /// and puts the position back at its end.
+    fn cut_back(&mut self) -> io::Result<()> {
+        self.file.set_len(self.len)?;
+        self.file.seek(SeekFrom::Start(self.len))?;
+        Ok(())
+    }
+
+    fn poisoned_err(&self) -> Error {
+        io_err(&self.path)(io::Error::other(
+            "segment closed after an earlier write or sync failure",
+        ))
+    }
+
     /// Makes everything written so far durable.
+    /// A failed sync poisons the segment: the kernel may have dropped the
+    /// unsynced pages, leaving a hole that later records must not follow.
     pub fn sync(&mut self) -> Result<()> {
-        self.file.sync_data().map_err(io_err(&self.path))
+        if self.poisoned {
+            return Err(self.poisoned_err());
+        }
+        let synced = self.file.sync_data().map_err(io_err(&self.path));
+        if synced.is_err() {
+            self.poisoned = true;
+        }
+        synced
+    }
+}
+
+/// Slices one `writev` takes at most (Linux's `IOV_MAX`).
+const MAX_IOVECS: usize = 1024;
+
+/// Writes every byte of `records` in order, as `Write::write_all_vectored`
+/// (unstable) would.
+fn write_all_vectored(out: &mut impl Write, records: &[&[u8]]) -> io::Result<()> {
+    for chunk in records.chunks(MAX_IOVECS) {
+        let mut slices: Vec<IoSlice<'_>> = chunk.iter().map(|r| IoSlice::new(r)).collect();
+        let mut left = &mut slices[..];
+        IoSlice::advance_slices(&mut left, 0);
+        while !left.is_empty() {
+            match out.write_vectored(left) {
+                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                Ok(n) => IoSlice::advance_slices(&mut left, n),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sink that takes at most `per_call` bytes per write, like a socket
+    /// or a file near a limit, and counts the calls.
+    struct Trickle {
+        out: Vec<u8>,
+        per_call: usize,
+        calls: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.calls += 1;
+            let n = buf.len().min(self.per_call);
+            self.out.extend_from_slice(&buf[..n]);
+            Ok(n)
+        }
+
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.calls += 1;
+            assert!(
+                bufs.len() <= MAX_IOVECS,
+                "{} slices in one call",
+                bufs.len()
+            );
+            let mut n = 0;
+            for b in bufs {
+                let take = b.len().min(self.per_call - n);
+                self.out.extend_from_slice(&b[..take]);
+                n += take;
+                if n == self.per_call {
+                    break;
+                }
+            }
+            Ok(n)
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn vectored_writes_keep_every_byte_in_order_across_short_writes() {
+        let records: Vec<Vec<u8>> = (0..3000u32)
+            .map(|i| i.to_le_bytes().repeat(1 + (i % 5) as usize))
+            .collect();
+        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
+        let whole = records.concat();
+        for per_call in [1, 7, 4096, usize::MAX] {
+            let mut sink = Trickle {
+                out: Vec::new(),
+                per_call,
+                calls: 0,
+            };
+            write_all_vectored(&mut sink, &slices).expect("write");
+            assert!(sink.out == whole, "{per_call} bytes per call");
+            if per_call == usize::MAX {
+                // 3,000 records: three calls of at most 1,024 slices.
+                assert_eq!(sink.calls, 3);
+            }
+        }
+    }
+
+    #[test]
+    fn a_sink_that_takes_nothing_is_an_error_not_a_loop() {
+        let mut sink = Trickle {
+            out: Vec::new(),
+            per_call: 0,
+            calls: 0,
+        };
+        let err = write_all_vectored(&mut sink, &[b"abc"]).expect_err("write zero");
+        assert_eq!(err.kind(), io::ErrorKind::WriteZero);
     }
 }

@@ -126,7 +126,7 @@ fn writer_and_reader_agree_on_disk_and_checkpoint_round_trips() {
     let mut w = SegmentWriter::create(wal.segment_path(3), 3).expect("create");
     let mut framed = Vec::new();
     encode_record(1, 5, b"hello", &mut framed).expect("encode");
-    w.write(&framed).expect("write");
+    w.write(&[&framed]).expect("write");
     w.sync().expect("sync");
     assert_eq!(wal.segments().expect("list"), vec![3]);
     let replay = read_segment(&wal.segment_path(3)).expect("read");
