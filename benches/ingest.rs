@@ -11,8 +11,9 @@
 //!    OTLP/gRPC with batches of 1 and 512 spans at rising concurrency, and
 //!    report spans/s, ack latency p50/p99, the server's peak RSS and the
 //!    CPU time per acknowledged request of the server and of this process.
-//!    HTTP goes through a lean keep-alive client (prebuilt requests, see
-//!    [`RawHttp`]) unless `FAASIGHT_BENCH_CLIENT=reqwest`.
+//!    HTTP and gRPC go through lean clients (prebuilt requests, see
+//!    [`RawHttp`] and [`RawGrpc`]) unless `FAASIGHT_BENCH_CLIENT=reqwest`
+//!    (reqwest and tonic).
 //! 3. Disk: send a pool of unique Lambda-like spans once, stop the server
 //!    with SIGTERM (flush) and divide the Parquet bytes by the span count.
 //!
@@ -606,19 +607,89 @@ struct LoadResult {
     acknowledged: usize,
 }
 
-/// The HTTP load generator's client: `raw` (default) writes prebuilt
-/// HTTP/1.1 requests on keep-alive connections and reads the answers with
-/// `httparse`, so that the load on the shared two cores is little more
-/// than the kernel's part; `reqwest` is the general-purpose client (what
-/// the Rust OTLP exporter uses), ~3× the CPU per request.
-/// `FAASIGHT_BENCH_CLIENT=reqwest` selects it.
-fn http_client() -> String {
+/// The load generator's clients. `raw` (the default) writes prebuilt
+/// requests: HTTP/1.1 on keep-alive connections, answers read with
+/// `httparse` ([`RawHttp`]), and gRPC calls on HTTP/2 connections through
+/// `h2` ([`RawGrpc`]), so that the load on the shared two cores is little
+/// more than the kernel's part. `FAASIGHT_BENCH_CLIENT=reqwest` selects the
+/// general-purpose clients instead: reqwest for HTTP (what the Rust OTLP
+/// exporter uses, ~3× the CPU per request) and tonic for gRPC.
+fn load_client() -> String {
     let client = std::env::var("FAASIGHT_BENCH_CLIENT").unwrap_or_else(|_| "raw".into());
     assert!(
         client == "raw" || client == "reqwest",
         "FAASIGHT_BENCH_CLIENT is raw or reqwest, not {client:?}"
     );
     client
+}
+
+/// One HTTP/2 connection making prebuilt gRPC `Export` calls through the
+/// `h2` crate (the HTTP/2 layer under tonic) without tonic's per-call
+/// work: the gRPC counterpart of [`RawHttp`]. Clones share the
+/// connection, one stream per call.
+#[derive(Clone)]
+struct RawGrpc {
+    send: h2::client::SendRequest<Bytes>,
+    uri: tonic::codegen::http::Uri,
+}
+
+impl RawGrpc {
+    async fn connect(addr: &str) -> Self {
+        let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        tcp.set_nodelay(true).expect("nodelay");
+        let (send, connection) = h2::client::Builder::new()
+            .initial_window_size(1 << 20)
+            .initial_connection_window_size(1 << 24)
+            .handshake(tcp)
+            .await
+            .expect("h2 handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        RawGrpc {
+            send,
+            uri: format!(
+                "http://{addr}/opentelemetry.proto.collector.trace.v1.TraceService/Export"
+            )
+            .parse()
+            .expect("uri"),
+        }
+    }
+
+    /// `body` as one uncompressed, length-prefixed gRPC message.
+    fn message(body: &[u8]) -> Bytes {
+        let mut m = Vec::with_capacity(5 + body.len());
+        m.push(0);
+        m.extend_from_slice(&u32::try_from(body.len()).expect("fits").to_be_bytes());
+        m.extend_from_slice(body);
+        Bytes::from(m)
+    }
+
+    /// Calls `Export` with a prebuilt message, reads the whole answer, and
+    /// returns whether its `grpc-status` was 0 (OK).
+    async fn export(&mut self, message: Bytes) -> Result<bool, h2::Error> {
+        use tonic::codegen::http::{HeaderMap, Request};
+        let status =
+            |h: &HeaderMap| -> Option<u32> { h.get("grpc-status")?.to_str().ok()?.parse().ok() };
+        let mut send = self.send.clone().ready().await?;
+        let request = Request::post(self.uri.clone())
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut stream) = send.send_request(request, false)?;
+        stream.send_data(message, true)?;
+        let response = response.await?;
+        // A refusal may come as headers only, with the status in them.
+        let in_headers = status(response.headers());
+        let mut body = response.into_body();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+        }
+        let trailers = body.trailers().await?;
+        Ok(trailers.as_ref().and_then(status).or(in_headers) == Some(0))
+    }
 }
 
 /// One keep-alive HTTP/1.1 connection posting prebuilt requests.
@@ -749,13 +820,23 @@ async fn load(
         .build()
         .expect("client");
     let url = format!("http://{addr}/v1/traces");
-    let raw = protocol == "http" && http_client() == "raw";
+    let raw_client = load_client() == "raw";
+    let raw = protocol == "http" && raw_client;
+    let raw_grpc = protocol == "grpc" && raw_client;
     let requests: Arc<Vec<Bytes>> = Arc::new(if raw {
         bodies.iter().map(|b| RawHttp::request(addr, b)).collect()
+    } else if raw_grpc {
+        bodies.iter().map(|b| RawGrpc::message(b)).collect()
     } else {
         Vec::new()
     });
-    let channels: Vec<tonic::transport::Channel> = if protocol == "grpc" {
+    let mut grpc_connections = Vec::new();
+    if raw_grpc {
+        for _ in 0..concurrency.clamp(1, 8) {
+            grpc_connections.push(RawGrpc::connect(addr).await);
+        }
+    }
+    let channels: Vec<tonic::transport::Channel> = if protocol == "grpc" && !raw_grpc {
         let mut v = Vec::new();
         for _ in 0..concurrency.clamp(1, 8) {
             v.push(
@@ -784,6 +865,9 @@ async fn load(
             url.clone(),
         );
         let channel = channels.get(t % channels.len().max(1)).cloned();
+        let mut raw_grpc = grpc_connections
+            .get(t % grpc_connections.len().max(1))
+            .cloned();
         let protocol = protocol.to_string();
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
@@ -796,6 +880,8 @@ async fn load(
                 let t0 = Instant::now();
                 let ok = if raw {
                     matches!(raw_http.post(&requests[i]).await, Ok(200))
+                } else if let Some(g) = raw_grpc.as_mut() {
+                    matches!(g.export(requests[i].clone()).await, Ok(true))
                 } else if protocol == "http" {
                     let body = bodies[i].clone();
                     match http
@@ -871,7 +957,7 @@ fn main() {
         .unwrap_or(5.0);
     let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
     // A wrong FAASIGHT_BENCH_CLIENT stops the bench before any server starts.
-    http_client();
+    load_client();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -941,10 +1027,11 @@ fn main() {
         let _ = server.stop();
         println!(
             "{only} ({} client): {:.0} spans/s, {:.0} requests/s, p50 {:.2} ms, p99 {:.2} ms, refused {}, peak RSS {rss:.0} MiB, CPU per request: server {server_cpu_us:.1} µs, load generator {:.1} µs",
-            if protocol == "http" {
-                http_client()
-            } else {
-                "tonic".into()
+            match (protocol, load_client().as_str()) {
+                ("grpc", "raw") => "raw h2",
+                ("grpc", _) => "tonic",
+                (_, "raw") => "raw",
+                _ => "reqwest",
             },
             r.spans_per_sec,
             r.requests_per_sec,
@@ -982,8 +1069,8 @@ fn load_phases(
     );
 
     println!(
-        "\nHTTP load generator: {} (FAASIGHT_BENCH_CLIENT); CPU µs per acknowledged request, server and load generator\n\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process | server CPU µs/req | load CPU µs/req |",
-        http_client()
+        "\nload generator's clients: {} (FAASIGHT_BENCH_CLIENT: raw = RawHttp and RawGrpc, reqwest = reqwest and tonic); CPU µs per acknowledged request, server and load generator\n\n| protocol | batch | concurrency | spans/s | requests/s | p50 ms | p99 ms | refused | peak RSS MiB | vs in-process | server CPU µs/req | load CPU µs/req |",
+        load_client()
     );
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
     // FAASIGHT_BENCH_PROTOCOLS=http (or grpc): only that protocol's rows,
