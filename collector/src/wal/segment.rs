@@ -161,6 +161,7 @@ fn write_all_vectored(out: &mut impl Write, records: &[&[u8]]) -> io::Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wal::{ReplayOutcome, read_segment};
 
     /// A sink that takes at most `per_call` bytes per write, like a socket
     /// or a file near a limit, and counts the calls.
@@ -222,6 +223,82 @@ mod tests {
                 assert_eq!(sink.calls, 3);
             }
         }
+    }
+
+    /// This process's limit on the size of a file it writes
+    /// (`RLIMIT_FSIZE`), from `/proc/self/limits`; `None` when unlimited.
+    fn file_size_limit() -> Option<u64> {
+        let limits = std::fs::read_to_string("/proc/self/limits").expect("limits");
+        let line = limits
+            .lines()
+            .find(|l| l.starts_with("Max file size"))
+            .expect("file size line");
+        line.split_whitespace().nth(3)?.parse().ok()
+    }
+
+    const CUT_SHORT_TEST: &str =
+        "wal::segment::tests::a_write_cut_short_is_cut_back_and_later_records_replay";
+
+    /// A write that the file system cuts short (here a file size limit;
+    /// in life a full disk) leaves no part of its records in the segment,
+    /// and a record written after it replays cleanly. Without the cut-back
+    /// the partial bytes would sit before that record, and replay would
+    /// quarantine it.
+    ///
+    /// Runs itself again in a child process whose files may not grow past
+    /// 64 KiB (`ulimit -f`), with SIGXFSZ ignored so that a write past the
+    /// limit fails with EFBIG instead of killing the process; the limit
+    /// cannot be set in this process without hitting the other tests.
+    #[test]
+    fn a_write_cut_short_is_cut_back_and_later_records_replay() {
+        if std::env::var_os("FAASIGHT_FILE_SIZE_CHILD").is_none() {
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(r#"trap "" XFSZ; ulimit -f 128; exec "$0" "$@""#)
+                .arg(std::env::current_exe().expect("test binary"))
+                .args(["--exact", CUT_SHORT_TEST, "--nocapture", "--test-threads=1"])
+                .env("FAASIGHT_FILE_SIZE_CHILD", "1")
+                .output()
+                .expect("run the child");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success() && stdout.contains("1 passed") && stdout.contains("cut back:"),
+                "child failed: {stdout}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            return;
+        }
+        let limit = file_size_limit().expect("the child runs under a file size limit");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000001.wal");
+        let mut w = SegmentWriter::create(path.clone(), 1).expect("create");
+        let mut record = Vec::new();
+        encode_record(1, 5, &[7; 1000], &mut record).expect("encode");
+        let group = [record.as_slice(); 3];
+        let mut written = 0;
+        let err = loop {
+            match w.write(&group) {
+                Ok(()) => written += group.len(),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("File too large"), "{err}");
+        assert!(!w.is_poisoned());
+        let on_disk = std::fs::metadata(&path).expect("stat").len();
+        assert_eq!(on_disk, w.len(), "the failed group's bytes are still there");
+        // One record still fits below the limit, right after the others.
+        assert!(w.len() + record.len() as u64 <= limit);
+        w.write(&[&record]).expect("a record that fits");
+        w.sync().expect("sync");
+        written += 1;
+        let replay = read_segment(&path).expect("read");
+        assert_eq!(replay.records.len(), written);
+        assert!(
+            matches!(replay.outcome, ReplayOutcome::Clean),
+            "{:?}",
+            replay.outcome
+        );
+        println!("cut back: {written} records replayed");
     }
 
     #[test]
