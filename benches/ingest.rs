@@ -33,10 +33,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use faasight_collector::decode::otlp::spans::{self, SpanRows};
+use faasight_collector::decode::otlp::spans;
 use faasight_collector::decode::otlp::{self, Encoding, Signal};
 use faasight_collector::instances::Instances;
-use faasight_collector::model::{Normalized, Table, TableBatch, UnbuiltSpans};
+use faasight_collector::model::{Table, TableBatch, UnbuiltSpans};
 use faasight_collector::receive::grpc::RawCodec;
 use faasight_collector::receive::now_micros;
 use faasight_collector::storage::parquet::{
@@ -243,13 +243,9 @@ fn in_process(bodies: &[Bytes], threads: usize, secs: f64) -> f64 {
                 let mut unbuilt: Vec<UnbuiltSpans> = Vec::new();
                 let mut rows = 0;
                 let build = |unbuilt: &mut Vec<UnbuiltSpans>| {
-                    let count = unbuilt.iter().map(|u| spans::span_count(&u.request)).sum();
-                    let mut group = SpanRows::with_capacity(count);
-                    for u in unbuilt.drain(..) {
-                        let seen = Some((instances, u.received_at_micros));
-                        group.append(&u.request, seen, &mut Normalized::default());
-                    }
-                    group.finish().expect("builds")
+                    let built = spans::build_group(unbuilt, instances).expect("builds");
+                    unbuilt.clear();
+                    built
                 };
                 while Instant::now() < deadline {
                     let body = &bodies[i % bodies.len()];

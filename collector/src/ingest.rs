@@ -20,9 +20,9 @@ use arrow::record_batch::RecordBatch;
 use tokio::sync::{Notify, oneshot};
 
 use crate::buffer::Buffer;
-use crate::decode::otlp::spans::{self, SpanRows};
+use crate::decode::otlp::spans;
 use crate::instances::Instances;
-use crate::model::{Normalized, Table, TableBatch, UnbuiltSpans};
+use crate::model::{Table, TableBatch, UnbuiltSpans};
 use crate::telemetry::CollectorMetrics;
 use crate::wal::{self, RecordKind, SegmentWriter, WalDir};
 
@@ -286,18 +286,22 @@ impl Writer {
     /// Writes the records of `pending` (`records[i]` is `pending[i]`'s) in
     /// one go; returns those to sync: all of them, or none when the write
     /// failed (the segment holds none of them then, see
-    /// [`SegmentWriter::write`], and their requests are refused).
+    /// [`SegmentWriter::write`], and their requests are refused). A segment
+    /// poisoned by an earlier failure is replaced first.
     fn write(&mut self, records: &[Vec<u8>], pending: Vec<Pending>) -> Vec<Pending> {
         if pending.is_empty() {
             return pending;
         }
         if self.segment.is_poisoned() {
-            self.replace_poisoned();
+            // When the next segment cannot be created either, the write
+            // below fails and the next group tries again.
+            if let Err(e) = self.open_next() {
+                tracing::error!(error = %e, "could not open a new wal segment");
+            }
         }
         let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
         match self.segment.write(&slices) {
-            Ok(()) => {
-                let bytes: u64 = records.iter().map(|r| r.len() as u64).sum();
+            Ok(bytes) => {
                 self.metrics.wal_bytes_written.add(bytes);
                 self.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
                 pending
@@ -307,19 +311,8 @@ impl Writer {
                 for Pending { done, .. } in pending {
                     let _ = done.send(Err(IngestError::Overloaded("write-ahead log write failed")));
                 }
-                if self.segment.is_poisoned() {
-                    self.replace_poisoned();
-                }
                 Vec::new()
             }
-        }
-    }
-
-    /// Moves on from a segment that takes no more records; when the next
-    /// one cannot be created either, the next group tries again.
-    fn replace_poisoned(&mut self) {
-        if let Err(e) = self.open_next() {
-            tracing::error!(error = %e, "could not open a new wal segment");
         }
     }
 
@@ -348,15 +341,14 @@ impl Writer {
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "wal sync failed; refusing the group and starting a new segment");
+                tracing::error!(error = %e, "wal sync failed; refusing the group; the next one goes to a new segment");
                 for Pending { done, .. } in pending {
                     let _ = done.send(Err(IngestError::Overloaded("write-ahead log sync failed")));
                 }
                 // The failed segment may hold records that were never
-                // acknowledged; they are harmless duplicates only if replayed,
-                // so continue in a fresh segment (the sync poisoned this one)
-                // and let the flush drop it.
-                self.replace_poisoned();
+                // acknowledged; they are harmless duplicates only if replayed.
+                // The sync poisoned it: the next group goes to a fresh
+                // segment, and the flush drops this one.
             }
         }
     }
@@ -365,34 +357,29 @@ impl Writer {
     /// requests: built rows as they come, the unbuilt ones built into one
     /// batch first.
     fn append(&mut self, pending: Vec<Pending>) {
-        let unbuilt_spans: usize = pending
-            .iter()
-            .filter_map(|p| p.unbuilt.as_ref())
-            .map(|u| spans::span_count(&u.request))
-            .sum();
-        let mut rows = None;
+        let mut unbuilt = Vec::new();
         let mut waiting = Vec::new();
         for Pending {
             batches,
-            unbuilt,
+            unbuilt: u,
             done,
         } in pending
         {
             self.buffer.append(batches);
-            let Some(u) = unbuilt else {
-                let _ = done.send(Ok(()));
-                continue;
-            };
-            let instances = Some((self.instances.as_ref(), u.received_at_micros));
-            // The request was counted when it was checked.
-            rows.get_or_insert_with(|| SpanRows::with_capacity(unbuilt_spans))
-                .append(&u.request, instances, &mut Normalized::default());
-            waiting.push(done);
+            match u {
+                Some(u) => {
+                    unbuilt.push(u);
+                    waiting.push(done);
+                }
+                None => {
+                    let _ = done.send(Ok(()));
+                }
+            }
         }
-        let Some(rows) = rows else {
+        if unbuilt.is_empty() {
             return;
-        };
-        match rows.finish() {
+        }
+        match spans::build_group(&unbuilt, &self.instances) {
             Ok(batches) => {
                 self.buffer.append(batches);
                 for done in waiting {

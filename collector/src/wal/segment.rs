@@ -89,9 +89,9 @@ impl SegmentWriter {
     }
 
     /// Appends already framed records (not yet durable), in as few
-    /// system calls as it takes. On failure none of them is in the
-    /// segment, or the segment is poisoned.
-    pub fn write(&mut self, records: &[&[u8]]) -> Result<()> {
+    /// system calls as it takes, and returns their bytes. On failure none
+    /// of them is in the segment, or the segment is poisoned.
+    pub fn write(&mut self, records: &[&[u8]]) -> Result<u64> {
         if self.poisoned {
             return Err(self.poisoned_err());
         }
@@ -103,8 +103,9 @@ impl SegmentWriter {
             }
             return Err(io_err(&self.path)(e));
         }
-        self.len += records.iter().map(|r| r.len() as u64).sum::<u64>();
-        Ok(())
+        let bytes = records.iter().map(|r| r.len() as u64).sum();
+        self.len += bytes;
+        Ok(bytes)
     }
 
     /// Truncates the file to the records written before a failed write
@@ -122,6 +123,7 @@ impl SegmentWriter {
     }
 
     /// Makes everything written so far durable.
+    ///
     /// A failed sync poisons the segment: the kernel may have dropped the
     /// unsynced pages, leaving a hole that later records must not follow.
     pub fn sync(&mut self) -> Result<()> {
@@ -145,7 +147,6 @@ fn write_all_vectored(out: &mut impl Write, records: &[&[u8]]) -> io::Result<()>
     for chunk in records.chunks(MAX_IOVECS) {
         let mut slices: Vec<IoSlice<'_>> = chunk.iter().map(|r| IoSlice::new(r)).collect();
         let mut left = &mut slices[..];
-        IoSlice::advance_slices(&mut left, 0);
         while !left.is_empty() {
             match out.write_vectored(left) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
@@ -278,7 +279,7 @@ mod tests {
         let mut written = 0;
         let err = loop {
             match w.write(&group) {
-                Ok(()) => written += group.len(),
+                Ok(_) => written += group.len(),
                 Err(e) => break e,
             }
         };

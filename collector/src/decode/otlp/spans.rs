@@ -321,6 +321,22 @@ pub fn expansion(req: &ExportTraceServiceRequest) -> usize {
     }))
 }
 
+/// Builds requests left unbuilt by [`defer`] all into one batch per table,
+/// as the WAL writer builds a group commit's; their spans were counted
+/// when they were checked.
+pub fn build_group(
+    requests: &[UnbuiltSpans],
+    instances: &Instances,
+) -> Result<Vec<TableBatch>, arrow::error::ArrowError> {
+    let count = requests.iter().map(|u| span_count(&u.request)).sum();
+    let mut rows = SpanRows::with_capacity(count);
+    for u in requests {
+        let seen = Some((instances, u.received_at_micros));
+        rows.append(&u.request, seen, &mut Normalized::default());
+    }
+    rows.finish()
+}
+
 /// Counts the request's valid and invalid spans as [`normalize_with`]
 /// would, and keeps the request for the WAL writer to build its rows after
 /// the sync ([`UnbuiltSpans`]).
