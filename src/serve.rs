@@ -330,7 +330,12 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         p.abort();
         let _ = p.await;
     }
-    let report = collector.flusher.flush().await?;
+    let report = collector.flusher.flush().await.inspect_err(|e| {
+        tracing::error!(
+            error = %e,
+            "final flush failed; the buffered rows stay in the write-ahead log and are replayed at the next start"
+        );
+    })?;
     tracing::info!(
         rows = report.rows,
         files = report.files,

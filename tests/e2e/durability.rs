@@ -313,3 +313,142 @@ fn a_full_disk_refuses_writes_and_loses_nothing_acknowledged_after_it() {
         server.log()
     );
 }
+
+/// Fills what is left of `disk` with a file: the disk is full afterwards.
+fn fill(disk: &SmallDisk, name: &str) -> PathBuf {
+    use std::io::Write;
+    let path = disk.path().join(name);
+    let mut f = std::fs::File::create(&path).expect("ballast");
+    let chunk = vec![1u8; 4096];
+    loop {
+        if let Err(e) = f.write_all(&chunk).and_then(|()| f.sync_all()) {
+            assert_eq!(e.raw_os_error(), Some(28), "filling the disk: {e}");
+            return path;
+        }
+    }
+}
+
+fn wait_for_metric(server: &TestServer, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let v = server.metric(name).unwrap_or(f64::NAN);
+        if ok(v) {
+            return v;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{name} is {v}; log:\n{}",
+            server.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![dir.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else if p.to_string_lossy().ends_with(suffix) {
+                found.push(p);
+            }
+        }
+    }
+    found
+}
+
+/// The disk fills up while acknowledged rows wait in the buffer: flushes
+/// fail (the next WAL segment cannot be created, or the Parquet file cannot
+/// be written), the rows stay queryable, and once there is room again the
+/// next flush writes each row once, ingest goes on, and nothing is lost or
+/// doubled, neither in the files (DuckDB) nor after a restart. Then a
+/// SIGTERM on a full disk: the final flush fails, the exit says so, and the
+/// next start replays the rows from the WAL.
+#[test]
+fn a_flush_that_fails_on_a_full_disk_is_retried_once_there_is_room() {
+    let disk = SmallDisk::mount("2m");
+    let server = TestServer::builder()
+        .data_dir(&disk.path().join("data"))
+        .args(&["--flush-interval", "1s"])
+        .start();
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    let mut n = 0;
+    for _ in 0..10 {
+        acked.extend(send_numbered(&server, n).expect("room on the disk"));
+        n += 1;
+    }
+    // Two pages of slack: room for the next WAL segment, not for a file.
+    let slack = disk.path().join("slack");
+    std::fs::write(&slack, [0u8; 8192]).expect("slack");
+    let ballast = fill(&disk, "ballast");
+    std::fs::remove_file(&slack).expect("slack");
+    // The first flushes fail writing their Parquet file (the rows of both
+    // stay buffered, their segments sealed), the next one creating a segment.
+    wait_for_metric(&server, "faasight_flush_failures_total", |v| v >= 3.0);
+    let log = server.log();
+    assert!(
+        log.contains("flush failed")
+            && log.contains("parquet error")
+            && log.contains("wal io error"),
+        "{log}"
+    );
+    // Still queryable from the buffer, once each, while the flush fails.
+    assert_exactly_once(&server, &acked);
+    assert!(
+        files_under(&server.data_dir, ".tmp").is_empty(),
+        "a failed flush left a partial file: {:?}",
+        files_under(&server.data_dir, ".tmp")
+    );
+
+    std::fs::remove_file(&ballast).expect("free the disk");
+    wait_for_metric(&server, "faasight_buffer_rows", |v| v == 0.0);
+    let view = duckdb_view(&server);
+    let in_files: BTreeSet<String> = view["span_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_string())
+        .collect();
+    assert_eq!(in_files, acked, "the Parquet files hold other spans");
+    assert_eq!(view["duckdb_rows"].as_u64(), Some(acked.len() as u64));
+    for _ in 0..5 {
+        acked.extend(send_numbered(&server, n).expect("ingest goes on"));
+        n += 1;
+    }
+    let mut server = server.restart();
+    server.wait_for_log("data directory recovered");
+    assert_exactly_once(&server, &acked);
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM spans") as usize,
+        acked.len()
+    );
+
+    // A SIGTERM on a full disk: the final flush cannot be written; the rows
+    // stay in the WAL and come back at the next start.
+    for _ in 0..5 {
+        acked.extend(send_numbered(&server, n).expect("room on the disk"));
+        n += 1;
+    }
+    let ballast = fill(&disk, "ballast");
+    let status = server.stop_with_sigterm();
+    assert!(
+        !status.success(),
+        "the final flush failed, yet faasight exited 0; log:\n{}",
+        server.log()
+    );
+    let log = server.wait_for_log("rows stay in the write-ahead log");
+    assert!(log.contains("rows stay in the write-ahead log"), "{log}");
+    std::fs::remove_file(&ballast).expect("free the disk");
+    let server = server.restart();
+    server.wait_for_log("data directory recovered");
+    assert_exactly_once(&server, &acked);
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM spans") as usize,
+        acked.len()
+    );
+    let quarantine = server.data_dir.join("wal").join("quarantine");
+    assert_eq!(quarantine.read_dir().map_or(0, |d| d.count()), 0);
+}

@@ -355,6 +355,16 @@ impl TestServer {
 
     /// SIGTERM and wait for a clean exit (code 0).
     pub(crate) fn terminate(&mut self) {
+        let status = self.stop_with_sigterm();
+        assert!(
+            status.success(),
+            "faasight exited with {status:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// SIGTERM and wait (up to 30 s) for the exit, whatever its code.
+    pub(crate) fn stop_with_sigterm(&mut self) -> std::process::ExitStatus {
         let pid = self.pid();
         let status = Command::new("kill")
             .args(["-TERM", &pid.to_string()])
@@ -365,12 +375,7 @@ impl TestServer {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(st) = child.try_wait().expect("wait") {
-                assert!(
-                    st.success(),
-                    "faasight exited with {st:?}; log:\n{}",
-                    self.log()
-                );
-                return;
+                return st;
             }
             assert!(
                 Instant::now() < deadline,

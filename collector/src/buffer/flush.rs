@@ -91,6 +91,17 @@ impl Flusher {
         extra: Vec<(Table, Vec<RecordBatch>)>,
     ) -> Result<FlushReport, FlushError> {
         let _guard = self.lock.lock().await;
+        let flushed = self.flush_locked(extra).await;
+        if flushed.is_err() {
+            self.metrics.flush_failures.add(1);
+        }
+        flushed
+    }
+
+    async fn flush_locked(
+        &self,
+        extra: Vec<(Table, Vec<RecordBatch>)>,
+    ) -> Result<FlushReport, FlushError> {
         let old_segments = self.wal.segments()?.len();
         if extra.is_empty() && self.ingest.buffer().usage().0 == 0 && old_segments <= 1 {
             return Ok(FlushReport::default());
@@ -127,13 +138,7 @@ impl Flusher {
             Ok((files, rows))
         })
         .await?;
-        let (files, rows) = match written {
-            Ok(w) => w,
-            Err(e) => {
-                self.metrics.flush_failures.add(1);
-                return Err(e.into());
-            }
-        };
+        let (files, rows) = written?;
         // Before the checkpoint, so the saved map covers every request the
         // checkpoint retires (see `crate::instances`).
         let now = chrono::Utc::now().timestamp_micros();
@@ -141,7 +146,6 @@ impl Flusher {
             tracing::warn!(error = %e, "could not save the instance map");
         }
         if let Err(e) = self.wal.write_checkpoint(sealed) {
-            self.metrics.flush_failures.add(1);
             let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
             pq::remove_files(&metas);
             return Err(e.into());

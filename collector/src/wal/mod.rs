@@ -44,7 +44,9 @@
 //!    later: a write that fails (a full disk) is cut back out of the segment
 //!    (truncated to the records before it) and its group refused; a segment
 //!    that cannot be cut back, or whose sync failed, takes no more records,
-//!    and the writer moves on to the next segment.
+//!    and the writer moves on to the next segment. A new segment whose
+//!    header cannot be written is removed again, so that its id is free when
+//!    the next attempt (the next group, or the next flush's rotation) comes.
 
 mod replay;
 mod segment;

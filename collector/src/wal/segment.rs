@@ -47,12 +47,25 @@ pub struct SegmentWriter {
 
 impl SegmentWriter {
     /// Creates segment `id` with its header, durable before returning.
+    ///
+    /// When the header cannot be written (a full disk), the file is removed
+    /// again: left behind, it would make every later attempt to create
+    /// segment `id` fail (the name is taken), and with it every rotation
+    /// after the disk has room again.
     pub fn create(path: PathBuf, id: u64) -> Result<Self> {
-        let mut file = OpenOptions::new()
+        let file = OpenOptions::new()
             .create_new(true)
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
+        Self::start(file, path.clone(), id).inspect_err(|_| {
+            if let Err(e) = std::fs::remove_file(&path) {
+                tracing::error!(path = %path.display(), error = %e, "could not remove a wal segment whose header failed");
+            }
+        })
+    }
+
+    fn start(mut file: File, path: PathBuf, id: u64) -> Result<Self> {
         let mut header = Vec::with_capacity(16);
         header.extend_from_slice(SEGMENT_MAGIC);
         header.extend_from_slice(&id.to_le_bytes());
@@ -237,6 +250,54 @@ mod tests {
         line.split_whitespace().nth(3)?.parse().ok()
     }
 
+    /// Runs test `name` again in a child process whose files may not grow
+    /// past `blocks` × 512 bytes (`ulimit -f`), with SIGXFSZ ignored so that
+    /// a write past the limit fails with EFBIG instead of killing the
+    /// process; the limit cannot be set in this process without hitting the
+    /// other tests. True in the child, where the test goes on; in the parent,
+    /// checks that the child passed and printed `marker`.
+    fn in_child_under_file_size_limit(name: &str, blocks: u32, marker: &str) -> bool {
+        if std::env::var("FAASIGHT_FILE_SIZE_CHILD").is_ok_and(|t| t == name) {
+            return true;
+        }
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                r#"trap "" XFSZ; ulimit -f {blocks}; exec "$0" "$@""#
+            ))
+            .arg(std::env::current_exe().expect("test binary"))
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env("FAASIGHT_FILE_SIZE_CHILD", name)
+            .output()
+            .expect("run the child");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("1 passed") && stdout.contains(marker),
+            "child failed: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        false
+    }
+
+    /// A segment whose header cannot be written (a full disk; here a file
+    /// size limit of 0) is not left behind: its name would be taken, and
+    /// every later rotation to it would fail with "File exists", long after
+    /// the disk has room again.
+    #[test]
+    fn a_segment_whose_header_fails_is_not_left_behind() {
+        let name = "wal::segment::tests::a_segment_whose_header_fails_is_not_left_behind";
+        if !in_child_under_file_size_limit(name, 0, "not left behind") {
+            return;
+        }
+        assert_eq!(file_size_limit(), Some(0));
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("00000000000000000002.wal");
+        let err = SegmentWriter::create(path.clone(), 2).expect_err("no room for the header");
+        assert!(err.to_string().contains("File too large"), "{err}");
+        assert!(!path.exists(), "the failed segment was left behind");
+        println!("not left behind");
+    }
+
     const CUT_SHORT_TEST: &str =
         "wal::segment::tests::a_write_cut_short_is_cut_back_and_later_records_replay";
 
@@ -246,27 +307,10 @@ mod tests {
     /// the partial bytes would sit before that record, and replay would
     /// quarantine it.
     ///
-    /// Runs itself again in a child process whose files may not grow past
-    /// 64 KiB (`ulimit -f`), with SIGXFSZ ignored so that a write past the
-    /// limit fails with EFBIG instead of killing the process; the limit
-    /// cannot be set in this process without hitting the other tests.
+    /// Runs in a child process whose files may not grow past 64 KiB.
     #[test]
     fn a_write_cut_short_is_cut_back_and_later_records_replay() {
-        if std::env::var_os("FAASIGHT_FILE_SIZE_CHILD").is_none() {
-            let out = std::process::Command::new("sh")
-                .arg("-c")
-                .arg(r#"trap "" XFSZ; ulimit -f 128; exec "$0" "$@""#)
-                .arg(std::env::current_exe().expect("test binary"))
-                .args(["--exact", CUT_SHORT_TEST, "--nocapture", "--test-threads=1"])
-                .env("FAASIGHT_FILE_SIZE_CHILD", "1")
-                .output()
-                .expect("run the child");
-            let stdout = String::from_utf8_lossy(&out.stdout);
-            assert!(
-                out.status.success() && stdout.contains("1 passed") && stdout.contains("cut back:"),
-                "child failed: {stdout}\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+        if !in_child_under_file_size_limit(CUT_SHORT_TEST, 128, "cut back:") {
             return;
         }
         let limit = file_size_limit().expect("the child runs under a file size limit");
