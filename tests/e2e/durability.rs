@@ -74,6 +74,16 @@ fn duckdb_view(server: &TestServer) -> serde_json::Value {
     )
 }
 
+/// The span ids [`duckdb_view`] found in the Parquet files.
+fn ids_in_files(view: &serde_json::Value) -> BTreeSet<String> {
+    view["span_ids"]
+        .as_array()
+        .expect("ids")
+        .iter()
+        .map(|v| v.as_str().expect("id").to_string())
+        .collect()
+}
+
 #[test]
 fn kill9_while_sending_then_sigterm_loses_and_duplicates_nothing() {
     let server = TestServer::builder()
@@ -121,13 +131,7 @@ fn kill9_while_sending_then_sigterm_loses_and_duplicates_nothing() {
     assert_eq!(view["duckdb_distinct_span_ids"].as_i64(), Some(count));
     assert_eq!(view["duckdb_rows_in_right_partition"].as_i64(), Some(count));
     assert_eq!(view["pyarrow_rows"].as_i64(), Some(count));
-    let ids: BTreeSet<String> = view["span_ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_str().expect("id").to_string())
-        .collect();
-    assert!(all.is_subset(&ids));
+    assert!(all.is_subset(&ids_in_files(&view)));
 }
 
 #[test]
@@ -372,7 +376,7 @@ fn a_flush_that_fails_on_a_full_disk_is_retried_once_there_is_room() {
     let disk = SmallDisk::mount("2m");
     let server = TestServer::builder()
         .data_dir(&disk.path().join("data"))
-        .args(&["--flush-interval", "1s"])
+        .args(&["--flush-interval", "2s"])
         .start();
     let mut acked: BTreeSet<String> = BTreeSet::new();
     let mut n = 0;
@@ -385,6 +389,11 @@ fn a_flush_that_fails_on_a_full_disk_is_retried_once_there_is_room() {
     std::fs::write(&slack, [0u8; 8192]).expect("slack");
     let ballast = fill(&disk, "ballast");
     std::fs::remove_file(&slack).expect("slack");
+    assert_eq!(
+        server.metric("faasight_flushed_rows_total"),
+        Some(0.0),
+        "a flush ran before the disk filled up; the test needs the rows buffered"
+    );
     // The first flushes fail writing their Parquet file (the rows of both
     // stay buffered, their segments sealed), the next one creating a segment.
     wait_for_metric(&server, "faasight_flush_failures_total", |v| v >= 3.0);
@@ -406,13 +415,11 @@ fn a_flush_that_fails_on_a_full_disk_is_retried_once_there_is_room() {
     std::fs::remove_file(&ballast).expect("free the disk");
     wait_for_metric(&server, "faasight_buffer_rows", |v| v == 0.0);
     let view = duckdb_view(&server);
-    let in_files: BTreeSet<String> = view["span_ids"]
-        .as_array()
-        .expect("ids")
-        .iter()
-        .map(|v| v.as_str().expect("id").to_string())
-        .collect();
-    assert_eq!(in_files, acked, "the Parquet files hold other spans");
+    assert_eq!(
+        ids_in_files(&view),
+        acked,
+        "the Parquet files hold other spans"
+    );
     assert_eq!(view["duckdb_rows"].as_u64(), Some(acked.len() as u64));
     for _ in 0..5 {
         acked.extend(send_numbered(&server, n).expect("ingest goes on"));

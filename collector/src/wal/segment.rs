@@ -279,14 +279,16 @@ mod tests {
         false
     }
 
+    const HEADER_FAILS_TEST: &str =
+        "wal::segment::tests::a_segment_whose_header_fails_is_not_left_behind";
+
     /// A segment whose header cannot be written (a full disk; here a file
     /// size limit of 0) is not left behind: its name would be taken, and
     /// every later rotation to it would fail with "File exists", long after
     /// the disk has room again.
     #[test]
     fn a_segment_whose_header_fails_is_not_left_behind() {
-        let name = "wal::segment::tests::a_segment_whose_header_fails_is_not_left_behind";
-        if !in_child_under_file_size_limit(name, 0, "not left behind") {
+        if !in_child_under_file_size_limit(HEADER_FAILS_TEST, 0, "not left behind") {
             return;
         }
         assert_eq!(file_size_limit(), Some(0));
