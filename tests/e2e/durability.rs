@@ -459,3 +459,58 @@ fn a_flush_that_fails_on_a_full_disk_is_retried_once_there_is_room() {
     let quarantine = server.data_dir.join("wal").join("quarantine");
     assert_eq!(quarantine.read_dir().map_or(0, |d| d.count()), 0);
 }
+
+/// Sets or clears the immutable attribute of `path` (ext4: not even root
+/// may delete an immutable file).
+fn immutable(path: &Path, on: bool) {
+    let out = Command::new("chattr")
+        .arg(if on { "+i" } else { "-i" })
+        .arg(path)
+        .output()
+        .expect("run chattr");
+    assert!(
+        out.status.success(),
+        "this test makes a WAL segment undeletable with chattr +i, which needs root \
+         and a file system with the attribute (ext4): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A flush whose checkpoint is written but whose flushed WAL segment cannot
+/// be deleted has still stored its rows: SIGTERM exits 0 (it used to report
+/// "final flush failed" and exit 1), the leftover segment is deleted at the
+/// next start instead of replayed, and every span is there exactly once.
+#[test]
+fn a_flushed_segment_that_cannot_be_deleted_does_not_fail_the_flush() {
+    let mut server = TestServer::builder()
+        .args(&["--flush-interval", "1h"])
+        .start();
+    let mut acked: BTreeSet<String> = BTreeSet::new();
+    for n in 0..5 {
+        acked.extend(send_numbered(&server, n).expect("acknowledged"));
+    }
+    let segment = files_under(&server.data_dir.join("wal"), ".wal")
+        .into_iter()
+        .next()
+        .expect("a wal segment");
+    immutable(&segment, true);
+    let status = server.stop_with_sigterm();
+    immutable(&segment, false);
+    let log = server.wait_for_log("final flush done");
+    assert!(status.success(), "exit {status:?}; log:\n{log}");
+    assert!(log.contains("could not be deleted yet"), "{log}");
+    assert!(segment.exists());
+
+    let server = server.restart();
+    let log = server.wait_for_log("data directory recovered");
+    assert!(log.contains("rows_replayed=0"), "{log}");
+    assert!(
+        !segment.exists(),
+        "the flushed segment was not deleted at start"
+    );
+    assert_exactly_once(&server, &acked);
+    assert_eq!(
+        server.count("SELECT count(*) AS n FROM spans") as usize,
+        acked.len()
+    );
+}

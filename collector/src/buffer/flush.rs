@@ -156,12 +156,14 @@ impl Flusher {
             bytes: files.iter().map(|(_, m)| m.size).sum(),
         };
         self.ingest.buffer().commit_flush(files);
-        for id in self.wal.segments()? {
-            if id <= sealed {
-                self.wal.remove_segment(id)?;
-            }
+        // Committed: what follows only tidies up, and a flushed segment
+        // left behind is deleted by the next flush or the next start.
+        if let Err(e) = self.remove_flushed_segments(sealed) {
+            tracing::warn!(
+                error = %e,
+                "flushed, but a flushed wal segment could not be deleted yet; the next flush or start deletes it"
+            );
         }
-        self.ingest.set_wal_bytes(self.wal.size_bytes()?);
         let (brows, bbytes) = self.ingest.buffer().usage();
         self.metrics.buffer_rows.set(brows as u64);
         self.metrics.buffer_bytes.set(bbytes as u64);
@@ -175,6 +177,18 @@ impl Flusher {
             "flushed"
         );
         Ok(report)
+    }
+
+    /// Deletes the segments up to `sealed`, which a committed checkpoint
+    /// covers, and updates the WAL's size (it gates ingest).
+    fn remove_flushed_segments(&self, sealed: u64) -> Result<(), crate::wal::Error> {
+        for id in self.wal.segments()? {
+            if id <= sealed {
+                self.wal.remove_segment(id)?;
+            }
+        }
+        self.ingest.set_wal_bytes(self.wal.size_bytes()?);
+        Ok(())
     }
 
     /// Flushes every `interval`, or sooner when woken, until `stop` resolves.
