@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of faasight on a fresh machine: installs what
-# the tests need (psql from Debian; a Python venv with the OpenTelemetry
+# the tests need (psql and chattr from Debian; a Python venv with the OpenTelemetry
 # SDK, DuckDB, pyarrow, moto, psycopg, PyYAML and hadolint; the JS SDK from
 # npm), then fmt, clippy, the release build of the Dockerfile and all Rust
 # tests.
@@ -10,10 +10,12 @@ cd "$(dirname "$0")/.."
 # Builds are shared between runs and clones; DataFusion takes minutes.
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/faasight-target}"
 
-echo "== psql and openssl (Debian packages)"
+echo "== psql, openssl and chattr (Debian packages)"
 missing=""
 command -v psql >/dev/null 2>&1 || missing="$missing postgresql-client"
 command -v openssl >/dev/null 2>&1 || missing="$missing openssl"
+# chattr: a durability test makes a WAL segment undeletable (chattr +i).
+command -v chattr >/dev/null 2>&1 || missing="$missing e2fsprogs"
 if [ -n "$missing" ]; then
   SUDO=""
   if [ "$(id -u)" != 0 ]; then SUDO="sudo"; fi
