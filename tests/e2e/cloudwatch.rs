@@ -5,7 +5,7 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{TestServer, client_script, python, run_json};
+use crate::support::{TestServer, client_script, python, run_json, wait_until};
 
 struct Moto(Child, String);
 
@@ -44,14 +44,6 @@ fn put(moto: &Moto, group: &str, first: usize, count: usize) {
             .arg(client_script("cloudwatch_put.py"))
             .args([&moto.1, group, &first.to_string(), &count.to_string()]),
     );
-}
-
-fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 fn polls(server: &TestServer) -> u64 {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use std::path::{Path, PathBuf};
 
 use crate::bad_input::{request, span};
-use crate::support::{TestServer, client_script, python, run_json};
+use crate::support::{TestServer, client_script, python, run_json, wait_until};
 
 fn start_sender(server: &TestServer, service: &str) -> Child {
     Command::new(python())
@@ -332,20 +332,9 @@ fn fill(disk: &SmallDisk, name: &str) -> PathBuf {
     }
 }
 
-fn wait_for_metric(server: &TestServer, name: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let v = server.metric(name).unwrap_or(f64::NAN);
-        if ok(v) {
-            return v;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "{name} is {v}; log:\n{}",
-            server.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+/// Waits until the unlabelled series `name` of `/metrics` satisfies `ok`.
+fn wait_for_metric(server: &TestServer, name: &str, ok: impl Fn(f64) -> bool) {
+    wait_until(name, || ok(server.metric(name).unwrap_or(f64::NAN)));
 }
 
 fn files_under(dir: &Path, suffix: &str) -> Vec<PathBuf> {

@@ -403,6 +403,15 @@ impl Drop for TestServer {
     }
 }
 
+/// Polls `ok` until it holds; fails after 30 s, naming `what`.
+pub(crate) fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// A field of a `/proc/…/status` file, trimmed.
 pub(crate) fn status_field(path: &str, name: &str) -> Option<String> {
     std::fs::read_to_string(path).ok()?.lines().find_map(|l| {
