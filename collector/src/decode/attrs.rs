@@ -78,10 +78,14 @@ pub fn find_str<'a>(attrs: &'a [KeyValue], key: &str) -> Option<&'a str> {
 }
 
 pub fn find_string(attrs: &[KeyValue], key: &str) -> Option<String> {
+    find_text(attrs, key).map(Cow::into_owned)
+}
+
+/// [`find_string`] without a copy when the value is a string.
+pub fn find_text<'a>(attrs: &'a [KeyValue], key: &str) -> Option<Cow<'a, str>> {
     find(attrs, key)
         .and_then(value_to_string)
         .filter(|s| !s.is_empty())
-        .map(Cow::into_owned)
 }
 
 /// A boolean attribute; also accepts the strings `true`/`false`, which some

@@ -2,14 +2,54 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringBuilder};
+use arrow::array::{ArrayRef, MapBuilder, MapFieldNames, StringArray, StringBuilder};
+use arrow::error::ArrowError;
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 
 use super::attrs::value_to_string;
 
 /// Builder for a `Map<Utf8, Utf8>` attribute column.
 #[derive(Debug)]
-pub struct AttrMapBuilder(MapBuilder<StringBuilder, StringBuilder>);
+pub struct AttrMapBuilder {
+    maps: MapBuilder<StringBuilder, StringBuilder>,
+    /// The first row that could not be appended (its text would pass the
+    /// column's 2 GiB offsets), reported by [`Self::finish`].
+    failed: Option<ArrowError>,
+}
+
+/// An attribute list as many rows repeat it: every span, log record or data
+/// point of a resource holds the resource's attributes. When more than one
+/// row does, the list is rendered to text once (an integer or an array
+/// value costs a formatting each time), and each row copies two byte ranges
+/// ([`AttrMapBuilder::append_repeated`]) instead of appending every key and
+/// value on its own.
+#[derive(Debug)]
+pub struct RepeatedAttrs<'a> {
+    attrs: &'a [KeyValue],
+    /// Keys and values, rendered as [`AttrMapBuilder::append`] renders them.
+    rendered: Option<(StringArray, StringArray)>,
+}
+
+impl<'a> RepeatedAttrs<'a> {
+    /// `attrs` for `rows` rows.
+    pub fn new(attrs: &'a [KeyValue], rows: usize) -> Self {
+        let rendered = (rows > 1 && !attrs.is_empty()).then(|| {
+            let key_bytes = attrs.iter().map(|kv| kv.key.len()).sum();
+            let mut keys = StringBuilder::with_capacity(attrs.len(), key_bytes);
+            let mut values = StringBuilder::with_capacity(attrs.len(), 16 * attrs.len());
+            for kv in attrs {
+                keys.append_value(&kv.key);
+                values.append_option(kv.value.as_ref().and_then(value_to_string));
+            }
+            (keys.finish(), values.finish())
+        });
+        RepeatedAttrs { attrs, rendered }
+    }
+
+    pub fn attrs(&self) -> &'a [KeyValue] {
+        self.attrs
+    }
+}
 
 /// Rows to reserve for a request of `items` items: what it holds, up to a
 /// bound, so that a body of millions of tiny (and invalid) items cannot make
@@ -38,42 +78,76 @@ impl AttrMapBuilder {
             key: "keys".into(),
             value: "values".into(),
         };
-        AttrMapBuilder(MapBuilder::with_capacity(
-            Some(names),
-            text_builder(rows * 4, 16),
-            text_builder(rows * 4, 16),
-            rows,
-        ))
+        AttrMapBuilder {
+            maps: MapBuilder::with_capacity(
+                Some(names),
+                text_builder(rows * 4, 16),
+                text_builder(rows * 4, 16),
+                rows,
+            ),
+            failed: None,
+        }
     }
 
     /// Appends one row holding `attrs`; a repeated key keeps its last value
     /// only in the sense that both entries are kept, as OTLP sent them.
     pub fn append(&mut self, attrs: &[KeyValue]) {
+        if self.failed.is_some() {
+            return;
+        }
         for kv in attrs {
-            self.0.keys().append_value(&kv.key);
+            self.maps.keys().append_value(&kv.key);
             match kv.value.as_ref().and_then(value_to_string) {
-                Some(v) => self.0.values().append_value(v),
-                None => self.0.values().append_null(),
+                Some(v) => self.maps.values().append_value(v),
+                None => self.maps.values().append_null(),
             }
         }
         // MapBuilder only fails when keys and values differ in length, which
         // the loop above rules out.
-        let appended = self.0.append(true);
+        let appended = self.maps.append(true);
         debug_assert!(appended.is_ok());
+    }
+
+    /// Appends one row holding `repeated`'s attributes, as [`Self::append`]
+    /// of them would.
+    pub fn append_repeated(&mut self, repeated: &RepeatedAttrs<'_>) {
+        let Some((keys, values)) = &repeated.rendered else {
+            return self.append(repeated.attrs);
+        };
+        if self.failed.is_some() {
+            return;
+        }
+        let appended = self
+            .maps
+            .keys()
+            .append_array(keys)
+            .and_then(|()| self.maps.values().append_array(values))
+            .and_then(|()| self.maps.append(true));
+        if let Err(e) = appended {
+            self.failed = Some(e);
+        }
     }
 
     /// Appends one row from plain key/value pairs.
     pub fn append_pairs<'a>(&mut self, pairs: impl IntoIterator<Item = (&'a str, &'a str)>) {
-        for (k, v) in pairs {
-            self.0.keys().append_value(k);
-            self.0.values().append_value(v);
+        if self.failed.is_some() {
+            return;
         }
-        let appended = self.0.append(true);
+        for (k, v) in pairs {
+            self.maps.keys().append_value(k);
+            self.maps.values().append_value(v);
+        }
+        let appended = self.maps.append(true);
         debug_assert!(appended.is_ok());
     }
 
-    pub fn finish(&mut self) -> ArrayRef {
-        Arc::new(self.0.finish())
+    /// The column, or the error of the first row that could not be
+    /// appended.
+    pub fn finish(&mut self) -> Result<ArrayRef, ArrowError> {
+        match self.failed.take() {
+            Some(e) => Err(e),
+            None => Ok(Arc::new(self.maps.finish())),
+        }
     }
 }
 
@@ -115,11 +189,9 @@ mod tests {
         }
     }
 
-    /// Every kind of value lands in the map as `value_to_string` renders
-    /// it, and an empty value as null.
-    #[test]
-    fn attribute_maps_hold_each_value_as_its_text() {
-        let attrs = vec![
+    /// One attribute of every kind of value OTLP has.
+    fn every_kind_of_value() -> Vec<KeyValue> {
+        vec![
             kv("s", Some(Value::StringValue("GET /orders/{id}".into()))),
             kv("empty", Some(Value::StringValue(String::new()))),
             kv("t", Some(Value::BoolValue(true))),
@@ -146,11 +218,18 @@ mod tests {
             ),
             kv("none", None),
             kv("strindex", Some(Value::StringValueStrindex(3))),
-        ];
+        ]
+    }
+
+    /// Every kind of value lands in the map as `value_to_string` renders
+    /// it, and an empty value as null.
+    #[test]
+    fn attribute_maps_hold_each_value_as_its_text() {
+        let attrs = every_kind_of_value();
         let mut builder = AttrMapBuilder::with_capacity(2);
         builder.append(&attrs);
         builder.append(&attrs[4..7]);
-        let maps = builder.finish();
+        let maps = builder.finish().expect("maps");
         let maps = maps.as_map();
         assert_eq!(maps.len(), 2);
         let (keys, values) = (
@@ -169,5 +248,44 @@ mod tests {
         assert_eq!(values.value(6), "0.1");
         assert_eq!(row, values.len());
         assert_eq!(maps.value_offsets(), &[0, 14, 17]);
+    }
+
+    /// A resource's attributes repeated over many rows land in each row
+    /// exactly as `append` of them would put them: rendered once (more than
+    /// one row) or appended as they are (one row), between rows appended on
+    /// their own, and an empty list as an empty map.
+    #[test]
+    fn repeated_attributes_give_the_rows_append_gives() {
+        let attrs = every_kind_of_value();
+        let own = vec![kv("own", Some(Value::IntValue(7)))];
+        for list in [&attrs[..], &attrs[4..7], &[]] {
+            for rows in [1, 2, 5] {
+                let repeated = RepeatedAttrs::new(list, rows);
+                assert_eq!(
+                    repeated.rendered.is_some(),
+                    rows > 1 && !list.is_empty(),
+                    "rendered once only when rows repeat a non-empty list"
+                );
+                let mut copied = AttrMapBuilder::with_capacity(1);
+                let mut appended = AttrMapBuilder::with_capacity(1);
+                for _ in 0..rows {
+                    copied.append_repeated(&repeated);
+                    copied.append(&own);
+                    appended.append(list);
+                    appended.append(&own);
+                }
+                let (copied, appended) = (
+                    copied.finish().expect("copied"),
+                    appended.finish().expect("appended"),
+                );
+                assert_eq!(copied.len(), 2 * rows);
+                assert_eq!(
+                    copied.as_map(),
+                    appended.as_map(),
+                    "{} attributes, {rows} rows",
+                    list.len()
+                );
+            }
+        }
     }
 }

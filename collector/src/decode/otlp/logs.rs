@@ -9,7 +9,9 @@ use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::logs::v1::LogRecord;
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, rows_to_reserve, text_builder};
+use crate::decode::columns::{
+    AttrMapBuilder, RepeatedAttrs, nanos_to_micros, rows_to_reserve, text_builder,
+};
 use crate::decode::invocations::{self, RecordColumns};
 use crate::model::ids::{SpanId, TraceId};
 use crate::model::{Normalized, Table, TableBatch};
@@ -118,8 +120,8 @@ impl LogColumns {
             Arc::new(self.service_name.finish()),
             Arc::new(self.function_name.finish()),
             Arc::new(self.request_id.finish()),
-            self.attributes.finish(),
-            self.resource_attributes.finish(),
+            self.attributes.finish()?,
+            self.resource_attributes.finish()?,
             Arc::new(self.scope_name.finish()),
         ];
         RecordBatch::try_new(Table::Logs.schema(), columns)
@@ -170,6 +172,8 @@ pub fn normalize(
         let empty = Vec::new();
         let res_attrs = rl.resource.as_ref().map_or(&empty, |r| &r.attributes);
         let facts = ResourceFacts::from_attributes(res_attrs);
+        let rows = rl.scope_logs.iter().map(|sl| sl.log_records.len()).sum();
+        let repeated = RepeatedAttrs::new(res_attrs, rows);
         for sl in &rl.scope_logs {
             let scope = sl
                 .scope
@@ -214,7 +218,7 @@ pub fn normalize(
                     scope_name: scope,
                 });
                 cols.attributes_mut().append(&rec.attributes);
-                cols.resource_attributes_mut().append(res_attrs);
+                cols.resource_attributes_mut().append_repeated(&repeated);
                 out.accepted += 1;
             }
         }

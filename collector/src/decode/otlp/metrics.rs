@@ -18,7 +18,9 @@ use opentelemetry_proto::tonic::common::v1::{KeyValue, any_value};
 use opentelemetry_proto::tonic::metrics::v1::{metric::Data, number_data_point};
 
 use crate::decode::attrs::{self, ResourceFacts};
-use crate::decode::columns::{AttrMapBuilder, nanos_to_micros, rows_to_reserve, text_builder};
+use crate::decode::columns::{
+    AttrMapBuilder, RepeatedAttrs, nanos_to_micros, rows_to_reserve, text_builder,
+};
 use crate::model::{Normalized, Table, TableBatch};
 
 #[derive(Debug)]
@@ -96,7 +98,7 @@ struct MetricContext<'a> {
     unit: &'a str,
     description: &'a str,
     facts: &'a ResourceFacts,
-    resource_attributes: &'a [KeyValue],
+    resource_attributes: &'a RepeatedAttrs<'a>,
     scope: Option<&'a str>,
 }
 
@@ -173,7 +175,8 @@ impl MetricColumns {
         self.function_name
             .append_option(point_function(p.attributes).or(ctx.facts.function_name.as_deref()));
         self.attributes.append(p.attributes);
-        self.resource_attributes.append(ctx.resource_attributes);
+        self.resource_attributes
+            .append_repeated(ctx.resource_attributes);
         self.scope_name.append_option(ctx.scope);
         self.rows += 1;
     }
@@ -195,8 +198,8 @@ impl MetricColumns {
             Arc::new(self.description.finish()),
             Arc::new(self.service_name.finish()),
             Arc::new(self.function_name.finish()),
-            self.attributes.finish(),
-            self.resource_attributes.finish(),
+            self.attributes.finish()?,
+            self.resource_attributes.finish()?,
             Arc::new(self.scope_name.finish()),
         ];
         RecordBatch::try_new(Table::Metrics.schema(), columns)
@@ -356,6 +359,14 @@ pub fn normalize(
         let empty = Vec::new();
         let res_attrs = rm.resource.as_ref().map_or(&empty, |r| &r.attributes);
         let facts = ResourceFacts::from_attributes(res_attrs);
+        let rows = rm
+            .scope_metrics
+            .iter()
+            .flat_map(|sm| &sm.metrics)
+            .filter_map(|m| m.data.as_ref())
+            .map(point_count)
+            .sum();
+        let repeated = RepeatedAttrs::new(res_attrs, rows);
         for sm in &rm.scope_metrics {
             let scope = sm
                 .scope
@@ -373,7 +384,7 @@ pub fn normalize(
                     unit: &metric.unit,
                     description: &metric.description,
                     facts: &facts,
-                    resource_attributes: res_attrs,
+                    resource_attributes: &repeated,
                     scope,
                 };
                 append_metric(&mut cols, &mut out, &ctx, data);

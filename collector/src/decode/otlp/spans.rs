@@ -1,5 +1,6 @@
 //! `ExportTraceServiceRequest` → rows of the `spans` table.
 
+use std::borrow::Cow;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use opentelemetry_proto::tonic::trace::v1::{Span, span::SpanKind, status::Status
 
 use crate::decode::attrs::{self, ResourceFacts};
 use crate::decode::columns::{
-    AttrMapBuilder, micros_between_as_ms, nanos_to_micros, rows_to_reserve, text_builder,
+    AttrMapBuilder, RepeatedAttrs, micros_between_as_ms, nanos_to_micros, rows_to_reserve,
+    text_builder,
 };
 use crate::decode::invocations::{self, RecordColumns};
 use crate::instances::Instances;
@@ -89,8 +91,8 @@ impl SpanColumns {
             Arc::new(self.function_name.finish()),
             Arc::new(self.request_id.finish()),
             Arc::new(self.cold_start.finish()),
-            self.attributes.finish(),
-            self.resource_attributes.finish(),
+            self.attributes.finish()?,
+            self.resource_attributes.finish()?,
             Arc::new(self.events.finish()),
             Arc::new(self.links.finish()),
             Arc::new(self.scope_name.finish()),
@@ -256,7 +258,7 @@ fn earliest_unflagged_starts(req: &ExportTraceServiceRequest) -> HashMap<(String
 
 /// What every span of one `ResourceSpans` shares.
 struct SpanResource<'a> {
-    attrs: &'a [KeyValue],
+    attrs: RepeatedAttrs<'a>,
     facts: ResourceFacts,
     instance: Option<String>,
 }
@@ -402,8 +404,9 @@ impl SpanRows {
         for rs in &req.resource_spans {
             let attrs = rs.resource.as_ref().map_or(&[][..], |r| &r.attributes[..]);
             let resource = resources.len();
+            let spans = rs.scope_spans.iter().map(|ss| ss.spans.len()).sum();
             resources.push(SpanResource {
-                attrs,
+                attrs: RepeatedAttrs::new(attrs, spans),
                 facts: ResourceFacts::from_attributes(attrs),
                 instance: instances.and_then(|_| instance_of(attrs)),
             });
@@ -436,10 +439,11 @@ impl SpanRows {
         } in valid
         {
             let SpanResource {
-                attrs: res_attrs,
+                attrs: repeated,
                 facts,
                 instance,
             } = &resources[resource];
+            let res_attrs = repeated.attrs();
             let start = nanos_to_micros(span.start_time_unix_nano);
             let end = nanos_to_micros(span.end_time_unix_nano.max(span.start_time_unix_nano));
             let duration_ms = micros_between_as_ms(start, end);
@@ -459,8 +463,8 @@ impl SpanRows {
                 .append_option(status.map(|s| s.message.as_str()).filter(|m| !m.is_empty()));
             cols.service_name
                 .append_option(facts.service_name.as_deref());
-            let function = attrs::find_string(&span.attributes, "faas.name")
-                .or_else(|| facts.function_name.clone());
+            let function = attrs::find_text(&span.attributes, "faas.name")
+                .or_else(|| facts.function_name.as_deref().map(Cow::Borrowed));
             cols.function_name.append_option(function.as_deref());
             let request_id = attrs::request_id(&span.attributes);
             let is_handler = matches!(
@@ -480,14 +484,14 @@ impl SpanRows {
                 });
                 if record.cold_start.is_none()
                     && !init.is_empty()
-                    && init.contains(&(span.trace_id.clone(), function.clone()))
+                    && init.contains(&(span.trace_id.clone(), function.to_string()))
                 {
                     record.cold_start = Some(true);
                 }
                 if let (Some((seen, received_at)), Some(instance)) = (instances, instance) {
                     let first = seen.first_seen_in(function, instance, received_at);
                     if record.cold_start.is_none() {
-                        let key = (function.clone(), instance.clone());
+                        let key = (function.to_string(), instance.clone());
                         record.cold_start =
                             Some(first && earliest.get(&key) == Some(&span.start_time_unix_nano));
                     }
@@ -500,7 +504,7 @@ impl SpanRows {
             cols.cold_start
                 .append_option(attrs::find_bool(&span.attributes, "faas.coldstart"));
             cols.attributes.append(&span.attributes);
-            cols.resource_attributes.append(res_attrs);
+            cols.resource_attributes.append_repeated(repeated);
             cols.events.append_option(events_json(span));
             cols.links.append_option(links_json(span));
             cols.scope_name.append_option(scope);

@@ -614,3 +614,97 @@ fn requests_that_would_repeat_a_large_resource_are_refused() {
         assert_eq!((n.accepted, n.rejected), (500, 0), "{signal:?}");
     }
 }
+
+/// Every row of a resource holds the resource's attributes, each value
+/// rendered as text, whether the resource has many rows (rendered once and
+/// copied into each) or one: spans, log records and metric data points.
+#[test]
+fn every_row_of_a_resource_holds_its_attributes_in_every_signal() {
+    let many = serde_json::json!({"attributes": [
+        {"key": "service.name", "value": {"stringValue": "orders"}},
+        {"key": "faas.max_memory", "value": {"intValue": "536870912"}},
+        {"key": "ratio", "value": {"doubleValue": 0.5}},
+        {"key": "warm", "value": {"boolValue": false}},
+        {"key": "process.command_args", "value": {"arrayValue": {"values": [
+            {"stringValue": "python"}, {"intValue": "3"}]}}},
+        {"key": "nested", "value": {"kvlistValue": {"values": [
+            {"key": "k", "value": {"boolValue": true}}]}}},
+        {"key": "empty", "value": {}}]});
+    let many_expected: [(&str, Option<&str>); 7] = [
+        ("service.name", Some("orders")),
+        ("faas.max_memory", Some("536870912")),
+        ("ratio", Some("0.5")),
+        ("warm", Some("false")),
+        ("process.command_args", Some(r#"["python",3]"#)),
+        ("nested", Some(r#"{"k":true}"#)),
+        ("empty", None),
+    ];
+    let one = serde_json::json!({"attributes": [
+        {"key": "service.name", "value": {"stringValue": "billing"}},
+        {"key": "faas.max_memory", "value": {"intValue": "128"}}]});
+    let one_expected = [
+        ("service.name", Some("billing")),
+        ("faas.max_memory", Some("128")),
+    ];
+    let t = |i: usize| format!("{}", 1_764_331_200_000_000_000_u64 + i as u64 * 1_000);
+    let span = |i: usize| {
+        serde_json::json!({"traceId": format!("{:032x}", i + 1), "spanId": format!("{:016x}", i + 1),
+            "name": format!("s{i}"), "startTimeUnixNano": t(i), "endTimeUnixNano": t(i + 1)})
+    };
+    let log = |i: usize| serde_json::json!({"timeUnixNano": t(i), "body": {"stringValue": format!("l{i}")}});
+    let point = |i: usize| serde_json::json!({"timeUnixNano": t(i), "asInt": "1"});
+    let bodies = [
+        (
+            Signal::Traces,
+            serde_json::json!({"resourceSpans": [
+                {"resource": many, "scopeSpans": [{"spans": [span(0), span(1)]}, {"spans": [span(2)]}]},
+                {"resource": one, "scopeSpans": [{"spans": [span(3)]}]}]}),
+        ),
+        (
+            Signal::Logs,
+            serde_json::json!({"resourceLogs": [
+                {"resource": many, "scopeLogs": [{"logRecords": [log(0), log(1)]}, {"logRecords": [log(2)]}]},
+                {"resource": one, "scopeLogs": [{"logRecords": [log(3)]}]}]}),
+        ),
+        (
+            Signal::Metrics,
+            serde_json::json!({"resourceMetrics": [
+                {"resource": many, "scopeMetrics": [{"metrics": [
+                    {"name": "a", "gauge": {"dataPoints": [point(0), point(1)]}},
+                    {"name": "b", "gauge": {"dataPoints": [point(2)]}}]}]},
+                {"resource": one, "scopeMetrics": [{"metrics": [
+                    {"name": "c", "gauge": {"dataPoints": [point(3)]}}]}]}]}),
+        ),
+    ];
+    for (signal, body) in bodies {
+        let n = decode(signal, Encoding::Json, body.to_string().as_bytes(), 0).expect("decodes");
+        assert_eq!((n.accepted, n.rejected), (4, 0), "{signal:?}");
+        let b = &n.batches[0].batch;
+        let maps = b.column(
+            b.schema()
+                .index_of(schema::RESOURCE_ATTRIBUTES)
+                .expect("column"),
+        );
+        let maps = maps.as_map();
+        let services = b.column(b.schema().index_of(schema::SERVICE_NAME).expect("column"));
+        let services = services.as_string::<i32>();
+        let mut seen = [0, 0];
+        for row in 0..b.num_rows() {
+            let map = maps.value(row);
+            let (keys, values) = (
+                map.column(0).as_string::<i32>(),
+                map.column(1).as_string::<i32>(),
+            );
+            let got: Vec<(&str, Option<&str>)> = (0..map.len())
+                .map(|i| (keys.value(i), values.is_valid(i).then(|| values.value(i))))
+                .collect();
+            let (expected, which) = match services.value(row) {
+                "orders" => (&many_expected[..], 0),
+                _ => (&one_expected[..], 1),
+            };
+            assert_eq!(got, expected, "{signal:?} row {row}");
+            seen[which] += 1;
+        }
+        assert_eq!(seen, [3, 1], "{signal:?}: rows of each resource");
+    }
+}
