@@ -275,6 +275,11 @@ pub(crate) fn notifier_names(path: Option<&Path>) -> Result<Vec<String>, ConfigE
     })
 }
 
+/// The largest `max_body_size`: the receivers let a request's rows repeat
+/// up to four times its size (`faasight_collector::receive::MAX_EXPANSION`),
+/// and arrow's string columns hold at most 2 GiB each.
+const MAX_BODY_SIZE_LIMIT: u64 = 256 << 20;
+
 fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
@@ -321,6 +326,17 @@ impl ServeConfig {
                 what: "flush interval",
                 value: flush,
                 reason: "must be above zero".into(),
+            });
+        }
+        let max_body_size = parse_size("max body size", &body)?;
+        if max_body_size > MAX_BODY_SIZE_LIMIT {
+            return Err(ConfigError::Value {
+                what: "max body size",
+                value: body,
+                reason: "must be at most 256MiB (a request's rows may repeat \
+                         its resource up to four times its size, and one column of \
+                         one request's rows holds at most 2 GiB)"
+                    .into(),
             });
         }
         let cw = file.cloudwatch.unwrap_or_default();
@@ -381,7 +397,7 @@ impl ServeConfig {
                 .or(file.rules_dir)
                 .unwrap_or_else(|| "./rules".into()),
             flush_interval,
-            max_body_size: to_usize(parse_size("max body size", &body)?),
+            max_body_size: to_usize(max_body_size),
             query_timeout: parse_duration("query timeout", &timeout)?,
             query_max_rows: args
                 .query_max_rows
@@ -475,5 +491,17 @@ mod tests {
         })
         .expect_err("zero");
         assert!(err.to_string().contains("flush interval"));
+        let err = ServeConfig::resolve(ServeArgs {
+            max_body_size: Some("257MiB".into()),
+            ..Default::default()
+        })
+        .expect_err("too large");
+        assert!(err.to_string().contains("at most 256MiB"), "{err}");
+        let ok = ServeConfig::resolve(ServeArgs {
+            max_body_size: Some("256MiB".into()),
+            ..Default::default()
+        })
+        .expect("the largest allowed");
+        assert_eq!(ok.max_body_size, 256 << 20);
     }
 }

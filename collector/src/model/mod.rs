@@ -28,6 +28,9 @@ pub struct UnbuiltSpans {
     /// When the request was received: cold starts by instance depend on it
     /// (`crate::instances`).
     pub received_at_micros: i64,
+    /// The bytes its rows repeat (`decode::otlp::spans::expansion`):
+    /// bounds what it adds to a group commit's batch.
+    pub expansion: usize,
 }
 
 /// What a decoder made of one request: the rows to store (built, or for a

@@ -180,9 +180,10 @@ pub fn decode_for_ingest(
             return Ok(metrics::normalize(&req)?);
         }
     };
-    check(spans::expansion(&req))?;
+    let expansion = spans::expansion(&req);
+    check(expansion)?;
     Ok(if spans::span_count(&req) <= SMALL_REQUEST_SPANS {
-        spans::defer(req, now_micros)
+        spans::defer(req, now_micros, expansion)
     } else {
         spans::normalize_with(&req, Some((instances, now_micros)))?
     })

@@ -323,26 +323,65 @@ pub fn expansion(req: &ExportTraceServiceRequest) -> usize {
     }))
 }
 
-/// Builds requests left unbuilt by [`defer`] all into one batch per table,
-/// as the WAL writer builds a group commit's; their spans were counted
-/// when they were checked.
+/// Builds requests left unbuilt by [`defer`] into one batch per table, or
+/// more when their rows would repeat more than [`MAX_GROUP_BATCH_EXPANSION`]
+/// bytes between them; their spans were counted when they were checked.
 pub fn build_group(
     requests: &[UnbuiltSpans],
     instances: &Instances,
 ) -> Result<Vec<TableBatch>, arrow::error::ArrowError> {
-    let count = requests.iter().map(|u| span_count(&u.request)).sum();
-    let mut rows = SpanRows::with_capacity(count);
-    for u in requests {
-        let seen = Some((instances, u.received_at_micros));
-        rows.append(&u.request, seen, &mut Normalized::default());
+    build_group_within(requests, instances, MAX_GROUP_BATCH_EXPANSION)
+}
+
+/// What the rows of one group commit's batch may repeat between them. Each
+/// request passed its own limit (`decode_for_ingest`'s `max_expanded`, 64
+/// MiB by default), but a group gathers up to 32 MiB of bodies: some fifty
+/// requests that each repeat a large resource over their spans would hold
+/// more than 2 GiB of text in one column, past the 32-bit offsets of
+/// arrow's string arrays.
+pub const MAX_GROUP_BATCH_EXPANSION: usize = 256 << 20;
+
+/// [`build_group`], starting a new batch before the one being built would
+/// repeat more than `max_expansion` bytes (each batch holds at least one
+/// request).
+pub(super) fn build_group_within(
+    requests: &[UnbuiltSpans],
+    instances: &Instances,
+    max_expansion: usize,
+) -> Result<Vec<TableBatch>, arrow::error::ArrowError> {
+    let mut batches = Vec::new();
+    let mut rest = requests;
+    while !rest.is_empty() {
+        let mut expansion = rest[0].expansion;
+        let mut end = 1;
+        while let Some(u) = rest.get(end) {
+            expansion = expansion.saturating_add(u.expansion);
+            if expansion > max_expansion {
+                break;
+            }
+            end += 1;
+        }
+        let (chunk, next) = rest.split_at(end);
+        let count = chunk.iter().map(|u| span_count(&u.request)).sum();
+        let mut rows = SpanRows::with_capacity(count);
+        for u in chunk {
+            let seen = Some((instances, u.received_at_micros));
+            rows.append(&u.request, seen, &mut Normalized::default());
+        }
+        batches.extend(rows.finish()?);
+        rest = next;
     }
-    rows.finish()
+    Ok(batches)
 }
 
 /// Counts the request's valid and invalid spans as [`normalize_with`]
 /// would, and keeps the request for the WAL writer to build its rows after
 /// the sync ([`UnbuiltSpans`]).
-pub fn defer(req: ExportTraceServiceRequest, received_at_micros: i64) -> Normalized {
+pub fn defer(
+    req: ExportTraceServiceRequest,
+    received_at_micros: i64,
+    expansion: usize,
+) -> Normalized {
     let mut out = Normalized::default();
     for span in req
         .resource_spans
@@ -358,6 +397,7 @@ pub fn defer(req: ExportTraceServiceRequest, received_at_micros: i64) -> Normali
         out.unbuilt = Some(UnbuiltSpans {
             request: req,
             received_at_micros,
+            expansion,
         });
     }
     out

@@ -6,7 +6,7 @@ use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span};
 use prost::Message;
 
 use super::*;
-use crate::model::{Table, schema};
+use crate::model::{Table, TableBatch, UnbuiltSpans, schema};
 
 fn kv(key: &str, v: Value) -> KeyValue {
     KeyValue {
@@ -706,5 +706,72 @@ fn every_row_of_a_resource_holds_its_attributes_in_every_signal() {
             seen[which] += 1;
         }
         assert_eq!(seen, [3, 1], "{signal:?}: rows of each resource");
+    }
+}
+
+/// A group commit's small requests are built into more than one batch when
+/// their rows would repeat more than the limit between them (each batch
+/// holds at least one request, however large), and the batches hold the
+/// same rows, in the same order, as one batch would.
+#[test]
+fn a_group_whose_rows_would_repeat_too_much_is_built_in_several_batches() {
+    let instances = crate::instances::Instances::default();
+    let unbuilt: Vec<UnbuiltSpans> = (0..5u8)
+        .map(|i| {
+            let mut a = span(vec![0x10 + i; 16]);
+            let mut b = span(vec![0x10 + i; 16]);
+            a.span_id = vec![i + 1; 8];
+            b.span_id = vec![i + 101; 8];
+            let body = request(vec![a, b]).encode_to_vec();
+            decode_for_ingest(
+                Signal::Traces,
+                Encoding::Protobuf,
+                &body,
+                0,
+                &instances,
+                usize::MAX,
+            )
+            .expect("decodes")
+            .unbuilt
+            .expect("small requests are left unbuilt")
+        })
+        .collect();
+    let each = unbuilt[0].expansion;
+    assert!(each > 0 && unbuilt.iter().all(|u| u.expansion == each));
+    let span_ids = |batches: &[TableBatch]| -> (usize, Vec<String>) {
+        let spans: Vec<_> = batches.iter().filter(|b| b.table == Table::Spans).collect();
+        let ids = spans
+            .iter()
+            .flat_map(|b| {
+                let c = b
+                    .batch
+                    .column(b.batch.schema().index_of(schema::SPAN_ID).expect("column"));
+                let c = c.as_string::<i32>();
+                (0..c.len())
+                    .map(|i| c.value(i).to_string())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        (spans.len(), ids)
+    };
+    let (one, all_ids) = span_ids(&spans::build_group(&unbuilt, &instances).expect("builds"));
+    assert_eq!((one, all_ids.len()), (1, 10));
+    for (limit, batches) in [
+        (2 * each, 3),
+        (2 * each + 1, 3),
+        (3 * each, 2),
+        (each - 1, 5),
+        (0, 5),
+    ] {
+        let built = spans::build_group_within(&unbuilt, &instances, limit).expect("builds");
+        let (n, ids) = span_ids(&built);
+        assert_eq!(n, batches, "limit {limit} (each request repeats {each})");
+        assert_eq!(ids, all_ids, "limit {limit}");
+        let records: usize = built
+            .iter()
+            .filter(|b| b.table == Table::InvocationRecords)
+            .map(|b| b.batch.num_rows())
+            .sum();
+        assert_eq!(records, 10, "one invocation record per handler span");
     }
 }
