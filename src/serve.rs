@@ -305,8 +305,20 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     drop(out);
     tracing::info!(%grpc_addr, %http_addr, %api_addr, %pg_addr, "faasight is serving");
 
-    shutdown_signal().await;
-    tracing::info!("shutting down: finishing in-flight requests");
+    // A WAL writer that has ended (a panic in it, a bug) can make nothing
+    // durable any more: stop, so that a supervisor restarts the server and
+    // the restart replays the WAL, instead of refusing every request.
+    let writer_ended = tokio::select! {
+        _ = shutdown_signal() => false,
+        _ = collector.ingest.writer_ended() => true,
+    };
+    if writer_ended {
+        tracing::error!(
+            "the write-ahead log writer has stopped; shutting down (the rows it acknowledged are replayed at the next start)"
+        );
+    } else {
+        tracing::info!("shutting down: finishing in-flight requests");
+    }
     ready.store(false, Ordering::Relaxed);
     let _ = stop_tx.send(true);
     if let Ok(Err(e)) = grpc.await {
@@ -329,6 +341,9 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         // with their checkpoint or not acknowledged at all.
         p.abort();
         let _ = p.await;
+    }
+    if writer_ended {
+        return Err("the write-ahead log writer stopped; restart faasight to replay it".into());
     }
     let report = collector.flusher.flush().await.inspect_err(|e| {
         tracing::error!(

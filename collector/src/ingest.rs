@@ -17,7 +17,7 @@ use std::sync::mpsc;
 use std::time::Instant;
 
 use arrow::record_batch::RecordBatch;
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, oneshot, watch};
 
 use crate::buffer::Buffer;
 use crate::decode::otlp::spans;
@@ -64,6 +64,9 @@ enum Command {
     Rotate {
         done: oneshot::Sender<Result<Rotation, IngestError>>,
     },
+    /// Panics the writer thread, as a bug in it would.
+    #[cfg(test)]
+    Crash,
 }
 
 /// Cheap handle used by every receiver.
@@ -76,6 +79,8 @@ pub struct Ingest {
     wal_bytes: Arc<AtomicU64>,
     flush_wake: Arc<Notify>,
     instances: Arc<Instances>,
+    /// Turns true when the writer thread has ended.
+    writer_ended: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for Command {
@@ -83,6 +88,8 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Append { framed, .. } => write!(f, "Append({} bytes)", framed.len()),
             Command::Rotate { .. } => f.write_str("Rotate"),
+            #[cfg(test)]
+            Command::Crash => f.write_str("Crash"),
         }
     }
 }
@@ -120,9 +127,13 @@ impl Ingest {
             wal_bytes: Arc::clone(&wal_bytes),
             instances: Arc::clone(&args.instances),
         };
+        let (ended_tx, writer_ended) = watch::channel(false);
         std::thread::Builder::new()
             .name("faasight-wal".into())
-            .spawn(move || writer.run(rx))
+            .spawn(move || {
+                let _ended = EndedGuard(ended_tx);
+                writer.run(rx)
+            })
             .map_err(|e| {
                 IngestError::Wal(wal::Error::Io {
                     path: "wal writer thread".into(),
@@ -137,7 +148,29 @@ impl Ingest {
             wal_bytes,
             flush_wake,
             instances: args.instances,
+            writer_ended,
         })
+    }
+
+    /// Resolves when the WAL writer thread has ended: a panic in it (a bug),
+    /// or every handle dropped. Nothing can be made durable after that; a
+    /// server should stop, so that a restart replays the WAL and takes
+    /// requests again.
+    pub async fn writer_ended(&self) {
+        let mut ended = self.writer_ended.clone();
+        // An error means the guard's sender is gone: ended as well.
+        let _ = ended.wait_for(|ended| *ended).await;
+    }
+
+    /// Panics the writer thread, as a bug in it would.
+    #[cfg(test)]
+    pub(crate) fn crash_writer(&self) {
+        let _ = self.tx.send(Command::Crash);
+    }
+
+    /// True while the WAL writer thread runs.
+    pub fn writer_running(&self) -> bool {
+        !*self.writer_ended.borrow()
     }
 
     /// Refuses work early when the buffer or the WAL is over its limit.
@@ -210,6 +243,19 @@ impl Ingest {
     }
 }
 
+/// Marks the writer thread as ended when dropped, also while it unwinds
+/// from a panic.
+struct EndedGuard(watch::Sender<bool>);
+
+impl Drop for EndedGuard {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            tracing::error!("the wal writer thread panicked; nothing more can be made durable");
+        }
+        self.0.send_replace(true);
+    }
+}
+
 /// A written record waiting for the group's sync: its rows and its reply.
 struct Pending {
     batches: Vec<TableBatch>,
@@ -277,6 +323,8 @@ impl Writer {
                     self.commit(written);
                     let _ = done.send(self.rotate());
                 }
+                #[cfg(test)]
+                Command::Crash => panic!("the wal writer crashed (test)"),
             }
         }
         let written = self.write(&records, pending);

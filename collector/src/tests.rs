@@ -176,6 +176,36 @@ async fn replay_restores_unflushed_rows_and_is_idempotent() {
     assert_eq!(rows(&c), (5, 0));
 }
 
+/// A panic in the WAL writer thread (a bug) shows: `writer_ended`
+/// resolves, every later request and the flush are refused instead of
+/// waiting, and reopening the directory replays every acknowledged row.
+#[tokio::test]
+async fn a_wal_writer_that_panics_is_reported_and_its_rows_replay() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path());
+    submit(&c, 1, 3).await;
+    assert!(c.ingest.writer_running());
+    c.ingest.crash_writer();
+    tokio::time::timeout(std::time::Duration::from_secs(10), c.ingest.writer_ended())
+        .await
+        .expect("the writer's end is reported");
+    assert!(!c.ingest.writer_running());
+    let b = body(2, 1);
+    let n = otlp::decode(Signal::Traces, Encoding::Protobuf, &b, 0).expect("decodes");
+    let kind = otlp::record_kind(Signal::Traces, Encoding::Protobuf);
+    let refused = c.ingest.submit(kind, 0, &b, n.batches, n.unbuilt).await;
+    assert!(
+        matches!(refused, Err(crate::ingest::IngestError::Closed)),
+        "{refused:?}"
+    );
+    let flushed = c.flusher.flush().await;
+    assert!(flushed.is_err(), "{flushed:?}");
+    drop(c);
+    let c = open(dir.path());
+    assert_eq!(rows(&c), (3, 0));
+    assert!(c.ingest.writer_running());
+}
+
 #[tokio::test]
 async fn flush_moves_rows_to_parquet_and_deletes_sealed_segments() {
     let dir = tempfile::tempdir().expect("tempdir");
