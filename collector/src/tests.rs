@@ -206,6 +206,69 @@ async fn a_wal_writer_that_panics_is_reported_and_its_rows_replay() {
     assert!(c.ingest.writer_running());
 }
 
+/// Copies a data directory, as a crash would leave it.
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read dir") {
+        let entry = entry.expect("entry");
+        let dst = to.join(entry.file_name());
+        if entry.file_type().expect("type").is_dir() {
+            copy_dir(&entry.path(), &dst);
+        } else {
+            std::fs::copy(entry.path(), &dst).expect("copy");
+        }
+    }
+}
+
+/// A checkpoint renamed into place whose directory cannot be synced may or
+/// may not survive a crash. The flush keeps its files and the segments it
+/// sealed, so that a start-up after either reads every row once; the next
+/// flush settles it.
+#[tokio::test]
+async fn a_checkpoint_whose_directory_sync_fails_keeps_what_either_outcome_needs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).expect("mkdir");
+    let c = open(&data);
+    submit(&c, 1, 3).await;
+    c.flusher.wal().fail_checkpoint_dir_sync(true);
+    let err = c
+        .flusher
+        .flush()
+        .await
+        .expect_err("the failed sync is reported");
+    assert!(err.to_string().contains("could not be synced"), "{err}");
+    c.flusher.wal().fail_checkpoint_dir_sync(false);
+    // Published: the rows are in the flush's file, not buffered twice.
+    assert_eq!(rows(&c), (0, 3));
+    let wal = crate::wal::WalDir::open(data.join("wal")).expect("wal");
+    assert_eq!(wal.checkpoint().expect("checkpoint"), 1);
+    assert!(
+        wal.segments().expect("segments").contains(&1),
+        "segment 1 kept"
+    );
+
+    // A crash now, with the new checkpoint durable ...
+    let kept = dir.path().join("kept");
+    copy_dir(&data, &kept);
+    // ... or with the old one found again.
+    let lost = dir.path().join("lost");
+    copy_dir(&data, &lost);
+    std::fs::write(lost.join("wal/checkpoint"), 0u64.to_le_bytes()).expect("old checkpoint");
+    for (name, copy, expected) in [("kept", &kept, (0, 3)), ("lost", &lost, (3, 0))] {
+        let reopened = open(copy);
+        assert_eq!(rows(&reopened), expected, "checkpoint {name}");
+    }
+
+    // Without a crash, the next flush commits and removes the segments.
+    submit(&c, 2, 2).await;
+    c.flusher.flush().await.expect("flush");
+    assert_eq!(rows(&c), (0, 5));
+    assert!(wal.segments().expect("segments").iter().all(|id| *id > 2));
+    drop(c);
+    assert_eq!(rows(&open(&data)), (0, 5));
+}
+
 #[tokio::test]
 async fn flush_moves_rows_to_parquet_and_deletes_sealed_segments() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -16,7 +16,8 @@ use crate::telemetry::CollectorMetrics;
 use crate::wal::WalDir;
 
 /// Errors of a flush; the rows stay in the buffer and the WAL and are
-/// retried by the next flush.
+/// retried by the next flush (all but `CheckpointUnsynced` from the WAL:
+/// its files are published, and the next flush's checkpoint settles it).
 #[derive(Debug, thiserror::Error)]
 pub enum FlushError {
     #[error(transparent)]
@@ -63,6 +64,11 @@ impl Flusher {
             metrics,
             lock: Arc::new(Mutex::new(())),
         }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn wal(&self) -> &WalDir {
+        &self.wal
     }
 
     /// Holds flushes off while the guard lives (the CloudWatch poller saves
@@ -145,17 +151,29 @@ impl Flusher {
         if let Err(e) = self.ingest.instances().save(now) {
             tracing::warn!(error = %e, "could not save the instance map");
         }
-        if let Err(e) = self.wal.write_checkpoint(sealed) {
-            let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
-            pq::remove_files(&metas);
-            return Err(e.into());
-        }
+        let unsynced = match self.wal.write_checkpoint(sealed) {
+            Ok(()) => None,
+            // In place but perhaps not durable: after a crash the start-up
+            // finds this checkpoint (and needs the files) or the one before
+            // (and deletes the files, replaying the segments). Keep both,
+            // publish the files so that the rows are not flushed twice, and
+            // leave the segments to the next flush, whose checkpoint settles it.
+            Err(e @ crate::wal::Error::CheckpointUnsynced { .. }) => Some(e),
+            Err(e) => {
+                let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
+                pq::remove_files(&metas);
+                return Err(e.into());
+            }
+        };
         let report = FlushReport {
             rows,
             files: files.len(),
             bytes: files.iter().map(|(_, m)| m.size).sum(),
         };
         self.ingest.buffer().commit_flush(files);
+        if let Some(e) = unsynced {
+            return Err(e.into());
+        }
         // Committed: what follows only tidies up, and a flushed segment
         // left behind is deleted by the next flush or the next start.
         if let Err(e) = self.remove_flushed_segments(sealed) {

@@ -29,7 +29,11 @@
 //! 2. A flush seals the current segment (id `S`), opens `S + 1`, writes its
 //!    Parquet files named `<S>-…parquet` (write, fsync, rename, fsync dir),
 //!    then writes `checkpoint = S` atomically, and only then deletes segments
-//!    `<= S`.
+//!    `<= S`. When the checkpoint is renamed into place but its directory
+//!    cannot be synced, a crash may find it or the one before: the flush
+//!    then keeps its files and the segments `<= S` (invariant 3 reads every
+//!    row once from either), publishes the files, and leaves the segments
+//!    to the next flush.
 //! 3. At start: Parquet files whose flush id is above the checkpoint belong to
 //!    a flush that did not commit and are deleted (their rows are still in the
 //!    WAL); segments above the checkpoint are replayed; segments at or below
@@ -69,6 +73,14 @@ pub enum Error {
     },
     #[error("wal record of {0} bytes exceeds the limit")]
     RecordTooLarge(usize),
+    /// The new checkpoint replaced the old one, but the directory holding
+    /// it could not be synced: after a crash either one may be found.
+    #[error("checkpoint {path} is in place but its directory could not be synced: {source}")]
+    CheckpointUnsynced {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -138,13 +150,20 @@ pub struct Record {
 #[derive(Debug, Clone)]
 pub struct WalDir {
     dir: PathBuf,
+    /// Makes the checkpoint's directory sync fail, as a failing disk would.
+    #[cfg(test)]
+    fail_checkpoint_dir_sync: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl WalDir {
     pub fn open(dir: impl Into<PathBuf>) -> Result<Self> {
         let dir = dir.into();
         fs::create_dir_all(&dir).map_err(io_err(&dir))?;
-        Ok(WalDir { dir })
+        Ok(WalDir {
+            dir,
+            #[cfg(test)]
+            fail_checkpoint_dir_sync: Default::default(),
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -197,9 +216,38 @@ impl WalDir {
     }
 
     /// Records atomically that segments up to `id` are flushed.
+    ///
+    /// [`Error::CheckpointUnsynced`] when the new checkpoint is in place
+    /// but may not survive a crash: the caller must then keep what either
+    /// checkpoint needs (the flush's files and the segments up to `id`).
     pub fn write_checkpoint(&self, id: u64) -> Result<()> {
         let final_path = self.dir.join("checkpoint");
-        write_atomic(&final_path, &id.to_le_bytes()).map_err(io_err(&final_path))
+        let tmp = final_path.with_extension("tmp");
+        write_synced(&tmp, &id.to_le_bytes()).map_err(io_err(&tmp))?;
+        fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
+        self.sync_checkpoint_dir()
+            .map_err(|source| Error::CheckpointUnsynced {
+                path: final_path,
+                source,
+            })
+    }
+
+    fn sync_checkpoint_dir(&self) -> io::Result<()> {
+        #[cfg(test)]
+        if self
+            .fail_checkpoint_dir_sync
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(io::Error::other("injected directory sync failure"));
+        }
+        sync_dir(&self.dir)
+    }
+
+    /// Makes every later checkpoint's directory sync fail (or succeed again).
+    #[cfg(test)]
+    pub(crate) fn fail_checkpoint_dir_sync(&self, fail: bool) {
+        self.fail_checkpoint_dir_sync
+            .store(fail, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn remove_segment(&self, id: u64) -> Result<()> {
@@ -227,13 +275,15 @@ impl WalDir {
 /// rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = path.with_extension("tmp");
-    {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
+    write_synced(&tmp, bytes)?;
     fs::rename(&tmp, path)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
+}
+
+fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = fs::File::create(path)?;
+    f.write_all(bytes)?;
+    f.sync_all()
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
