@@ -169,7 +169,8 @@ impl Ingest {
     }
 
     /// True while the WAL writer thread runs.
-    pub fn writer_running(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn writer_running(&self) -> bool {
         !*self.writer_ended.borrow()
     }
 

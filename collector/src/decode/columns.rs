@@ -37,10 +37,7 @@ impl<'a> RepeatedAttrs<'a> {
             let key_bytes = attrs.iter().map(|kv| kv.key.len()).sum();
             let mut keys = StringBuilder::with_capacity(attrs.len(), key_bytes);
             let mut values = StringBuilder::with_capacity(attrs.len(), 16 * attrs.len());
-            for kv in attrs {
-                keys.append_value(&kv.key);
-                values.append_option(kv.value.as_ref().and_then(value_to_string));
-            }
+            append_entries(&mut keys, &mut values, attrs);
             (keys.finish(), values.finish())
         });
         RepeatedAttrs { attrs, rendered }
@@ -48,6 +45,15 @@ impl<'a> RepeatedAttrs<'a> {
 
     pub fn attrs(&self) -> &'a [KeyValue] {
         self.attrs
+    }
+}
+
+/// Appends `attrs`' keys and their values as text (an empty value as null):
+/// one row's map entries.
+fn append_entries(keys: &mut StringBuilder, values: &mut StringBuilder, attrs: &[KeyValue]) {
+    for kv in attrs {
+        keys.append_value(&kv.key);
+        values.append_option(kv.value.as_ref().and_then(value_to_string));
     }
 }
 
@@ -95,13 +101,8 @@ impl AttrMapBuilder {
         if self.failed.is_some() {
             return;
         }
-        for kv in attrs {
-            self.maps.keys().append_value(&kv.key);
-            match kv.value.as_ref().and_then(value_to_string) {
-                Some(v) => self.maps.values().append_value(v),
-                None => self.maps.values().append_null(),
-            }
-        }
+        let (keys, values) = self.maps.entries();
+        append_entries(keys, values, attrs);
         // MapBuilder only fails when keys and values differ in length, which
         // the loop above rules out.
         let appended = self.maps.append(true);

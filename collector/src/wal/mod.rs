@@ -222,9 +222,7 @@ impl WalDir {
     /// checkpoint needs (the flush's files and the segments up to `id`).
     pub fn write_checkpoint(&self, id: u64) -> Result<()> {
         let final_path = self.dir.join("checkpoint");
-        let tmp = final_path.with_extension("tmp");
-        write_synced(&tmp, &id.to_le_bytes()).map_err(io_err(&tmp))?;
-        fs::rename(&tmp, &final_path).map_err(io_err(&final_path))?;
+        replace_synced(&final_path, &id.to_le_bytes()).map_err(io_err(&final_path))?;
         self.sync_checkpoint_dir()
             .map_err(|source| Error::CheckpointUnsynced {
                 path: final_path,
@@ -274,16 +272,19 @@ impl WalDir {
 /// Writes a file so that it appears whole or not at all: temp file, fsync,
 /// rename, fsync of the directory.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    write_synced(&tmp, bytes)?;
-    fs::rename(&tmp, path)?;
+    replace_synced(path, bytes)?;
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = fs::File::create(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+/// [`write_atomic`] up to the directory's sync: temp file, fsync, rename.
+fn replace_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    {
+        let mut f = fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)
 }
 
 pub fn sync_dir(dir: &Path) -> io::Result<()> {
