@@ -663,12 +663,14 @@ mod tests {
     use crate::model::schema::{FUNCTION_NAME, SERVICE_NAME};
 
     /// Texts that share long prefixes, are prefixes of each other, are
-    /// empty or null: where an 8-byte prefix cannot decide.
+    /// empty or null, hold NUL bytes (the sort's 8-byte prefix pads with
+    /// zeros), or are around 8 and 32 bytes long (a trace id's length):
+    /// where a prefix cannot decide alone.
     fn text() -> impl Strategy<Value = Option<String>> {
         prop_oneof![
             1 => Just(None),
             1 => Just(Some(String::new())),
-            8 => "(abcdefgh|abcdefgi|ab|a)?[a-c\u{e9}]{0,3}".prop_map(Some),
+            8 => "(abcdefgh|abcdefgi|ab|a|0123456789abcdef0123456789abcde|0123456789abcdef0123456789abcdef)?[a-c\u{e9}\u{0}]{0,3}".prop_map(Some),
         ]
     }
 
@@ -865,6 +867,9 @@ mod tests {
             // How the texts arrive: Utf8 (the decoders), Utf8View (query
             // plans), LargeUtf8 (anything else: arrow's comparator).
             text_type in prop_oneof![Just(DataType::Utf8), Just(DataType::Utf8View), Just(DataType::LargeUtf8)],
+            // Logs sort by service, function, time; invocation records by
+            // function, time.
+            table in prop_oneof![Just(Table::Logs), Just(Table::InvocationRecords)],
         ) {
             // Few distinct times, so rows often tie on every key.
             let time: Vec<i64> = rows.iter().map(|(h, m, _, _)| h * MICROS_PER_HOUR + m).collect();
@@ -885,13 +890,12 @@ mod tests {
                 ],
             ).expect("batch");
 
-            // Table::Logs sorts by service, function, time.
-            let parts = partition_by_hour(Table::Logs, &batch).expect("sorts");
+            let parts = partition_by_hour(table, &batch).expect("sorts");
 
             let mut expected: Vec<usize> = (0..rows.len()).collect();
             expected.sort_by_key(|&i| (
                 time[i].div_euclid(MICROS_PER_HOUR),
-                service[i].map(str::as_bytes),
+                service[i].filter(|_| table == Table::Logs).map(str::as_bytes),
                 function[i].map(str::as_bytes),
                 time[i],
                 i,
