@@ -382,3 +382,43 @@ fn the_server_runs_without_transparent_huge_pages_unless_allowed() {
         "with MIMALLOC_ALLOW_THP the process keeps what it inherited"
     );
 }
+
+/// Under heavy ingest each flush frees a few hundred MiB that mimalloc would
+/// hand back to the kernel after 1 s, to fault in again: `faasight serve`
+/// runs with a 5 s purge delay (src/main.rs). It re-executes itself in
+/// place with `MIMALLOC_PURGE_DELAY` set (the same process, so a supervisor
+/// sees one), unless the variable is set already; mimalloc itself reports
+/// the value it runs with.
+#[test]
+fn the_server_runs_with_a_five_second_purge_delay_unless_set() {
+    let server = TestServer::builder()
+        .env_remove("MIMALLOC_PURGE_DELAY")
+        .env("MIMALLOC_VERBOSE", "1")
+        .start();
+    assert_eq!(
+        server.environ_var("MIMALLOC_PURGE_DELAY").as_deref(),
+        Some("5000")
+    );
+    let log = server.wait_for_log("option 'purge_delay': 5000");
+    assert!(log.contains("option 'purge_delay': 5000"), "{log}");
+    // The same arguments reached the second run: it listens and answers.
+    assert_eq!(
+        server.sql("SELECT 1 AS one"),
+        vec![serde_json::json!({"one": 1})]
+    );
+    drop(server);
+
+    let chosen = TestServer::builder()
+        .env("MIMALLOC_PURGE_DELAY", "250")
+        .env("MIMALLOC_VERBOSE", "1")
+        .start();
+    assert_eq!(
+        chosen.environ_var("MIMALLOC_PURGE_DELAY").as_deref(),
+        Some("250")
+    );
+    let log = chosen.wait_for_log("option 'purge_delay': 250");
+    assert!(
+        log.contains("option 'purge_delay': 250") && !log.contains("'purge_delay': 5000"),
+        "{log}"
+    );
+}

@@ -111,6 +111,7 @@ pub(crate) const PUBLIC_TABLES: [&str; 10] = [
 pub(crate) struct TestServerBuilder {
     args: Vec<String>,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
     data_dir: Option<PathBuf>,
 }
 
@@ -130,6 +131,13 @@ impl TestServerBuilder {
         self
     }
 
+    /// Starts the server without `k` in its environment, whatever this
+    /// process has.
+    pub(crate) fn env_remove(mut self, k: &str) -> Self {
+        self.env_removed.push(k.to_string());
+        self
+    }
+
     pub(crate) fn data_dir(mut self, dir: &Path) -> Self {
         self.data_dir = Some(dir.to_path_buf());
         self
@@ -145,6 +153,9 @@ impl TestServerBuilder {
             }
         };
         let mut cmd = serve_command(&data_dir);
+        for k in &self.env_removed {
+            cmd.env_remove(k);
+        }
         cmd.args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("FAASIGHT_LOG", "info")
@@ -213,6 +224,7 @@ impl TestServer {
         TestServerBuilder {
             args: Vec::new(),
             env: Vec::new(),
+            env_removed: Vec::new(),
             data_dir: None,
         }
     }
@@ -334,6 +346,18 @@ impl TestServer {
         self.status_field("VmHWM")
             .and_then(|v| v.trim_end_matches("kB").trim().parse::<f64>().ok())
             .map_or(0.0, |kb| kb / 1024.0)
+    }
+
+    /// A variable of the server process's environment as it runs
+    /// (`/proc/PID/environ`).
+    pub(crate) fn environ_var(&self, name: &str) -> Option<String> {
+        let environ = std::fs::read(format!("/proc/{}/environ", self.pid())).ok()?;
+        environ.split(|b| *b == 0).find_map(|kv| {
+            let kv = String::from_utf8_lossy(kv);
+            kv.strip_prefix(name)
+                .and_then(|rest| rest.strip_prefix('='))
+                .map(str::to_string)
+        })
     }
 
     /// A field of the server's `/proc/PID/status` (e.g. `THP_enabled`).
