@@ -197,6 +197,7 @@ impl TestServerBuilder {
             data_dir,
             args: self.args,
             env: self.env,
+            env_removed: self.env_removed,
             log,
             _tmp: tmp,
         }
@@ -215,6 +216,7 @@ pub(crate) struct TestServer {
     pub(crate) data_dir: PathBuf,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    env_removed: Vec<String>,
     log: std::sync::Arc<std::sync::Mutex<String>>,
     _tmp: Option<tempfile::TempDir>,
 }
@@ -415,6 +417,7 @@ impl TestServer {
         let mut b = TestServer::builder().data_dir(&self.data_dir);
         b.args = self.args.clone();
         b.env = self.env.clone();
+        b.env_removed = self.env_removed.clone();
         let mut next = b.start();
         next._tmp = self._tmp.take();
         next
