@@ -389,7 +389,9 @@ fn a_flush_that_fails_on_a_full_disk_is_retried_once_there_is_room() {
     let log = server.log();
     assert!(
         log.contains("flush failed")
-            && log.contains("parquet error")
+            && log.contains("parquet io error on ")
+            && log.contains(".parquet.tmp: No space left on device")
+            && !log.contains("Parquet error")
             && log.contains("wal io error"),
         "{log}"
     );

@@ -25,6 +25,7 @@ use parquet::arrow::arrow_writer::{
     ArrowColumnChunk, ArrowColumnWriter, ArrowRowGroupWriterFactory, compute_leaves,
 };
 use parquet::basic::{Compression, Encoding, ZstdLevel};
+use parquet::errors::ParquetError;
 use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
@@ -48,8 +49,35 @@ pub enum Error {
     },
     #[error("arrow error: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
-    #[error("parquet error: {0}")]
-    Parquet(#[from] parquet::errors::ParquetError),
+    #[error("parquet error: {}", parquet_detail(.0))]
+    Parquet(#[from] ParquetError),
+}
+
+impl Error {
+    /// A failed write of the Parquet writer's output (a full disk, most
+    /// likely) as the I/O error on `path` that it is.
+    fn on_path(self, path: &Path) -> Self {
+        match self {
+            Error::Parquet(ParquetError::External(e)) => match e.downcast::<io::Error>() {
+                Ok(source) => Error::Io {
+                    path: path.to_path_buf(),
+                    source: *source,
+                },
+                Err(e) => Error::Parquet(ParquetError::External(e)),
+            },
+            other => other,
+        }
+    }
+}
+
+/// What a Parquet error says, without the crate's own "Parquet error: "
+/// before a general message (the variant already says it is one).
+fn parquet_detail(e: &ParquetError) -> String {
+    match e {
+        ParquetError::General(message) => message.clone(),
+        ParquetError::External(source) => source.to_string(),
+        other => other.to_string(),
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -410,10 +438,12 @@ pub fn write_atomically(
     let tmp = dir.join(format!(".{name}.tmp"));
     let path = dir.join(name);
     let file = fs::File::create(&tmp).map_err(io_err(&tmp))?;
-    let written = write_parquet(file, rows, props).and_then(|file| {
-        file.sync_all().map_err(io_err(&tmp))?;
-        Ok(file.metadata().map_err(io_err(&tmp))?.len())
-    });
+    let written = write_parquet(&file, rows, props)
+        .map_err(|e| e.on_path(&tmp))
+        .and_then(|_| {
+            file.sync_all().map_err(io_err(&tmp))?;
+            Ok(file.metadata().map_err(io_err(&tmp))?.len())
+        });
     let size = match written {
         Ok(size) => size,
         Err(e) => {
@@ -451,14 +481,17 @@ pub fn write_parquet<W: Write + Send>(
 
 /// [`write_parquet`] on at most `threads` threads.
 fn write_parquet_on<W: Write + Send>(
-    out: W,
+    mut out: W,
     rows: Rows<'_>,
     props: WriterProperties,
     threads: usize,
 ) -> Result<W> {
     let group_rows = props.max_row_group_row_count().unwrap_or(usize::MAX).max(1);
+    // The writer writes through `&mut out` and `finish` flushes it, so a
+    // failed write comes back as the I/O error it is (`into_inner` would
+    // turn it into text).
     let (mut writer, factory) =
-        ArrowWriter::try_new(out, rows.schema(), Some(props))?.into_serialized_writer()?;
+        ArrowWriter::try_new(&mut out, rows.schema(), Some(props))?.into_serialized_writer()?;
     let groups: Vec<Range<usize>> = (0..rows.len())
         .step_by(group_rows)
         .map(|start| start..rows.len().min(start.saturating_add(group_rows)))
@@ -477,7 +510,9 @@ fn write_parquet_on<W: Write + Send>(
             group.close()?;
         }
     }
-    Ok(writer.into_inner()?)
+    writer.finish()?;
+    drop(writer);
+    Ok(out)
 }
 
 /// Row groups each encoding thread takes on in one wave of
@@ -854,6 +889,23 @@ mod tests {
             .map(|e| e.expect("entry").file_name())
             .collect();
         assert!(left.is_empty(), "left behind: {left:?}");
+    }
+
+    /// A Parquet error is said once ("parquet error: …", not "parquet
+    /// error: Parquet error: …"), and a failed write of the file is the
+    /// I/O error on its path.
+    #[test]
+    fn parquet_errors_read_once_and_failed_writes_name_the_file() {
+        let general = Error::from(ParquetError::General("bad page".into()));
+        assert_eq!(general.to_string(), "parquet error: bad page");
+        let full = || io::Error::from_raw_os_error(28);
+        let write = Error::from(ParquetError::from(full())).on_path(Path::new("/d/.f.tmp"));
+        assert_eq!(
+            write.to_string(),
+            format!("parquet io error on /d/.f.tmp: {}", full())
+        );
+        let other = Error::from(ParquetError::External("not io".into())).on_path(Path::new("/d"));
+        assert_eq!(other.to_string(), "parquet error: not io");
     }
 
     proptest! {
