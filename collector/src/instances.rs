@@ -11,7 +11,9 @@
 //!   later request finds an earlier time and marks nothing.
 //! - The map is saved (`DATA_DIR/instances.json`, written atomically) by each
 //!   flush *before* its checkpoint, so the saved map covers every request up
-//!   to the checkpoint; the WAL replays the rest in order.
+//!   to the checkpoint; the WAL replays the rest in order. A flush that
+//!   cannot save the map fails before its checkpoint (its files are removed
+//!   and its rows stay buffered), so it retires no segment the map needs.
 //! - Bounded: at most [`MAX_ENTRIES`] of at most [`MAX_KEY_BYTES`]; entries not seen for [`FORGET_AFTER`]
 //!   are dropped when saving (such an instance is long gone). When the cap
 //!   is reached the least recently seen go first.

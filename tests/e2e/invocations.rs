@@ -3,7 +3,7 @@
 
 use std::process::Command;
 
-use crate::support::{TestServer, client_script, python, run_json};
+use crate::support::{TestServer, client_script, python, run_json, wait_until};
 
 #[test]
 fn report_lines_and_handler_spans_merge_into_one_invocation() {
@@ -674,6 +674,55 @@ fn the_first_invocation_of_an_instance_is_a_cold_start_across_restarts() {
         .sql("SELECT count(*) FILTER (WHERE cold_start) AS cold, count(*) AS n FROM invocations");
     assert_eq!(rate[0]["cold"], 4);
     assert_eq!(rate[0]["n"], 10);
+}
+
+/// A flush that cannot save the instance map fails before its checkpoint:
+/// its rows stay buffered and in the WAL, so after a kill -9 the replay
+/// still knows the instance and its next invocation is warm. Once the map
+/// can be written, the next flush saves it and the rows, once each.
+#[test]
+fn a_flush_that_cannot_save_the_instance_map_keeps_the_wal_that_knows_the_instances() {
+    let mut server = TestServer::builder()
+        .args(&["--flush-interval", "1s"])
+        .start();
+    // The map is written as `instances.json.tmp` and renamed: a directory
+    // in that place makes the save fail, and nothing else.
+    let blocker = server.data_dir.join("instances.json.tmp");
+    std::fs::create_dir(&blocker).expect("blocker");
+    let (status, body) =
+        server.post_json("/v1/traces", &[], &instance_spans("a", &[("r1", 1, None)]));
+    assert_eq!(status, 200, "{body}");
+    wait_until("a flush to try", || {
+        server
+            .metric("faasight_flush_failures_total")
+            .unwrap_or(0.0)
+            >= 1.0
+            || server.metric("faasight_flushed_rows_total").unwrap_or(0.0) >= 1.0
+    });
+    let log = server.wait_for_log("could not save the instance map");
+    assert!(log.contains("instances.json"), "{log}");
+    assert_eq!(server.metric("faasight_flushed_rows_total"), Some(0.0));
+    assert_eq!(cold_starts(&server), [("r1".to_string(), Some(true))]);
+
+    server.kill9();
+    std::fs::remove_dir(&blocker).expect("unblock");
+    server = server.restart();
+    let (status, body) =
+        server.post_json("/v1/traces", &[], &instance_spans("a", &[("r2", 5, None)]));
+    assert_eq!(status, 200, "{body}");
+    let expected = vec![
+        ("r1".to_string(), Some(true)),
+        ("r2".to_string(), Some(false)),
+    ];
+    assert_eq!(cold_starts(&server), expected);
+    wait_until("the rows to be flushed", || {
+        server.metric("faasight_flushed_rows_total").unwrap_or(0.0) >= 2.0
+    });
+    assert_eq!(server.metric("faasight_flush_failures_total"), Some(0.0));
+    let saved = std::fs::read_to_string(server.data_dir.join("instances.json")).expect("map");
+    assert!(saved.contains(r#""quote","a""#), "{saved}");
+    assert_eq!(cold_starts(&server), expected);
+    assert_eq!(server.count("SELECT count(*) FROM spans"), 2);
 }
 
 /// A CloudWatch metric stream delivered by Firehose, in both output formats

@@ -28,6 +28,12 @@ pub enum FlushError {
     Wal(#[from] crate::wal::Error),
     #[error("flush task failed: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error("could not save the instance map {path}: {source}")]
+    Instances {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 /// What one flush did.
@@ -146,10 +152,18 @@ impl Flusher {
         .await?;
         let (files, rows) = written?;
         // Before the checkpoint, so the saved map covers every request the
-        // checkpoint retires (see `crate::instances`).
+        // checkpoint retires (see `crate::instances`). Without it the
+        // checkpoint must wait: a restart would take the first invocation
+        // seen again of an instance that only the retired segments showed
+        // for a cold start.
         let now = chrono::Utc::now().timestamp_micros();
-        if let Err(e) = self.ingest.instances().save(now) {
-            tracing::warn!(error = %e, "could not save the instance map");
+        if let Err(source) = self.ingest.instances().save(now) {
+            let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
+            pq::remove_files(&metas);
+            return Err(FlushError::Instances {
+                path: self.data_dir.join(crate::instances::FILE),
+                source,
+            });
         }
         let unsynced = match self.wal.write_checkpoint(sealed) {
             Ok(()) => None,
