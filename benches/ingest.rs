@@ -42,6 +42,7 @@ use faasight_collector::receive::now_micros;
 use faasight_collector::storage::parquet::{
     Rows, partition_by_hour, sort_by_hour, write_parquet, writer_properties,
 };
+use faasight_collector::storage::take::take_rows;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value::Value};
 use opentelemetry_proto::tonic::resource::v1::Resource;
@@ -384,9 +385,9 @@ fn cpu_phases(big: &[Bytes], single: &[Bytes]) {
     println!(
         "flush encode of 204,800 spans (sort, take, encode on every core; median of 11): {wall:.1} ms wall, {cpu:.1} ms CPU"
     );
-    let (sort, take) = sort_take_phase(big, 7);
+    let (sort, take, arrow_take) = sort_take_phase(big, 7);
     println!(
-        "  of which, on one thread (median of 7): the sort {sort:.1} ms CPU, the take of every row group {take:.1} ms CPU"
+        "  of which, on one thread (median of 7): the sort {sort:.1} ms CPU, the take of every row group {take:.1} ms CPU (arrow's take_record_batch: {arrow_take:.1})"
     );
     let (wall, cpu) = sorted_encode_phase(big, 11);
     println!(
@@ -396,32 +397,44 @@ fn cpu_phases(big: &[Bytes], single: &[Bytes]) {
 
 /// The flush's sort of 204,800 decoded spans, and its take of each row
 /// group's rows into that order (without encoding), on this thread: medians
-/// of `rounds`, ms of CPU time.
-fn sort_take_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64) {
+/// of `rounds`, ms of CPU time, of the sort, of the flush's take
+/// (`take_rows`) and of arrow's `take_record_batch` for comparison.
+fn sort_take_phase(bodies: &[Bytes], rounds: usize) -> (f64, f64, f64) {
     let all = decoded_spans(bodies);
     let cpu = || cpu_ms(ClockId::ThreadCPUTime);
     let group = writer_properties(Table::Spans)
         .max_row_group_row_count()
         .unwrap_or(usize::MAX);
-    let (mut sorts, mut takes) = (Vec::new(), Vec::new());
+    let parts = sort_by_hour(Table::Spans, &all).expect("sort");
+    let take_all =
+        |take: &dyn Fn(&arrow::array::UInt32Array) -> arrow::record_batch::RecordBatch| {
+            let c = cpu();
+            let mut rows = 0;
+            for (_, order) in &parts {
+                for start in (0..order.len()).step_by(group) {
+                    let len = group.min(order.len() - start);
+                    rows += take(&order.slice(start, len)).num_rows();
+                }
+            }
+            assert_eq!(rows, all.num_rows());
+            cpu() - c
+        };
+    let (mut sorts, mut takes, mut arrow_takes) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..rounds {
         let c = cpu();
-        let parts = sort_by_hour(Table::Spans, &all).expect("sort");
+        let again = sort_by_hour(Table::Spans, &all).expect("sort");
         sorts.push(cpu() - c);
-        let c = cpu();
-        let mut rows = 0;
-        for (_, order) in &parts {
-            for start in (0..order.len()).step_by(group) {
-                let len = group.min(order.len() - start);
-                let taken = arrow::compute::take_record_batch(&all, &order.slice(start, len))
-                    .expect("take");
-                rows += taken.num_rows();
-            }
-        }
-        takes.push(cpu() - c);
-        assert_eq!(rows, all.num_rows());
+        assert_eq!(again.len(), parts.len());
+        takes.push(take_all(&|order| take_rows(&all, order).expect("take")));
+        arrow_takes.push(take_all(&|order| {
+            arrow::compute::take_record_batch(&all, order).expect("take")
+        }));
     }
-    (support::median(sorts), support::median(takes))
+    (
+        support::median(sorts),
+        support::median(takes),
+        support::median(arrow_takes),
+    )
 }
 
 /// The flush's encoding alone, of rows taken into order beforehand: what

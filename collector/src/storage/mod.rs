@@ -2,3 +2,4 @@
 
 pub mod layout;
 pub mod parquet;
+pub mod take;

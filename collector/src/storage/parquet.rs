@@ -17,7 +17,7 @@ use arrow::array::{
     Array, AsArray, DynComparator, StringArray, StringViewArray, TimestampMicrosecondArray,
     UInt32Array, make_comparator,
 };
-use arrow::compute::{SortOptions, concat_batches, take_record_batch};
+use arrow::compute::{SortOptions, concat_batches};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit, TimestampMicrosecondType};
 use arrow::record_batch::RecordBatch;
 use parquet::arrow::ArrowWriter;
@@ -31,6 +31,7 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPrope
 use parquet::schema::types::ColumnPath;
 
 use super::layout::{self, MICROS_PER_HOUR};
+use super::take::take_rows;
 use crate::buffer::FileMeta;
 use crate::model::Table;
 use crate::model::schema::{
@@ -199,7 +200,7 @@ fn map_leaf(map: &str, leaf: &str) -> ColumnPath {
 pub fn partition_by_hour(table: Table, batch: &RecordBatch) -> Result<Vec<(i64, RecordBatch)>> {
     sort_by_hour(table, batch)?
         .into_iter()
-        .map(|(hour, rows)| Ok((hour, take_record_batch(batch, &rows)?)))
+        .map(|(hour, rows)| Ok((hour, take_rows(batch, &rows)?)))
         .collect()
 }
 
@@ -419,7 +420,7 @@ impl Rows<'_> {
         Ok(match self {
             Rows::Sorted(batch) => batch.slice(rows.start, rows.len()),
             Rows::Taken { source, order } => {
-                take_record_batch(source, &UInt32Array::slice(order, rows.start, rows.len()))?
+                take_rows(source, &UInt32Array::slice(order, rows.start, rows.len()))?
             }
         })
     }
@@ -819,7 +820,7 @@ mod tests {
         };
         for (_, order) in &parts {
             assert!(order.len() > 2 * ID_TABLE_ROW_GROUP, "{} rows", order.len());
-            let sorted = take_record_batch(&all, order).expect("take");
+            let sorted = arrow::compute::take_record_batch(&all, order).expect("take");
             for (props, groups) in [
                 (writer_properties(Table::Spans), 3),
                 (small_groups(), order.len().div_ceil(1_000)),
