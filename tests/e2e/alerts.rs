@@ -96,6 +96,35 @@ fn delivered(r: &[Value], marker: &str) -> usize {
         .count()
 }
 
+/// The shipped rules (`./rules`) on a fresh data directory: every rule
+/// evaluates at once on its own task and saves the alert state, and the
+/// start logs no error (the saves used to trip over each other's temporary
+/// file: "could not save the alert state … No such file or directory").
+#[test]
+fn the_shipped_rules_start_on_a_fresh_data_directory_without_errors() {
+    let rules = crate::support::repo_root().join("rules");
+    let server = TestServer::builder()
+        .args(&["--rules-dir", rules.to_str().expect("utf-8")])
+        .start();
+    let loaded = server.wait_for_log("rules loaded");
+    let count: f64 = loaded
+        .split("rules=")
+        .nth(1)
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("rules=N in the log");
+    assert!(count >= 10.0, "{count} rules");
+    crate::support::wait_until("every rule to evaluate", || {
+        server
+            .metric("faasight_rule_evaluations_total")
+            .is_some_and(|n| n >= count)
+    });
+    let log = server.log();
+    assert!(!log.contains(" ERROR "), "{log}");
+    let state = std::fs::read(server.data_dir.join("alerts/state.json")).expect("state");
+    serde_json::from_slice::<Value>(&state).expect("the saved state is JSON");
+}
+
 #[test]
 fn slack_gets_one_message_per_state_change() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -242,6 +242,43 @@ fn a_pending_alert_that_clears_says_nothing_and_rules_are_separate() {
     assert!(doc.alerts.is_empty());
 }
 
+/// Every rule evaluates and saves on its own task, so saves run at once:
+/// they take turns (none fails on, or renames, another's temporary file)
+/// and the file ends with the latest state, not an older copy written last.
+#[test]
+fn saves_at_once_take_turns_and_the_latest_state_is_kept() {
+    use super::notify::delivery::Deliverer;
+    use std::sync::Arc;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let deliverer = Arc::new(Deliverer {
+        doc: Arc::new(parking_lot::Mutex::new(StateDoc::default())),
+        store: StateStore::new(dir.path()),
+        metrics: Arc::default(),
+        wake: Arc::default(),
+        client: reqwest::Client::new(),
+        board: Arc::default(),
+        saving: parking_lot::Mutex::new(()),
+    });
+    let savers: Vec<_> = (0..4)
+        .map(|_| {
+            let d = Arc::clone(&deliverer);
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    d.doc.lock().next_delivery_id += 1;
+                    d.persist().expect("saved");
+                }
+            })
+        })
+        .collect();
+    for s in savers {
+        s.join().expect("saver");
+    }
+    let (saved, warning) = StateStore::new(dir.path()).load().expect("load");
+    assert!(warning.is_none(), "{warning:?}");
+    assert_eq!(saved.next_delivery_id, 200);
+}
+
 #[test]
 fn state_survives_a_restart_and_damage_is_moved_aside() {
     let dir = tempfile::tempdir().expect("tempdir");

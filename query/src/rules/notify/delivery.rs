@@ -97,6 +97,9 @@ pub struct Deliverer {
     pub client: reqwest::Client,
     /// Where the alerts are published for the `alerts` SQL table.
     pub board: Arc<AlertBoard>,
+    /// Held while saving: every rule evaluates (and saves) on its own task,
+    /// and the saves share the store's temporary file.
+    pub saving: Mutex<()>,
 }
 
 impl Deliverer {
@@ -109,10 +112,18 @@ impl Deliverer {
     /// Persists the state and publishes its alerts to SQL.
     pub fn save(&self) {
         self.publish();
-        let doc = self.doc.lock().clone();
-        if let Err(e) = self.store.save(&doc) {
+        if let Err(e) = self.persist() {
             tracing::error!(error = %e, "could not save the alert state");
         }
+    }
+
+    /// Writes the state as it is when this save's turn comes: one save at a
+    /// time, so none renames another's half-written temporary file, and the
+    /// last one written holds the latest state, not an older copy.
+    pub(crate) fn persist(&self) -> std::io::Result<()> {
+        let _turn = self.saving.lock();
+        let doc = self.doc.lock().clone();
+        self.store.save(&doc)
     }
 
     /// Delivers `n`'s queue until `stop` resolves.
