@@ -73,6 +73,64 @@ fn assert_handler_columns(server: &TestServer, service: &str, traces: i64) {
     }
 }
 
+/// The README's quick start, as written: its `export` line's variables
+/// (the port swapped for this server's) and `opentelemetry-instrument`
+/// from the distro send a plain script's spans, and the README's query
+/// counts them. Without `OTEL_EXPORTER_OTLP_PROTOCOL` the Python SDK
+/// speaks gRPC to the HTTP port and nothing arrives.
+#[test]
+fn the_readme_quick_start_sends_spans_with_opentelemetry_instrument() {
+    let readme = std::fs::read_to_string(repo_root().join("README.md")).expect("README");
+    let export = readme
+        .lines()
+        .map(str::trim)
+        .find(|l| l.starts_with("export OTEL_EXPORTER_OTLP_ENDPOINT="))
+        .expect("the quick start's export line");
+    let query = readme
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("curl -s localhost:8080/api/v1/query -d '")
+        })
+        .and_then(|l| l.strip_suffix('\''))
+        .expect("the quick start's query");
+    let server = TestServer::start();
+    let bin = python().parent().expect("venv bin").to_path_buf();
+    let mut cmd = Command::new(bin.join("opentelemetry-instrument"));
+    // Only the README's variables: none of this shell's own.
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("OTEL_") {
+            cmd.env_remove(name);
+        }
+    }
+    for assignment in export.trim_start_matches("export ").split_whitespace() {
+        let (name, value) = assignment.split_once('=').expect("NAME=value");
+        cmd.env(
+            name,
+            value.replace("http://127.0.0.1:4318", &server.http_url()),
+        );
+    }
+    let out = crate::support::run_ok(
+        cmd.arg(python())
+            .arg(client_script("quick_start_handler.py")),
+    );
+    let sql: Value = serde_json::from_str(query).expect("the query is JSON");
+    let rows = server.sql(sql["sql"].as_str().expect("sql"));
+    let count = |name: &str| {
+        rows.iter()
+            .find(|r| r["name"] == name)
+            .map(|r| r["n"].clone())
+    };
+    assert_eq!(
+        (count("handler"), count("db")),
+        (Some(3.into()), Some(3.into())),
+        "{rows:?}; the client said: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let services = server.sql("SELECT DISTINCT service_name FROM spans");
+    assert_eq!(services, [serde_json::json!({"service_name": "checkout"})]);
+}
+
 #[test]
 fn python_sdk_over_http_and_grpc_with_gzip() {
     let server = TestServer::start();
