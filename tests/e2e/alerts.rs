@@ -121,6 +121,10 @@ fn the_shipped_rules_start_on_a_fresh_data_directory_without_errors() {
     });
     let log = server.log();
     assert!(!log.contains(" ERROR "), "{log}");
+    // Nothing to recommend on no data: a total of 0, not -0.
+    let (status, recs) = server.get("/api/v1/recommendations");
+    assert_eq!(status, 200, "{recs}");
+    assert!(recs.contains(r#""total_savings_usd_month":0.0"#), "{recs}");
     let state = std::fs::read(server.data_dir.join("alerts/state.json")).expect("state");
     serde_json::from_slice::<Value>(&state).expect("the saved state is JSON");
 }

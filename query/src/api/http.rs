@@ -190,7 +190,11 @@ async fn recommendations(State(st): State<ApiState>) -> Response {
             .unwrap_or(0.0)
             .total_cmp(&a.savings_usd_month.unwrap_or(0.0))
     });
-    let total: f64 = found.iter().filter_map(|a| a.savings_usd_month).sum();
+    // A fold from 0: `sum` of no floats is -0.0, which JSON shows as such.
+    let total = found
+        .iter()
+        .filter_map(|a| a.savings_usd_month)
+        .fold(0.0, |a, b| a + b);
     axum::Json(serde_json::json!({
         "total_savings_usd_month": total,
         "recommendations": found.iter().map(alert_json).collect::<Vec<_>>(),

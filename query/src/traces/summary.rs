@@ -292,7 +292,8 @@ pub fn trace_json(
         "critical_path_detail": detail,
         "untracked_ms": ms(untracked),
         "cold_starts": cold_json,
-        "cold_start_ms_on_critical_path": colds.iter().map(|c| c.latency_explained_ms).sum::<f64>(),
+        // A fold from 0: `sum` of no floats is -0.0, which JSON shows as such.
+        "cold_start_ms_on_critical_path": colds.iter().map(|c| c.latency_explained_ms).fold(0.0, |a, b| a + b),
         "invocations": invocations_json,
         "cost_usd": if priced > 0 { json!(cost) } else { Value::Null },
         "cost_estimated": invocations.iter().any(|i| i.cost_estimated),

@@ -291,6 +291,16 @@ fn cold_starts_on_and_off_the_critical_path() {
     assert_eq!(json["cold_start_ms_on_critical_path"], 300.0);
 }
 
+/// A trace without cold starts says 0 ms of them, not -0 (the sum of no
+/// floats in Rust).
+#[test]
+fn a_warm_trace_has_zero_cold_start_ms_not_minus_zero() {
+    let tree = TraceTree::assemble(vec![span("root", None, 0, 10)]).expect("spans");
+    let path = critical_path(&tree);
+    let json = trace_json(&tree, &path, &[], false);
+    assert_eq!(json["cold_start_ms_on_critical_path"].to_string(), "0.0");
+}
+
 #[test]
 fn trace_ids_from_urls() {
     assert_eq!(
