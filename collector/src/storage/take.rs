@@ -124,6 +124,8 @@ fn take_text_ranges(
         .iter()
         .map(|&(start, end)| (from[end] - from[start]) as usize)
         .sum();
+    // Every offset below is at most `bytes`.
+    offset(bytes)?;
     let mut offsets = Vec::with_capacity(entries + 1);
     offsets.push(0i32);
     let mut values = Vec::with_capacity(bytes);
