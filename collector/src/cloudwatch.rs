@@ -151,7 +151,7 @@ impl Poller {
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, E>>,
-        E: ProvideErrorMetadata + std::fmt::Debug,
+        E: ProvideErrorMetadata + std::error::Error,
     {
         let metrics = &self.receiver.metrics;
         let mut delay = Duration::from_millis(500);
@@ -173,8 +173,9 @@ impl Poller {
                     let message = e
                         .message()
                         .map(String::from)
-                        .unwrap_or_else(|| format!("{e:?}"));
-                    return Err(PollError::Api(format!("{what}: {code} {message}")));
+                        .unwrap_or_else(|| error_chain(&e));
+                    let code = if code.is_empty() { code } else { code + " " };
+                    return Err(PollError::Api(format!("{what}: {code}{message}")));
                 }
             }
         }
@@ -381,4 +382,21 @@ impl Poller {
             }
         }
     }
+}
+
+/// An error and its causes, each said once: the SDK's own text of a
+/// failure that never reached AWS is only "dispatch failure", and its
+/// `Debug` form is a page of nested structs.
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        next = cause.source();
+    }
+    out
 }

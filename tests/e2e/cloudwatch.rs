@@ -195,3 +195,62 @@ fn import_backfills_once_and_the_poller_continues_without_repeats() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("in use by another faasight"));
 }
+
+/// An import that cannot reach CloudWatch says why in one readable line:
+/// without credentials, and with nothing listening at the endpoint (the
+/// SDK's own text is only "dispatch failure", its `Debug` form a page of
+/// nested structs). Nothing is written.
+#[test]
+fn an_import_that_cannot_reach_cloudwatch_says_why() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let import = |endpoint: &str, credentials: bool| {
+        let mut cmd = Command::new(crate::support::BIN);
+        cmd.args(["import", "cloudwatch", "--since", "1h", "--data-dir"])
+            .arg(&data)
+            .args([
+                "--log-group-prefix",
+                "/aws/lambda/",
+                "--cloudwatch-region",
+                "eu-west-1",
+                "--cloudwatch-endpoint-url",
+                endpoint,
+            ]);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("AWS_") {
+                cmd.env_remove(name);
+            }
+        }
+        cmd.env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+            .env(
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.path().join("no-credentials"),
+            );
+        if credentials {
+            cmd.env("AWS_ACCESS_KEY_ID", "testing")
+                .env("AWS_SECRET_ACCESS_KEY", "testing");
+        }
+        let out = cmd.output().expect("import");
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+        let error = stderr
+            .lines()
+            .find(|l| l.starts_with("error: "))
+            .unwrap_or_else(|| panic!("no error line: {stderr}"))
+            .to_string();
+        assert!(!error.contains('{') && !error.contains("  "), "{error}");
+        error
+    };
+    // Port 1: nothing listens there.
+    let unreachable = "http://127.0.0.1:1";
+    let error = import(unreachable, false);
+    assert!(
+        error.contains("DescribeLogGroups: dispatch failure")
+            && error.contains("no providers in chain provided credentials"),
+        "{error}"
+    );
+    let error = import(unreachable, true);
+    assert!(error.contains("Connection refused"), "{error}");
+    assert!(!data.join("logs").exists());
+}
