@@ -216,11 +216,7 @@ fn an_import_that_cannot_reach_cloudwatch_says_why() {
                 "--cloudwatch-endpoint-url",
                 endpoint,
             ]);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("AWS_") {
-                cmd.env_remove(name);
-            }
-        }
+        crate::support::env_remove_prefixed(&mut cmd, "AWS_");
         cmd.env("AWS_EC2_METADATA_DISABLED", "true")
             .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
             .env(

@@ -98,11 +98,7 @@ fn the_readme_quick_start_sends_spans_with_opentelemetry_instrument() {
     let bin = python().parent().expect("venv bin").to_path_buf();
     let mut cmd = Command::new(bin.join("opentelemetry-instrument"));
     // Only the README's variables: none of this shell's own.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("OTEL_") {
-            cmd.env_remove(name);
-        }
-    }
+    crate::support::env_remove_prefixed(&mut cmd, "OTEL_");
     for assignment in export.trim_start_matches("export ").split_whitespace() {
         let (name, value) = assignment.split_once('=').expect("NAME=value");
         cmd.env(

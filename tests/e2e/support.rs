@@ -25,6 +25,16 @@ pub(crate) fn client_script(name: &str) -> PathBuf {
     repo_root().join("tests/e2e/clients").join(name)
 }
 
+/// Leaves out of `cmd`'s environment every variable of this process whose
+/// name starts with `prefix` (`OTEL_`, `AWS_`): the test says what it sets.
+pub(crate) fn env_remove_prefixed(cmd: &mut Command, prefix: &str) {
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with(prefix) {
+            cmd.env_remove(name);
+        }
+    }
+}
+
 /// Runs a command to completion; panics with its output unless it succeeds.
 pub(crate) fn run_ok(cmd: &mut Command) -> std::process::Output {
     let out = cmd

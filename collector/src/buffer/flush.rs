@@ -9,6 +9,7 @@ use tokio::sync::{Mutex, Notify};
 
 use arrow::record_batch::RecordBatch;
 
+use crate::buffer::FileMeta;
 use crate::ingest::{Ingest, IngestError};
 use crate::model::Table;
 use crate::storage::parquet as pq;
@@ -135,8 +136,7 @@ impl Flusher {
                 match pq::write_table(&data_dir, *table, sealed, batches) {
                     Ok(metas) => files.extend(metas.into_iter().map(|m| (*table, m))),
                     Err(e) => {
-                        let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
-                        pq::remove_files(&metas);
+                        remove_written(files);
                         return Err(e);
                     }
                 }
@@ -158,8 +158,7 @@ impl Flusher {
         // for a cold start.
         let now = chrono::Utc::now().timestamp_micros();
         if let Err(source) = self.ingest.instances().save(now) {
-            let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
-            pq::remove_files(&metas);
+            remove_written(files);
             return Err(FlushError::Instances {
                 path: self.data_dir.join(crate::instances::FILE),
                 source,
@@ -174,8 +173,7 @@ impl Flusher {
             // leave the segments to the next flush, whose checkpoint settles it.
             Err(e @ crate::wal::Error::CheckpointUnsynced { .. }) => Some(e),
             Err(e) => {
-                let metas: Vec<_> = files.into_iter().map(|(_, m)| m).collect();
-                pq::remove_files(&metas);
+                remove_written(files);
                 return Err(e.into());
             }
         };
@@ -237,4 +235,11 @@ impl Flusher {
             }
         }
     }
+}
+
+/// Removes the files a flush wrote before it failed (the rows stay buffered
+/// and in the WAL, and the next flush writes them again).
+fn remove_written(files: Vec<(Table, FileMeta)>) {
+    let metas: Vec<FileMeta> = files.into_iter().map(|(_, m)| m).collect();
+    pq::remove_files(&metas);
 }

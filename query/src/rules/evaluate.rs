@@ -178,7 +178,6 @@ impl Rules {
             wake: Arc::new(Notify::new()),
             client,
             board: Arc::clone(args.engine.alert_board()),
-            saving: Mutex::new(()),
         });
         deliverer.publish();
         Ok(Rules {

@@ -16,7 +16,9 @@
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 
 use super::load::{Rule, Severity};
@@ -210,12 +212,17 @@ impl StateDoc {
 #[derive(Debug, Clone)]
 pub struct StateStore {
     dir: PathBuf,
+    /// Held while saving, shared by the store's clones: every rule
+    /// evaluates (and saves) on its own task, and the saves share one
+    /// temporary file.
+    saving: Arc<Mutex<()>>,
 }
 
 impl StateStore {
     pub fn new(data_dir: &Path) -> Self {
         StateStore {
             dir: data_dir.join("alerts"),
+            saving: Arc::default(),
         }
     }
 
@@ -250,8 +257,22 @@ impl StateStore {
         }
     }
 
-    /// Replaces the saved state atomically and durably.
+    /// Replaces the saved state atomically and durably, one save at a time
+    /// (none renames another's half-written temporary file).
     pub fn save(&self, doc: &StateDoc) -> std::io::Result<()> {
+        let _turn = self.saving.lock();
+        self.write(doc)
+    }
+
+    /// [`Self::save`] of `doc` as it is when this save's turn comes, so the
+    /// last one written holds the latest state, not an older copy.
+    pub fn save_current(&self, doc: &Mutex<StateDoc>) -> std::io::Result<()> {
+        let _turn = self.saving.lock();
+        let current = doc.lock().clone();
+        self.write(&current)
+    }
+
+    fn write(&self, doc: &StateDoc) -> std::io::Result<()> {
         std::fs::create_dir_all(&self.dir)?;
         let tmp = self.dir.join("state.json.tmp");
         let bytes = serde_json::to_vec(doc).map_err(std::io::Error::other)?;

@@ -258,7 +258,6 @@ fn saves_at_once_take_turns_and_the_latest_state_is_kept() {
         wake: Arc::default(),
         client: reqwest::Client::new(),
         board: Arc::default(),
-        saving: parking_lot::Mutex::new(()),
     });
     let savers: Vec<_> = (0..4)
         .map(|_| {

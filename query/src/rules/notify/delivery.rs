@@ -97,9 +97,6 @@ pub struct Deliverer {
     pub client: reqwest::Client,
     /// Where the alerts are published for the `alerts` SQL table.
     pub board: Arc<AlertBoard>,
-    /// Held while saving: every rule evaluates (and saves) on its own task,
-    /// and the saves share the store's temporary file.
-    pub saving: Mutex<()>,
 }
 
 impl Deliverer {
@@ -117,13 +114,10 @@ impl Deliverer {
         }
     }
 
-    /// Writes the state as it is when this save's turn comes: one save at a
-    /// time, so none renames another's half-written temporary file, and the
-    /// last one written holds the latest state, not an older copy.
+    /// Writes the state as it is when this save's turn comes (saves run at
+    /// once: every rule evaluates on its own task).
     pub(crate) fn persist(&self) -> std::io::Result<()> {
-        let _turn = self.saving.lock();
-        let doc = self.doc.lock().clone();
-        self.store.save(&doc)
+        self.store.save_current(&self.doc)
     }
 
     /// Delivers `n`'s queue until `stop` resolves.
