@@ -182,6 +182,12 @@ fn http_bad_input_matrix() {
         }),
         Some(1)
     );
+    // A full success in JSON leaves partialSuccess out: `{}`.
+    let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c","spanId":"0d0d0d0d0d0d0d0d","name":"json-whole"}]}]}]}"#;
+    let (status, body, _) = post.send(JSON, None, json.as_bytes().to_vec());
+    assert_eq!(status, 200);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json response");
+    assert_eq!(v, serde_json::json!({}));
 
     // (what, content type, content encoding, body, expected status)
     type Case<'a> = (&'a str, &'a str, Option<&'a str>, Vec<u8>, u16);
@@ -381,7 +387,10 @@ fn http_bad_input_matrix() {
     // Still serving, nothing lost or half-stored.
     let rows = server.sql("SELECT name FROM spans ORDER BY name");
     let names: Vec<&str> = rows.iter().filter_map(|r| r["name"].as_str()).collect();
-    assert_eq!(names, vec!["good", "huge", "json-ok", "valid"]);
+    assert_eq!(
+        names,
+        vec!["good", "huge", "json-ok", "json-whole", "valid"]
+    );
     let (status, _) = server.get("/healthz");
     assert_eq!(status, 200);
     let (_, metrics) = server.get("/metrics");

@@ -208,10 +208,16 @@ fn shared_bytes(resource: Option<&Resource>) -> usize {
 
 /// The export response for `signal`, with partial success when items were
 /// rejected, encoded like the request.
+///
+/// A full success leaves `partial_success` unset, as OTLP asks: in JSON
+/// that is `{}`, not the `{"partialSuccess":null}` serde writes for `None`.
 pub fn response_body(signal: Signal, encoding: Encoding, n: &Normalized) -> Vec<u8> {
     let rejected = i64::try_from(n.rejected).unwrap_or(i64::MAX);
     let message = n.reject_reason.clone().unwrap_or_default();
     let partial = n.rejected > 0;
+    if !partial && encoding == Encoding::Json {
+        return b"{}".to_vec();
+    }
     macro_rules! encode {
         ($resp:expr) => {
             match encoding {

@@ -97,6 +97,37 @@ fn spans_normalize_with_promoted_columns_and_partial_success() {
     assert_eq!(resp.partial_success.map(|p| p.rejected_spans), Some(1));
 }
 
+/// A full success leaves `partialSuccess` out of a JSON answer; a partial
+/// one names the rejected count and the reason, for every signal.
+#[test]
+fn json_answers_leave_partial_success_out_unless_something_was_rejected() {
+    let whole = request(vec![span(vec![0xAB; 16])]).encode_to_vec();
+    let n = decode(Signal::Traces, Encoding::Protobuf, &whole, 0).expect("decodes");
+    assert_eq!(n.rejected, 0);
+    for signal in [Signal::Traces, Signal::Logs, Signal::Metrics] {
+        let body = response_body(signal, Encoding::Json, &n);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(v, serde_json::json!({}), "{signal:?}");
+        assert!(response_body(signal, Encoding::Protobuf, &n).is_empty());
+    }
+
+    let part = request(vec![span(vec![0xAB; 16]), span(vec![1; 15])]).encode_to_vec();
+    let n = decode(Signal::Traces, Encoding::Protobuf, &part, 0).expect("decodes");
+    let body = response_body(Signal::Traces, Encoding::Json, &n);
+    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+    let partial = &v["partialSuccess"];
+    let rejected = partial["rejectedSpans"]
+        .as_i64()
+        .or_else(|| partial["rejectedSpans"].as_str()?.parse().ok());
+    assert_eq!(rejected, Some(1), "{v}");
+    assert!(
+        partial["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains("16 bytes")),
+        "{v}"
+    );
+}
+
 /// A request's valid spans come out in the order the flush writes files in
 /// (hour of the start, trace id, start; ties in request order), each with
 /// its own resource's and scope's columns; invalid spans are refused with
