@@ -444,10 +444,19 @@ impl Generator {
         };
         // A little work, then each call in turn, then the entry finishes
         // (its duration includes the time spent waiting on the calls).
+        // Lambda stops the entry at its timeout: no call starts after it,
+        // and a call still out then ends with it, unanswered (the callee
+        // runs on).
         let entry_span = hex(&mut self.rng, 8);
         let mut spans = Vec::new();
+        let deadline = start + (self.funcs[entry].timeout_ms * 1000.0) as i64;
         let mut cursor = start + self.rng.random_range(2_000..30_000);
+        let mut made_calls = 0;
         for _ in 0..calls {
+            if cursor + 2_000 >= deadline {
+                break;
+            }
+            made_calls += 1;
             let callee = self.downstream[self.rng.random_range(0..self.downstream.len())];
             let client_span = hex(&mut self.rng, 8);
             let child_start = cursor + 2_000;
@@ -463,8 +472,8 @@ impl Generator {
                     &format!("invoke {callee_name}"),
                     span::SpanKind::Client,
                     cursor,
-                    child_end + 2_000,
-                    false,
+                    (child_end + 2_000).min(deadline),
+                    child_end + 2_000 > deadline,
                     vec![
                         kv("rpc.service", "Lambda"),
                         kv("faas.invoked_name", &callee_name),
@@ -509,7 +518,7 @@ impl Generator {
                 ..Default::default()
             });
         }
-        1 + calls
+        1 + made_calls
     }
 
     fn handler_span(

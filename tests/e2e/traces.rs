@@ -692,3 +692,65 @@ fn trace_lookup_prunes_row_groups_with_bloom_filters() {
         }
     }
 }
+
+/// `faasight generate` makes traces Lambda could have made: a caller stopped
+/// at its timeout makes no more calls, and a call still out then ends with
+/// it, unanswered, while the callee runs on. (Before, such a call's client
+/// span ran on past its caller, up to 15 s past a root that had ended.)
+#[test]
+fn generated_calls_end_by_their_callers_timeout() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    crate::support::generate(
+        dir.path(),
+        &[
+            "--invocations",
+            "20000",
+            "--functions",
+            "20",
+            "--days",
+            "1",
+            "--seed",
+            "3",
+            "--trace-share",
+            "1.0",
+            "--until",
+            "2026-11-28T00:00:00Z",
+        ],
+    );
+    let one = |sql: &str| -> Value {
+        let rows: Value = serde_json::from_str(&crate::support::cli_query(dir.path(), "json", sql))
+            .expect("json");
+        rows[0].clone()
+    };
+    assert_eq!(one("SELECT count(*) AS n FROM invocations")["n"], 20000);
+    let calls = "spans c JOIN spans p ON c.trace_id = p.trace_id AND c.parent_span_id = p.span_id";
+    let shape = one(&format!(
+        "SELECT count(*) AS calls, \
+                sum(CASE WHEN c.end_time > p.end_time THEN 1 ELSE 0 END) AS past_caller, \
+                sum(CASE WHEN c.time >= p.end_time THEN 1 ELSE 0 END) AS after_caller \
+         FROM {calls} WHERE c.kind = 'client'"
+    ));
+    assert!(shape["calls"].as_i64().expect("calls") > 10_000, "{shape}");
+    assert_eq!(shape["past_caller"], 0, "{shape}");
+    assert_eq!(shape["after_caller"], 0, "{shape}");
+    // The calls cut by a timeout: each ends with its caller, marked as an
+    // error; the caller's invocation timed out; the callee ran on.
+    let cut = one(&format!(
+        "SELECT count(*) AS cut, \
+                sum(CASE WHEN c.end_time = p.end_time THEN 1 ELSE 0 END) AS with_caller, \
+                sum(CASE WHEN i.status = 'timeout' THEN 1 ELSE 0 END) AS timed_out, \
+                sum(CASE WHEN k.end_time > p.end_time THEN 1 ELSE 0 END) AS callee_ran_on \
+         FROM {calls} \
+         JOIN invocations i ON i.request_id = p.request_id \
+         JOIN spans k ON k.trace_id = c.trace_id AND k.parent_span_id = c.span_id \
+         WHERE c.kind = 'client' AND c.status_code = 'error'"
+    ));
+    let n = cut["cut"].as_i64().expect("cut");
+    assert!(
+        n > 0,
+        "this seed has callers stopped at their timeout: {cut}"
+    );
+    assert_eq!(cut["with_caller"], n, "{cut}");
+    assert_eq!(cut["timed_out"], n, "{cut}");
+    assert!(cut["callee_ran_on"].as_i64().expect("n") > 0, "{cut}");
+}
