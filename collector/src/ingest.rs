@@ -64,6 +64,10 @@ enum Command {
     Rotate {
         done: oneshot::Sender<Result<Rotation, IngestError>>,
     },
+    /// Measures the WAL on disk again (after the flush deleted segments).
+    /// The writer does it between its own writes, so that no write is
+    /// counted twice or lost from the count.
+    Remeasure,
     /// Panics the writer thread, as a bug in it would.
     #[cfg(test)]
     Crash,
@@ -88,6 +92,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Append { framed, .. } => write!(f, "Append({} bytes)", framed.len()),
             Command::Rotate { .. } => f.write_str("Rotate"),
+            Command::Remeasure => f.write_str("Remeasure"),
             #[cfg(test)]
             Command::Crash => f.write_str("Crash"),
         }
@@ -223,10 +228,11 @@ impl Ingest {
         wait.await.map_err(|_| IngestError::Closed)?
     }
 
-    /// Called by the flush once segments are deleted.
-    pub fn set_wal_bytes(&self, bytes: u64) {
-        self.wal_bytes.store(bytes, Ordering::Relaxed);
-        self.metrics.wal_size_bytes.set(bytes);
+    /// Called by the flush once segments are deleted: the WAL writer
+    /// measures the WAL again before its next write.
+    pub fn remeasure_wal(&self) {
+        // A closed writer refuses every request anyway.
+        let _ = self.tx.send(Command::Remeasure);
     }
 
     pub fn buffer(&self) -> &Buffer {
@@ -324,6 +330,15 @@ impl Writer {
                     self.commit(written);
                     let _ = done.send(self.rotate());
                 }
+                // Records queued before it are not written yet: the measure
+                // leaves them out, and their write adds them.
+                Command::Remeasure => match self.wal.size_bytes() {
+                    Ok(bytes) => {
+                        self.wal_bytes.store(bytes, Ordering::Relaxed);
+                        self.metrics.wal_size_bytes.set(bytes);
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not measure the wal"),
+                },
                 #[cfg(test)]
                 Command::Crash => panic!("the wal writer crashed (test)"),
             }

@@ -210,14 +210,19 @@ impl Flusher {
     }
 
     /// Deletes the segments up to `sealed`, which a committed checkpoint
-    /// covers, and updates the WAL's size (it gates ingest).
+    /// covers, and has the WAL's size (it gates ingest) measured again.
     fn remove_flushed_segments(&self, sealed: u64) -> Result<(), crate::wal::Error> {
+        let removed = self.remove_segments_up_to(sealed);
+        self.ingest.remeasure_wal();
+        removed
+    }
+
+    fn remove_segments_up_to(&self, sealed: u64) -> Result<(), crate::wal::Error> {
         for id in self.wal.segments()? {
             if id <= sealed {
                 self.wal.remove_segment(id)?;
             }
         }
-        self.ingest.set_wal_bytes(self.wal.size_bytes()?);
         Ok(())
     }
 
