@@ -174,14 +174,8 @@ fn http_bad_input_matrix() {
     let (status, body, _) = post.send(JSON, None, json.as_bytes().to_vec());
     assert_eq!(status, 200);
     let v: serde_json::Value = serde_json::from_slice(&body).expect("json response");
-    assert_eq!(
-        v["partialSuccess"]["rejectedSpans"].as_i64().or_else(|| {
-            v["partialSuccess"]["rejectedSpans"]
-                .as_str()
-                .and_then(|s| s.parse().ok())
-        }),
-        Some(1)
-    );
+    // OTLP/JSON writes an int64 as a string.
+    assert_eq!(v["partialSuccess"]["rejectedSpans"], "1", "{v}");
     // A full success in JSON leaves partialSuccess out: `{}`.
     let json = r#"{"resourceSpans":[{"scopeSpans":[{"spans":[{"traceId":"0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c0c","spanId":"0d0d0d0d0d0d0d0d","name":"json-whole"}]}]}]}"#;
     let (status, body, _) = post.send(JSON, None, json.as_bytes().to_vec());

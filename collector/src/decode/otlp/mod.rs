@@ -206,40 +206,50 @@ fn shared_bytes(resource: Option<&Resource>) -> usize {
     resource.map_or(0, |r| 3 * r.encoded_len())
 }
 
+/// An OTLP/JSON export response. OTLP/JSON follows the protobuf JSON
+/// mapping, where an int64 is a string (`"rejectedSpans":"2"`), which the
+/// `opentelemetry-proto` serde types write as a number.
+fn json_response(signal: Signal, partial: Option<(i64, String)>) -> Vec<u8> {
+    let Some((rejected, message)) = partial else {
+        return b"{}".to_vec();
+    };
+    let count = match signal {
+        Signal::Traces => "rejectedSpans",
+        Signal::Logs => "rejectedLogRecords",
+        Signal::Metrics => "rejectedDataPoints",
+    };
+    let body = serde_json::json!({
+        "partialSuccess": { count: rejected.to_string(), "errorMessage": message }
+    });
+    body.to_string().into_bytes()
+}
+
 /// The export response for `signal`, with partial success when items were
 /// rejected, encoded like the request.
 ///
 /// A full success leaves `partial_success` unset, as OTLP asks: in JSON
-/// that is `{}`, not the `{"partialSuccess":null}` serde writes for `None`.
+/// that is `{}` (serde would write `{"partialSuccess":null}`).
 pub fn response_body(signal: Signal, encoding: Encoding, n: &Normalized) -> Vec<u8> {
     let rejected = i64::try_from(n.rejected).unwrap_or(i64::MAX);
     let message = n.reject_reason.clone().unwrap_or_default();
     let partial = n.rejected > 0;
-    if !partial && encoding == Encoding::Json {
-        return b"{}".to_vec();
-    }
-    macro_rules! encode {
-        ($resp:expr) => {
-            match encoding {
-                Encoding::Protobuf => $resp.encode_to_vec(),
-                Encoding::Json => serde_json::to_vec(&$resp).unwrap_or_else(|_| b"{}".to_vec()),
-            }
-        };
+    if encoding == Encoding::Json {
+        return json_response(signal, partial.then_some((rejected, message)));
     }
     match signal {
-        Signal::Traces => encode!(ExportTraceServiceResponse {
+        Signal::Traces => Message::encode_to_vec(&ExportTraceServiceResponse {
             partial_success: partial.then_some(ExportTracePartialSuccess {
                 rejected_spans: rejected,
                 error_message: message,
             }),
         }),
-        Signal::Logs => encode!(ExportLogsServiceResponse {
+        Signal::Logs => Message::encode_to_vec(&ExportLogsServiceResponse {
             partial_success: partial.then_some(ExportLogsPartialSuccess {
                 rejected_log_records: rejected,
                 error_message: message,
             }),
         }),
-        Signal::Metrics => encode!(ExportMetricsServiceResponse {
+        Signal::Metrics => Message::encode_to_vec(&ExportMetricsServiceResponse {
             partial_success: partial.then_some(ExportMetricsPartialSuccess {
                 rejected_data_points: rejected,
                 error_message: message,

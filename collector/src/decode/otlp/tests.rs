@@ -113,19 +113,21 @@ fn json_answers_leave_partial_success_out_unless_something_was_rejected() {
 
     let part = request(vec![span(vec![0xAB; 16]), span(vec![1; 15])]).encode_to_vec();
     let n = decode(Signal::Traces, Encoding::Protobuf, &part, 0).expect("decodes");
-    let body = response_body(Signal::Traces, Encoding::Json, &n);
-    let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
-    let partial = &v["partialSuccess"];
-    let rejected = partial["rejectedSpans"]
-        .as_i64()
-        .or_else(|| partial["rejectedSpans"].as_str()?.parse().ok());
-    assert_eq!(rejected, Some(1), "{v}");
-    assert!(
-        partial["errorMessage"]
-            .as_str()
-            .is_some_and(|m| m.contains("16 bytes")),
-        "{v}"
-    );
+    let reason = n.reject_reason.clone().expect("a reason");
+    assert!(reason.contains("16 bytes"), "{reason}");
+    // int64 as a string, as the protobuf JSON mapping (and so OTLP/JSON) has it.
+    for (signal, count) in [
+        (Signal::Traces, "rejectedSpans"),
+        (Signal::Logs, "rejectedLogRecords"),
+        (Signal::Metrics, "rejectedDataPoints"),
+    ] {
+        let body = response_body(signal, Encoding::Json, &n);
+        let v: serde_json::Value = serde_json::from_slice(&body).expect("json");
+        assert_eq!(
+            v,
+            serde_json::json!({"partialSuccess": {count: "1", "errorMessage": reason}})
+        );
+    }
 }
 
 /// A request's valid spans come out in the order the flush writes files in
