@@ -59,7 +59,7 @@ pub(crate) struct ServeArgs {
     /// How often the buffer is written to Parquet, e.g. 1s, 5m [default: 10s]
     #[arg(long, env = "FAASIGHT_FLUSH_INTERVAL")]
     pub(crate) flush_interval: Option<String>,
-    /// Largest request body, compressed or decompressed, e.g. 16MiB [default: 16MiB]
+    /// Largest request body, compressed or decompressed, e.g. 16MiB; at most 256MiB [default: 16MiB]
     #[arg(long, env = "FAASIGHT_MAX_BODY_SIZE")]
     pub(crate) max_body_size: Option<String>,
     /// Longest a query may run, e.g. 30s [default: 30s]

@@ -315,8 +315,12 @@ fn main() -> ExitCode {
     }
     disable_transparent_huge_pages();
     init_tracing();
+    // DataFusion clones, plans and evaluates expressions recursively: 8 MiB
+    // stacks (tokio's default is 2 MiB) give the deepest expression that
+    // `faasight_query::safety` lets through several times the room it needs.
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(8 << 20)
         .build()
     {
         Ok(rt) => rt,

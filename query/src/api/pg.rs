@@ -200,6 +200,8 @@ fn limit_rows(
 /// Parses with the Postgres-compatible parser and refuses the whole string
 /// if any statement is not allowed.
 fn check_query(parser: &PostgresCompatibilityParser, query: &str) -> PgWireResult<()> {
+    // 54001: statement_too_complex, what Postgres sends past its stack depth.
+    crate::safety::check_nesting(query).map_err(|e| user_error("54001", e))?;
     let statements = parser.parse(query).map_err(|e| {
         // DataFusion's own statements (CREATE EXTERNAL TABLE, …) are no
         // Postgres syntax: name the refusal rather than the syntax error.
