@@ -14,7 +14,7 @@ use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use faasight_collector::buffer::Buffer;
 use faasight_collector::model::Table;
 use faasight_collector::telemetry::{Counter, Histogram, render_counter};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 
 use crate::catalog::alerts::AlertBoard;
 use crate::catalog::id_filter::IdFilters;
@@ -41,6 +41,19 @@ pub enum QueryError {
         crate::memory::human_bytes(*.0)
     )]
     TooManyBytes(usize),
+    /// DataFusion panicked on this query (its own bug, e.g. `repeat` past
+    /// 2 GiB of text); the panic is caught and the server goes on.
+    #[error("the query failed inside DataFusion: {0}")]
+    Panicked(String),
+}
+
+/// The message of a caught panic.
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".to_string())
 }
 
 impl From<datafusion::error::DataFusionError> for QueryError {
@@ -382,7 +395,12 @@ impl QueryEngine {
     pub async fn execute(&self, sql: &str) -> Result<QueryResult, QueryError> {
         let started = Instant::now();
         self.metrics.queries.add(1);
-        let result = tokio::time::timeout(self.config.timeout, self.run(sql)).await;
+        // DataFusion re-raises a panic of its tasks in the one reading the
+        // result: caught here, it fails this query instead of the request.
+        let run = std::panic::AssertUnwindSafe(self.run(sql)).catch_unwind();
+        let result = tokio::time::timeout(self.config.timeout, run)
+            .await
+            .map(|r| r.unwrap_or_else(|p| Err(QueryError::Panicked(panic_message(&*p)))));
         self.metrics.latency.observe(started.elapsed());
         match result {
             Ok(Ok(r)) => Ok(r),

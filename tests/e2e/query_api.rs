@@ -509,3 +509,50 @@ fn expressions_nested_too_deeply_are_refused_and_the_server_goes_on() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("nests too deeply"), "{stderr}");
 }
+
+/// A query DataFusion panics on (its `repeat` past 2 GiB of text in one
+/// batch) fails with an error over HTTP and the Postgres wire, and the
+/// server and the session go on. Before, DataFusion re-raised its task's
+/// panic in the request handler: HTTP clients got the connection closed
+/// without an answer, psql lost its connection.
+#[test]
+fn a_query_datafusion_panics_on_fails_with_an_error_and_the_server_goes_on() {
+    let server = TestServer::start();
+    send_spans(&server, 3);
+    // 30 rows of 100 MB: the batch's text passes i32 offsets.
+    let panics = "SELECT sum(length(repeat('x', 100000000 + value - value))) AS n \
+                  FROM generate_series(1, 30)";
+    let (status, body) = server.query_raw(panics, "json");
+    assert_eq!(status, 500, "{body}");
+    assert!(
+        body.contains("the query failed inside DataFusion") && body.contains("offset overflow"),
+        "{body}"
+    );
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 3);
+
+    let results = pg_query(
+        &server.pg,
+        &[
+            (panics.to_string(), vec![]),
+            ("SELECT count(*) AS n FROM spans".to_string(), vec![]),
+        ],
+        false,
+    );
+    // XX000: internal_error.
+    assert_eq!(results[0]["sqlstate"], "XX000", "{}", results[0]);
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("failed inside DataFusion")),
+        "{}",
+        results[0]
+    );
+    assert_eq!(results[1]["rows"], serde_json::json!([[3]]));
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("faasight_queries_failed_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}

@@ -25,7 +25,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::{DfSessionService, Parser};
-use futures::{Sink, StreamExt};
+use futures::{FutureExt, Sink, StreamExt};
 use pgwire::api::Type;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
 use pgwire::api::auth::noop::NoopStartupHandler;
@@ -83,6 +83,14 @@ fn refused(message: String) -> PgWireError {
     user_error("25006", message)
 }
 
+/// A query DataFusion panicked on. XX000: internal_error.
+fn panicked(payload: &(dyn std::any::Any + Send)) -> PgWireError {
+    user_error(
+        "XX000",
+        QueryError::Panicked(crate::engine::panic_message(payload)).to_string(),
+    )
+}
+
 fn timed_out(limit: Duration) -> PgWireError {
     // 57014: query_canceled, what Postgres sends at statement_timeout.
     user_error("57014", QueryError::Timeout(limit).to_string())
@@ -122,7 +130,10 @@ impl ReadOnlyService {
         let timeout = self.engine.limits().timeout;
         let started = std::time::Instant::now();
         self.engine.metrics.queries.add(1);
-        let result = tokio::time::timeout(timeout, work).await;
+        let work = std::panic::AssertUnwindSafe(work).catch_unwind();
+        let result = tokio::time::timeout(timeout, work)
+            .await
+            .map(|r| r.unwrap_or_else(|p| Err(panicked(&*p))));
         self.engine.metrics.latency.observe(started.elapsed());
         match result {
             Ok(Ok(v)) => Ok(v),
@@ -160,34 +171,41 @@ fn limit_rows(
         let metrics = Arc::clone(&metrics);
         async move {
             let (mut rows, n, bytes) = state?;
-            match tokio::time::timeout_at(deadline, rows.next()).await {
+            let next = std::panic::AssertUnwindSafe(rows.next()).catch_unwind();
+            match tokio::time::timeout_at(deadline, next).await {
+                Ok(Err(p)) => {
+                    metrics.failed.add(1);
+                    Some((Err(panicked(&*p)), None))
+                }
+                Ok(Ok(next)) => match next {
+                    None => None,
+                    Some(Err(e)) => {
+                        metrics.failed.add(1);
+                        Some((Err(e), None))
+                    }
+                    Some(Ok(_)) if n >= max_rows => Some((
+                        Err(user_error(
+                            "54000",
+                            QueryError::TooManyRows(max_rows).to_string(),
+                        )),
+                        None,
+                    )),
+                    Some(Ok(row)) if bytes + row.data.len() > max_result_bytes => Some((
+                        Err(user_error(
+                            "54000",
+                            QueryError::TooManyBytes(max_result_bytes).to_string(),
+                        )),
+                        None,
+                    )),
+                    Some(Ok(row)) => {
+                        let bytes = bytes + row.data.len();
+                        Some((Ok(row), Some((rows, n + 1, bytes))))
+                    }
+                },
                 Err(_) => {
                     metrics.failed.add(1);
                     metrics.timeouts.add(1);
                     Some((Err(timed_out(timeout)), None))
-                }
-                Ok(None) => None,
-                Ok(Some(Err(e))) => {
-                    metrics.failed.add(1);
-                    Some((Err(e), None))
-                }
-                Ok(Some(Ok(_))) if n >= max_rows => Some((
-                    Err(user_error(
-                        "54000",
-                        QueryError::TooManyRows(max_rows).to_string(),
-                    )),
-                    None,
-                )),
-                Ok(Some(Ok(row))) if bytes + row.data.len() > max_result_bytes => Some((
-                    Err(user_error(
-                        "54000",
-                        QueryError::TooManyBytes(max_result_bytes).to_string(),
-                    )),
-                    None,
-                )),
-                Ok(Some(Ok(row))) => {
-                    let bytes = bytes + row.data.len();
-                    Some((Ok(row), Some((rows, n + 1, bytes))))
                 }
             }
         }
