@@ -402,6 +402,38 @@ fn tempo_search(server: &TestServer, trace: &str, other: &str, sent: &Value) {
         search(server, &[("q", "{}"), ("start", &s), ("end", &e)]),
         both
     );
+    // Bounds past what a timestamp holds (years 5138 and -1199) mean "no
+    // bound"; before, planning failed on them with an Arrow cast error.
+    assert_eq!(
+        search(
+            server,
+            &[
+                ("q", "{}"),
+                ("start", "-99999999999"),
+                ("end", "99999999999")
+            ]
+        ),
+        both
+    );
+    assert_eq!(
+        search(
+            server,
+            &[
+                ("q", r#"{ name = "GET /health" }"#),
+                ("start", "0"),
+                ("end", "99999999999")
+            ]
+        ),
+        one(other)
+    );
+    let tags = get_json(&format!(
+        "http://{}/api/search/tags?start=0&end=99999999999",
+        server.api
+    ));
+    assert!(
+        strings(&tags["tagNames"]).contains(&"service.name".to_string()),
+        "{tags}"
+    );
 
     // The metadata Grafana shows, and the spans that matched.
     let url = reqwest::Url::parse_with_params(

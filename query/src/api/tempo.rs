@@ -181,15 +181,16 @@ fn duration_param(p: &HashMap<String, String>, name: &str) -> Result<Option<f64>
         .transpose()
 }
 
+/// Seconds either side of 1970 that every bound is clamped to: timestamps
+/// are nanoseconds in SQL, which end in 1677 and 2262. A bound past them
+/// (`end=99999999999`) means "no bound" and is read as such, rather than
+/// failing inside the query's planning.
+const MAX_RANGE_SECS: i64 = 9_000_000_000;
+
 /// `start`/`end` in unix seconds as µs bounds.
 fn range_params(p: &HashMap<String, String>) -> Result<(Option<i64>, Option<i64>), ApiError> {
     let secs = |name| -> Result<Option<i64>, ApiError> {
-        int_param(p, name)?
-            .map(|s| {
-                s.checked_mul(1_000_000)
-                    .ok_or_else(|| ApiError::BadRequest(format!("{name} is out of range")))
-            })
-            .transpose()
+        Ok(int_param(p, name)?.map(|s| s.clamp(-MAX_RANGE_SECS, MAX_RANGE_SECS) * 1_000_000))
     };
     let (start, end) = (secs("start")?, secs("end")?);
     // `end` is inclusive in Tempo (whole seconds): keep the whole last second.

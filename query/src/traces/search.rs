@@ -185,9 +185,10 @@ async fn matching_ids(
         return step1_ids(engine, req, req.start_us, req.end_us).await;
     }
     let limit = req.limit.clamp(1, MAX_LIMIT);
-    let anchor = req
-        .end_us
-        .unwrap_or_else(|| Utc::now().timestamp_micros() + HOUR_US);
+    // Windows reach back from the end of the range, or from now when the
+    // range ends later (nothing is stored in the future).
+    let soon = Utc::now().timestamp_micros() + HOUR_US;
+    let anchor = req.end_us.map_or(soon, |end| end.min(soon));
     let mut ids: Vec<String> = Vec::new();
     let mut seen = std::collections::HashSet::new();
     let mut upper = req.end_us;
