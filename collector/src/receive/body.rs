@@ -9,6 +9,10 @@
 //! away, up to [`DRAIN_BYTES`] more within [`DRAIN_TIME`], before the
 //! answer; a body declared larger than that is refused at once, since no
 //! draining could save its connection. Nothing past the limit is kept.
+//!
+//! A body must arrive whole within [`BODY_TIME`]: a client that declares a
+//! length and stops sending (or trickles) would otherwise hold its
+//! connection and task for as long as it likes.
 
 use std::time::Duration;
 
@@ -24,17 +28,39 @@ const DRAIN_BYTES: usize = 32 << 20;
 /// How long the thrown-away part may take.
 const DRAIN_TIME: Duration = Duration::from_secs(5);
 
+/// How long a whole body may take to arrive: 16 MiB (the default limit)
+/// at 280 KB/s.
+pub const BODY_TIME: Duration = Duration::from_secs(60);
+
 /// Why a body was not read.
 #[derive(Debug, thiserror::Error)]
 pub enum BodyError {
     #[error("request body exceeds the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("the request body did not arrive within {0:?}")]
+    TimedOut(Duration),
     #[error("could not read the request body: {0}")]
     Read(String),
 }
 
-/// The whole body, or [`BodyError::TooLarge`] once it passes `limit`.
+/// The whole body, or [`BodyError::TooLarge`] once it passes `limit`, or
+/// [`BodyError::TimedOut`] when it takes longer than [`BODY_TIME`].
 pub async fn read_body(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    read_body_within(headers, body, limit, BODY_TIME).await
+}
+
+async fn read_body_within(
+    headers: &HeaderMap,
+    body: Body,
+    limit: usize,
+    time: Duration,
+) -> Result<Bytes, BodyError> {
+    tokio::time::timeout(time, read_whole(headers, body, limit))
+        .await
+        .unwrap_or(Err(BodyError::TimedOut(time)))
+}
+
+async fn read_whole(headers: &HeaderMap, body: Body, limit: usize) -> Result<Bytes, BodyError> {
     let declared = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -110,6 +136,24 @@ mod tests {
             .await
             .expect("read");
         assert!(empty.is_empty());
+    }
+
+    /// A client that stops sending gets no more than the body's time.
+    #[tokio::test]
+    async fn a_body_that_stops_arriving_times_out() {
+        let stalled = Body::from_stream(
+            futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"ab"))])
+                .chain(futures::stream::pending()),
+        );
+        let time = Duration::from_millis(50);
+        let err = read_body_within(&HeaderMap::new(), stalled, 1024, time)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, BodyError::TimedOut(t) if t == time), "{err}");
+        let whole = read_body_within(&HeaderMap::new(), chunked(vec![b"ab", b"c"]), 1024, time)
+            .await
+            .expect("read");
+        assert_eq!(&whole[..], b"abc");
     }
 
     #[tokio::test]

@@ -57,6 +57,7 @@ fn body_refusal(e: &BodyError) -> (StatusCode, String) {
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("{e} (--max-body-size)"),
         ),
+        BodyError::TimedOut(_) => (StatusCode::REQUEST_TIMEOUT, e.to_string()),
         BodyError::Read(_) => (StatusCode::BAD_REQUEST, e.to_string()),
     }
 }

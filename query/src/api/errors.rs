@@ -21,6 +21,8 @@ pub enum ApiError {
     NotFound(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    BodyTimedOut(String),
 }
 
 impl IntoResponse for ApiError {
@@ -32,7 +34,9 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::TooManyRows(_) | QueryError::TooManyBytes(_)) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Query(QueryError::Timeout(_)) => StatusCode::REQUEST_TIMEOUT,
+            ApiError::Query(QueryError::Timeout(_)) | ApiError::BodyTimedOut(_) => {
+                StatusCode::REQUEST_TIMEOUT
+            }
             ApiError::Encode(_)
             | ApiError::Internal(_)
             | ApiError::Query(QueryError::Panicked(_)) => StatusCode::INTERNAL_SERVER_ERROR,

@@ -61,6 +61,7 @@ async fn query(
         .await
         .map_err(|e| match e {
             BodyError::TooLarge { .. } => ApiError::TooLarge(e.to_string()),
+            BodyError::TimedOut(_) => ApiError::BodyTimedOut(e.to_string()),
             BodyError::Read(_) => ApiError::BadRequest(e.to_string()),
         })?;
     let req: QueryRequest =
