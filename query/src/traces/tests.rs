@@ -468,6 +468,41 @@ fn traceql_translates_to_sql_with_quoted_literals() {
     assert!(sql.contains("LIMIT 20"), "{sql}");
 }
 
+/// A chain of one operator becomes flat SQL: 60 conditions or spansets
+/// stay within the SQL parser's nesting limit of 50 (a parenthesis per
+/// operator did not). Mixed operators keep their grouping.
+#[test]
+fn long_chains_of_one_operator_are_written_flat() {
+    let fields = vec![".a = 1"; 60].join(" && ");
+    let spansets = vec!["{ .b = 2 }"; 60].join(" || ");
+    let q = parse(&format!("{{ {fields} }} && ({spansets})")).expect("valid");
+    let sql = step1_sql(&SearchRequest {
+        query: q,
+        start_us: Some(T0),
+        end_us: None,
+        min_duration_ms: None,
+        max_duration_ms: None,
+        limit: 20,
+        spans_per_set: 3,
+    });
+    crate::safety::check_sql(&sql).unwrap_or_else(|e| panic!("{e} ({} bytes of SQL)", sql.len()));
+    // The trace condition: the 60 spansets' flags in one flat OR.
+    assert_eq!(
+        sql.matches(") OR bool_or(").count(),
+        59,
+        "{} bytes of SQL",
+        sql.len()
+    );
+
+    let mixed = parse("{ .a = 1 && (.b = 2 || .c = 3) && !(.d = 4 && .e = 5) }").expect("valid");
+    let filters = mixed.filters();
+    let sql = filters[0].as_ref().expect("a condition").to_sql();
+    assert_eq!(sql.matches('(').count(), sql.matches(')').count(), "{sql}");
+    assert!(sql.starts_with('(') && sql.contains(" AND ("), "{sql}");
+    assert!(sql.contains(" OR "), "{sql}");
+    assert!(sql.contains("(NOT ("), "{sql}");
+}
+
 #[test]
 fn tags_in_logfmt() {
     assert_eq!(

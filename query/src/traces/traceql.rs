@@ -646,30 +646,39 @@ impl SpansetExpr {
     }
 
     /// The trace condition over the per-filter flags `m0`, `m1`, … (in the
-    /// order of [`Self::filters`]).
+    /// order of [`Self::filters`]). A chain of one operator is written flat,
+    /// `(m0 AND m1 AND m2)`: a parenthesis per operator would run into the
+    /// SQL parser's nesting limit of 50 at about that many filters.
     pub fn combine_sql(&self, flag: &dyn Fn(usize) -> String) -> String {
-        fn go(e: &SpansetExpr, next: &mut usize, flag: &dyn Fn(usize) -> String, out: &mut String) {
-            match e {
+        fn go(
+            e: &SpansetExpr,
+            within: Option<&str>,
+            next: &mut usize,
+            flag: &dyn Fn(usize) -> String,
+            out: &mut String,
+        ) {
+            let (op, a, b) = match e {
                 SpansetExpr::Filter(_) => {
                     out.push_str(&flag(*next));
                     *next += 1;
+                    return;
                 }
-                SpansetExpr::And(a, b) | SpansetExpr::Or(a, b) => {
-                    let op = if matches!(e, SpansetExpr::And(..)) {
-                        "AND"
-                    } else {
-                        "OR"
-                    };
-                    out.push('(');
-                    go(a, next, flag, out);
-                    let _ = write!(out, " {op} ");
-                    go(b, next, flag, out);
-                    out.push(')');
-                }
+                SpansetExpr::And(a, b) => ("AND", a, b),
+                SpansetExpr::Or(a, b) => ("OR", a, b),
+            };
+            let open = within != Some(op);
+            if open {
+                out.push('(');
+            }
+            go(a, Some(op), next, flag, out);
+            let _ = write!(out, " {op} ");
+            go(b, Some(op), next, flag, out);
+            if open {
+                out.push(')');
             }
         }
         let mut out = String::new();
-        go(self, &mut 0, flag, &mut out);
+        go(self, None, &mut 0, flag, &mut out);
         out
     }
 
@@ -709,13 +718,38 @@ impl FieldExpr {
 
     /// SQL over the span alias `s` and the per-trace summary alias `t`
     /// (`t.root_name`, `t.root_service_name`, `t.duration_ms`).
+    /// The SQL condition; a chain of one operator is written flat, as in
+    /// [`SpansetExpr::combine_sql`].
     pub fn to_sql(&self) -> String {
-        match self {
-            FieldExpr::And(a, b) => format!("({} AND {})", a.to_sql(), b.to_sql()),
-            FieldExpr::Or(a, b) => format!("({} OR {})", a.to_sql(), b.to_sql()),
-            FieldExpr::Not(a) => format!("(NOT {})", a.to_sql()),
-            FieldExpr::Cmp(attr, op, value) => comparison_sql(attr, *op, value),
+        fn go(e: &FieldExpr, within: Option<&str>, out: &mut String) {
+            let (op, a, b) = match e {
+                FieldExpr::And(a, b) => ("AND", a, b),
+                FieldExpr::Or(a, b) => ("OR", a, b),
+                FieldExpr::Not(a) => {
+                    out.push_str("(NOT ");
+                    go(a, None, out);
+                    out.push(')');
+                    return;
+                }
+                FieldExpr::Cmp(attr, op, value) => {
+                    out.push_str(&comparison_sql(attr, *op, value));
+                    return;
+                }
+            };
+            let open = within != Some(op);
+            if open {
+                out.push('(');
+            }
+            go(a, Some(op), out);
+            let _ = write!(out, " {op} ");
+            go(b, Some(op), out);
+            if open {
+                out.push(')');
+            }
         }
+        let mut out = String::new();
+        go(self, None, &mut out);
+        out
     }
 }
 
