@@ -439,10 +439,9 @@ fn traceql_errors_say_what_is_wrong() {
     );
 }
 
-#[test]
-fn traceql_translates_to_sql_with_quoted_literals() {
-    let q = parse(r#"{ span.http.route = "/it's" && span.http.status_code >= 500 } && { traceDuration > 2s }"#).expect("valid");
-    let sql = step1_sql(&SearchRequest {
+/// Step 1's SQL for `q` from `T0` on, 20 traces.
+fn search_sql(q: SpansetExpr) -> String {
+    step1_sql(&SearchRequest {
         query: q,
         start_us: Some(T0),
         end_us: None,
@@ -450,7 +449,13 @@ fn traceql_translates_to_sql_with_quoted_literals() {
         max_duration_ms: None,
         limit: 20,
         spans_per_set: 3,
-    });
+    })
+}
+
+#[test]
+fn traceql_translates_to_sql_with_quoted_literals() {
+    let q = parse(r#"{ span.http.route = "/it's" && span.http.status_code >= 500 } && { traceDuration > 2s }"#).expect("valid");
+    let sql = search_sql(q);
     assert!(
         sql.contains("s.attributes['http.route'] = '/it''s'"),
         "{sql}"
@@ -476,15 +481,7 @@ fn long_chains_of_one_operator_are_written_flat() {
     let fields = vec![".a = 1"; 60].join(" && ");
     let spansets = vec!["{ .b = 2 }"; 60].join(" || ");
     let q = parse(&format!("{{ {fields} }} && ({spansets})")).expect("valid");
-    let sql = step1_sql(&SearchRequest {
-        query: q,
-        start_us: Some(T0),
-        end_us: None,
-        min_duration_ms: None,
-        max_duration_ms: None,
-        limit: 20,
-        spans_per_set: 3,
-    });
+    let sql = search_sql(q);
     crate::safety::check_sql(&sql).unwrap_or_else(|e| panic!("{e} ({} bytes of SQL)", sql.len()));
     // The trace condition: the 60 spansets' flags in one flat OR.
     assert_eq!(
