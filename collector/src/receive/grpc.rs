@@ -5,9 +5,15 @@
 //! arrived (no re-encoding), and an undecodable message is answered with
 //! `INVALID_ARGUMENT` as OTLP asks, where the prost codec says `INTERNAL`.
 //! tonic caps the decompressed message at `max_body_size` (`OUT_OF_RANGE`).
+//! A request whose message has not arrived within [`BODY_TIME`] is answered
+//! `DEADLINE_EXCEEDED`, as OTLP/HTTP answers a stalled body (see
+//! [`super::body`]).
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::{Buf, BufMut, Bytes};
 use tonic::body::Body;
@@ -18,6 +24,7 @@ use tonic::codegen::{BoxFuture, Service, StdError, http};
 use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
+use super::body::BODY_TIME;
 use super::{AcceptError, Receiver};
 use crate::decode::otlp::{self, Encoding, Signal};
 use crate::ingest::IngestError;
@@ -133,8 +140,59 @@ where
         let mut grpc = Grpc::new(RawCodec)
             .apply_compression_config(accept, send)
             .apply_max_message_size_config(Some(max_size), None);
+        let req = req.map(|b| Deadline::new(b, BODY_TIME));
         Ok(grpc.unary(method, req).await)
     })
+}
+
+/// A request body that fails with `DEADLINE_EXCEEDED` once `limit` has
+/// passed before it ended: a client that stops sending mid-message does not
+/// hold its stream for as long as it likes.
+struct Deadline<B> {
+    inner: Pin<Box<B>>,
+    expires: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+}
+
+impl<B> Deadline<B> {
+    fn new(inner: B, limit: Duration) -> Self {
+        Deadline {
+            inner: Box::pin(inner),
+            expires: Box::pin(tokio::time::sleep(limit)),
+            limit,
+        }
+    }
+}
+
+impl<B> http_body::Body for Deadline<B>
+where
+    B: http_body::Body,
+    B::Error: Into<StdError>,
+{
+    type Data = B::Data;
+    type Error = StdError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<B::Data>, StdError>>> {
+        if let Poll::Ready(frame) = self.inner.as_mut().poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if self.expires.as_mut().poll(cx).is_ready() {
+            let why = format!("the request message did not arrive within {:?}", self.limit);
+            return Poll::Ready(Some(Err(Box::new(Status::deadline_exceeded(why)))));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 macro_rules! otlp_service {
@@ -203,4 +261,106 @@ pub fn services(receiver: Receiver) -> (TraceService, LogsService, MetricsServic
         LogsService::new(receiver.clone()),
         MetricsService::new(receiver),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A body that sends the first 5 bytes of a 100-byte gRPC message and
+    /// then nothing, as a stalled client would.
+    struct Stalled {
+        sent: bool,
+    }
+
+    impl http_body::Body for Stalled {
+        type Data = Bytes;
+        type Error = Infallible;
+
+        fn poll_frame(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+            if self.sent {
+                return Poll::Pending;
+            }
+            self.sent = true;
+            // Uncompressed, 100 bytes long; none of them follow.
+            let header = Bytes::from_static(&[0, 0, 0, 0, 100]);
+            Poll::Ready(Some(Ok(http_body::Frame::data(header))))
+        }
+    }
+
+    #[derive(Clone)]
+    struct Accepts;
+
+    impl UnaryService<Bytes> for Accepts {
+        type Response = Vec<u8>;
+        type Future = BoxFuture<Response<Vec<u8>>, Status>;
+
+        fn call(&mut self, _req: Request<Bytes>) -> Self::Future {
+            Box::pin(async { Ok(Response::new(Vec::new())) })
+        }
+    }
+
+    /// A message that stops arriving is answered DEADLINE_EXCEEDED once
+    /// the body's time is up, through tonic's own request handling.
+    #[tokio::test]
+    async fn a_stalled_message_is_answered_deadline_exceeded() {
+        let limit = Duration::from_millis(50);
+        let req = http::Request::builder()
+            .uri("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            .header("content-type", "application/grpc")
+            .body(Deadline::new(Stalled { sent: false }, limit))
+            .expect("request");
+        let started = std::time::Instant::now();
+        let resp = tokio::time::timeout(
+            Duration::from_secs(10),
+            Grpc::new(RawCodec).unary(Accepts, req),
+        )
+        .await
+        .expect("answered, not left waiting for the rest of the message");
+        assert!(started.elapsed() >= limit);
+        let status = Status::from_header_map(resp.headers()).expect("a trailers-only status");
+        assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
+        assert!(
+            status.message().contains("did not arrive within 50ms"),
+            "{status:?}"
+        );
+
+        // A body that ends in time is read whole.
+        let whole: &'static [u8] = &[0, 0, 0, 0, 2, b'o', b'k'];
+        let req = http::Request::builder()
+            .uri("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
+            .header("content-type", "application/grpc")
+            .body(Deadline::new(Body::new(http_body_full(whole)), limit))
+            .expect("request");
+        let resp = Grpc::new(RawCodec).unary(Accepts, req).await;
+        assert!(
+            Status::from_header_map(resp.headers()).is_none_or(|s| s.code() == tonic::Code::Ok),
+            "{:?}",
+            resp.headers()
+        );
+    }
+
+    /// One frame of `bytes`, then the end.
+    fn http_body_full(
+        bytes: &'static [u8],
+    ) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
+        struct Full(Option<Bytes>);
+        impl http_body::Body for Full {
+            type Data = Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _cx: &mut Context<'_>,
+            ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
+                Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
+            }
+            fn is_end_stream(&self) -> bool {
+                self.0.is_none()
+            }
+        }
+        Full(Some(Bytes::from_static(bytes)))
+    }
 }
