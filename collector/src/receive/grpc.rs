@@ -267,13 +267,23 @@ pub fn services(receiver: Receiver) -> (TraceService, LogsService, MetricsServic
 mod tests {
     use super::*;
 
-    /// A body that sends the first 5 bytes of a 100-byte gRPC message and
-    /// then nothing, as a stalled client would.
-    struct Stalled {
-        sent: bool,
+    /// A body of one frame, after which it ends, or stalls as a client that
+    /// stopped sending would.
+    struct OneFrame {
+        frame: Option<Bytes>,
+        ends: bool,
     }
 
-    impl http_body::Body for Stalled {
+    impl OneFrame {
+        fn new(bytes: &'static [u8], ends: bool) -> Self {
+            OneFrame {
+                frame: Some(Bytes::from_static(bytes)),
+                ends,
+            }
+        }
+    }
+
+    impl http_body::Body for OneFrame {
         type Data = Bytes;
         type Error = Infallible;
 
@@ -281,13 +291,15 @@ mod tests {
             mut self: Pin<&mut Self>,
             _cx: &mut Context<'_>,
         ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-            if self.sent {
-                return Poll::Pending;
+            match self.frame.take() {
+                Some(b) => Poll::Ready(Some(Ok(http_body::Frame::data(b)))),
+                None if self.ends => Poll::Ready(None),
+                None => Poll::Pending,
             }
-            self.sent = true;
-            // Uncompressed, 100 bytes long; none of them follow.
-            let header = Bytes::from_static(&[0, 0, 0, 0, 100]);
-            Poll::Ready(Some(Ok(http_body::Frame::data(header))))
+        }
+
+        fn is_end_stream(&self) -> bool {
+            self.ends && self.frame.is_none()
         }
     }
 
@@ -311,7 +323,12 @@ mod tests {
         let req = http::Request::builder()
             .uri("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
             .header("content-type", "application/grpc")
-            .body(Deadline::new(Stalled { sent: false }, limit))
+            // The 5-byte prefix of an uncompressed 100-byte message; none of
+            // the message follows.
+            .body(Deadline::new(
+                OneFrame::new(&[0, 0, 0, 0, 100], false),
+                limit,
+            ))
             .expect("request");
         let started = std::time::Instant::now();
         let resp = tokio::time::timeout(
@@ -333,7 +350,7 @@ mod tests {
         let req = http::Request::builder()
             .uri("/opentelemetry.proto.collector.trace.v1.TraceService/Export")
             .header("content-type", "application/grpc")
-            .body(Deadline::new(Body::new(http_body_full(whole)), limit))
+            .body(Deadline::new(OneFrame::new(whole, true), limit))
             .expect("request");
         let resp = Grpc::new(RawCodec).unary(Accepts, req).await;
         assert!(
@@ -341,26 +358,5 @@ mod tests {
             "{:?}",
             resp.headers()
         );
-    }
-
-    /// One frame of `bytes`, then the end.
-    fn http_body_full(
-        bytes: &'static [u8],
-    ) -> impl http_body::Body<Data = Bytes, Error = Infallible> {
-        struct Full(Option<Bytes>);
-        impl http_body::Body for Full {
-            type Data = Bytes;
-            type Error = Infallible;
-            fn poll_frame(
-                mut self: Pin<&mut Self>,
-                _cx: &mut Context<'_>,
-            ) -> Poll<Option<Result<http_body::Frame<Bytes>, Infallible>>> {
-                Poll::Ready(self.0.take().map(|b| Ok(http_body::Frame::data(b))))
-            }
-            fn is_end_stream(&self) -> bool {
-                self.0.is_none()
-            }
-        }
-        Full(Some(Bytes::from_static(bytes)))
     }
 }
