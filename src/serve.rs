@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use axum::serve::ListenerExt;
 use faasight_collector::ingest::Limits;
 use faasight_collector::receive::{self, Receiver, ReceiverConfig};
 use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
@@ -41,6 +40,60 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "could not set TCP_NODELAY");
     }
+}
+
+/// How long a client may take to send a request's headers. hyper enforces
+/// it only with a timer, which `axum::serve` does not give it: a client
+/// that sent half its headers held its connection for good, and a few
+/// hundred of them would use up the process's file descriptors.
+const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Serves `router` on `listener` as `axum::serve` with graceful shutdown
+/// does, plus [`HEADER_TIME`] (HTTP/1; request bodies have their own limit,
+/// see `faasight_collector::receive::body`).
+async fn serve_http(listener: TcpListener, router: axum::Router, stop: impl Future<Output = ()>) {
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use tower::ServiceExt;
+
+    let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIME);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(stop);
+    loop {
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // Out of file descriptors, most likely: wait for some
+                    // to close rather than spin.
+                    tracing::warn!(error = %e, "could not accept a connection");
+                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let mut stream = stream;
+        no_delay(&mut stream);
+        let router = router.clone();
+        let service =
+            hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
+                router.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        let conn = graceful.watch(conn.into_owned());
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::trace!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    // Stop accepting, let the requests in flight finish, close idle
+    // connections.
+    graceful.shutdown().await;
 }
 
 /// How often settled hours of `invocations` are merged on disk (the first
@@ -249,14 +302,11 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
                 stopped(),
             ),
     );
-    let http = tokio::spawn(
-        axum::serve(
-            http_listener.tap_io(no_delay),
-            receive::http::router(receiver),
-        )
-        .with_graceful_shutdown(stopped())
-        .into_future(),
-    );
+    let http = tokio::spawn(serve_http(
+        http_listener,
+        receive::http::router(receiver),
+        stopped(),
+    ));
     let ready = Arc::new(AtomicBool::new(false));
     let coalescer = tokio::spawn(engine.clone().run_coalescer(COALESCE_EVERY, stopped()));
     let api_state = ApiState {
@@ -265,11 +315,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         ready: Arc::clone(&ready),
         rules: rules.clone(),
     };
-    let api = tokio::spawn(
-        axum::serve(api_listener.tap_io(no_delay), api::router(api_state))
-            .with_graceful_shutdown(stopped())
-            .into_future(),
-    );
+    let api = tokio::spawn(serve_http(api_listener, api::router(api_state), stopped()));
     let pg = tokio::spawn(pg_server.run(stopped()));
     let rules_task = rules.map(|r| tokio::spawn(r.run(stopped.clone())));
     let flusher = tokio::spawn(
@@ -324,12 +370,8 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     if let Ok(Err(e)) = grpc.await {
         tracing::error!(error = %e, "otlp grpc server ended with an error");
     }
-    if let Ok(Err(e)) = http.await {
-        tracing::error!(error = %e, "otlp http server ended with an error");
-    }
-    if let Ok(Err(e)) = api.await {
-        tracing::error!(error = %e, "api server ended with an error");
-    }
+    let _ = http.await;
+    let _ = api.await;
     let _ = pg.await;
     let _ = coalescer.await;
     if let Some(r) = rules_task {

@@ -497,3 +497,36 @@ fn back_pressure_answers_503_with_retry_after_and_grpc_unavailable() {
         ]
     );
 }
+
+/// A client that sends half its request headers and stops is disconnected
+/// (after 10 s) on both HTTP ports, and the server goes on serving. Before,
+/// such a connection stayed open for good: a few hundred of them would use
+/// up the server's file descriptors.
+#[test]
+fn a_client_stalled_in_its_headers_is_disconnected() {
+    use std::io::{Read, Write};
+    let server = TestServer::start();
+    let stalled: Vec<std::net::TcpStream> = [&server.http, &server.api]
+        .iter()
+        .map(|addr| {
+            let mut s = std::net::TcpStream::connect(addr.as_str()).expect("connect");
+            s.write_all(b"POST /v1/traces HTTP/1.1\r\nHost: faasight\r\n")
+                .expect("half the headers");
+            s
+        })
+        .collect();
+    for (mut s, port) in stalled.into_iter().zip(["otlp http", "api"]) {
+        // Longer than the server's limit: a read that times out means the
+        // server kept the connection.
+        s.set_read_timeout(Some(std::time::Duration::from_secs(40)))
+            .expect("timeout");
+        let mut rest = Vec::new();
+        match s.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("{port}: the server kept a stalled connection open: {e}"),
+        }
+    }
+    let (status, _) = server.get("/healthz");
+    assert_eq!(status, 200);
+}
