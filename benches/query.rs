@@ -14,6 +14,11 @@
 //! and while two nested-loop joins of a million left rows run into
 //! `--query-timeout`, when their `408` comes, and what a legitimate
 //! nested-loop join of 20,000 × 20,000 rows takes.
+//!
+//! Last, what a query of deeply chained operators costs to answer, up to
+//! the limit of `faasight_query::safety::MAX_CHAINED_OPERATORS` (planning
+//! grows with the square of the depth and the query timeout cannot stop
+//! it). `FAASIGHT_BENCH_NESTING_ONLY=1` runs only that part.
 
 mod support;
 use std::io::Write;
@@ -64,6 +69,10 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let invocations: u64 = env_or("FAASIGHT_BENCH_INVOCATIONS", 10_000_000);
     let runs: usize = env_or("FAASIGHT_BENCH_RUNS", 5);
+    if std::env::var_os("FAASIGHT_BENCH_NESTING_ONLY").is_some() {
+        nesting(&root.join("target/bench-data/nesting"), runs);
+        return;
+    }
     let data = std::env::var_os("FAASIGHT_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -160,6 +169,80 @@ fn main() {
     }
 
     isolation(&root.join("target/bench-data/isolation"), runs);
+    nesting(&root.join("target/bench-data/nesting"), runs);
+}
+
+/// Answer time over HTTP (median of `runs`) of three shapes of chained
+/// operators at rising depth, on a fresh server with a few spans.
+fn nesting(dir: &std::path::Path, runs: usize) {
+    let _ = std::fs::remove_dir_all(dir);
+    let mut server = support::Serve::start(dir, &[]);
+    let (api, otlp) = (server.addr("api"), server.addr("otlp_http"));
+    let client = reqwest::blocking::Client::new();
+    let span = serde_json::json!({"resourceSpans": [{"scopeSpans": [{"spans": [{
+        "traceId": "5b8efff798038103d269b633813fc60c", "spanId": "eee19b7ec3c1b174",
+        "name": "bench", "startTimeUnixNano": "1764331200000000000",
+        "endTimeUnixNano": "1764331200100000000"}]}]}]});
+    let resp = client
+        .post(format!("http://{otlp}/v1/traces"))
+        .json(&span)
+        .send()
+        .expect("ingest");
+    assert!(resp.status().is_success(), "ingest: {}", resp.status());
+    let query = |sql: &str| -> (u16, f64) {
+        let started = Instant::now();
+        let resp = client
+            .post(format!("http://{api}/api/v1/query"))
+            .timeout(std::time::Duration::from_secs(600))
+            .json(&serde_json::json!({ "sql": sql, "format": "json" }))
+            .send()
+            .expect("query");
+        let status = resp.status().as_u16();
+        let _ = resp.bytes();
+        (status, started.elapsed().as_secs_f64() * 1000.0)
+    };
+    // (shape, SQL with `n` chained operators)
+    type Shape = (&'static str, fn(usize) -> String);
+    let shapes: [Shape; 3] = [
+        ("1 + 1 + … (folded to a constant)", |n| {
+            format!("SELECT {} AS x", vec!["1"; n + 1].join(" + "))
+        }),
+        ("duration_ms + duration_ms + … (per row)", |n| {
+            format!(
+                "SELECT sum(duration_ms{}) AS x FROM spans",
+                " + duration_ms".repeat(n)
+            )
+        }),
+        ("SELECT 1 UNION ALL SELECT 1 …", |n| {
+            format!(
+                "SELECT count(*) AS x FROM ({})",
+                vec!["SELECT 1 AS one"; n + 1].join(" UNION ALL ")
+            )
+        }),
+    ];
+    let limit = faasight_query::safety::MAX_CHAINED_OPERATORS;
+    println!(
+        "\n| chained operators | {} |",
+        shapes.map(|(name, _)| name).join(" | ")
+    );
+    println!("|---|---|---|---|");
+    for n in [limit / 4, limit / 2, limit, limit + 1] {
+        let cells: Vec<String> = shapes
+            .iter()
+            .map(|(_, sql)| {
+                let sql = sql(n);
+                let (status, _) = query(&sql);
+                if status != 200 {
+                    return format!("refused ({status})");
+                }
+                let ms = support::median((0..runs).map(|_| query(&sql).1).collect());
+                format!("{ms:.0} ms")
+            })
+            .collect();
+        println!("| {n} | {} |", cells.join(" | "));
+    }
+    let _ = server.child.kill();
+    let _ = server.child.wait();
 }
 
 /// Milliseconds at the `q` quantile (0..=1) of `v`.

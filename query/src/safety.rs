@@ -17,8 +17,8 @@ use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
 ///   8 MiB (see `faasight`'s `main`), where the costliest shape measured,
 ///   a `UNION ALL` chain, ran at 2,000 and overflowed at 4,000;
 /// - the time: planning grows with the square of the depth, and cannot be
-///   interrupted by the query timeout (0.2 s at 500 operators, 1.1 s at
-///   1,000, 12.8 s at 4,000, on the bench host).
+///   interrupted by the query timeout (`cargo bench --bench query`, figures
+///   in benches/query-report.md).
 ///
 /// Long lists belong in `IN (…)`, which this limit does not count.
 pub const MAX_CHAINED_OPERATORS: usize = 500;

@@ -330,14 +330,12 @@ mod tests {
                 limit,
             ))
             .expect("request");
-        let started = std::time::Instant::now();
         let resp = tokio::time::timeout(
             Duration::from_secs(10),
             Grpc::new(RawCodec).unary(Accepts, req),
         )
         .await
         .expect("answered, not left waiting for the rest of the message");
-        assert!(started.elapsed() >= limit);
         let status = Status::from_header_map(resp.headers()).expect("a trailers-only status");
         assert_eq!(status.code(), tonic::Code::DeadlineExceeded, "{status:?}");
         assert!(
