@@ -523,7 +523,7 @@ fn a_query_datafusion_panics_on_fails_with_an_error_and_the_server_goes_on() {
     let panics = "SELECT sum(length(repeat('x', 100000000 + value - value))) AS n \
                   FROM generate_series(1, 30)";
     let (status, body) = server.query_raw(panics, "json");
-    assert_eq!(status, 500, "{body}");
+    assert_eq!(status, 400, "{body}");
     assert!(
         body.contains("the query failed inside DataFusion") && body.contains("offset overflow"),
         "{body}"

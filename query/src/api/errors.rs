@@ -31,15 +31,15 @@ impl IntoResponse for ApiError {
             ApiError::Query(QueryError::Sql(_)) | ApiError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            ApiError::Query(QueryError::TooManyRows(_) | QueryError::TooManyBytes(_)) => {
-                StatusCode::BAD_REQUEST
-            }
+            // A query DataFusion panics on failed while running, as far as
+            // its client can tell: DESIGN.md's query errors are 400.
+            ApiError::Query(
+                QueryError::TooManyRows(_) | QueryError::TooManyBytes(_) | QueryError::Panicked(_),
+            ) => StatusCode::BAD_REQUEST,
             ApiError::Query(QueryError::Timeout(_)) | ApiError::BodyTimedOut(_) => {
                 StatusCode::REQUEST_TIMEOUT
             }
-            ApiError::Encode(_)
-            | ApiError::Internal(_)
-            | ApiError::Query(QueryError::Panicked(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Encode(_) | ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
         };
