@@ -364,6 +364,7 @@ impl QueryEngine {
             )?;
         }
         ctx.register_udf(crate::datetime::UtcDateTrunc::udf());
+        crate::bounded::register(&ctx, self.config.query_memory)?;
         ctx.register_udaf(crate::percentile::ExactPercentile::udaf());
         for udf in cost_udfs(&self.config.pricing) {
             ctx.register_udf(udf);

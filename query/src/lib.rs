@@ -6,6 +6,7 @@
 //! ```
 
 pub mod api;
+pub mod bounded;
 pub mod catalog;
 pub mod coop;
 pub mod cost;

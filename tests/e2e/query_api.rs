@@ -517,7 +517,11 @@ fn expressions_nested_too_deeply_are_refused_and_the_server_goes_on() {
 /// without an answer, psql lost its connection.
 #[test]
 fn a_query_datafusion_panics_on_fails_with_an_error_and_the_server_goes_on() {
-    let server = TestServer::start();
+    // Limits raised so that `repeat` is let build its 3 GB (the default
+    // per-query limit refuses it before it starts, see the next test).
+    let server = TestServer::builder()
+        .args(&["--query-memory-limit", "8GiB", "--query-max-memory", "8GiB"])
+        .start();
     send_spans(&server, 3);
     // 30 rows of 100 MB: the batch's text passes i32 offsets.
     let panics = "SELECT sum(length(repeat('x', 100000000 + value - value))) AS n \
@@ -555,4 +559,86 @@ fn a_query_datafusion_panics_on_fails_with_an_error_and_the_server_goes_on() {
             .any(|l| l.starts_with("faasight_queries_failed_total") && !l.ends_with(" 0")),
         "{metrics}"
     );
+}
+
+/// A function asked for more than the query may hold (`range`,
+/// `array_repeat`, `repeat`, `generate_series` over timestamps) is refused
+/// before it builds anything, over HTTP, the Postgres wire and the CLI.
+/// Before, DataFusion built whatever it was asked for outside its memory
+/// pool: `array_repeat(1, 300000000)` took 2.4 GB, and a larger count had
+/// the kernel kill the server.
+#[test]
+fn a_function_asked_to_build_more_than_the_memory_limit_is_refused() {
+    let server = TestServer::builder()
+        .args(&["--query-max-memory", "64MiB"])
+        .start();
+    send_spans(&server, 3);
+    for (sql, function) in [
+        (
+            "SELECT cardinality(array_repeat(1, 300000000)) AS n",
+            "array_repeat",
+        ),
+        ("SELECT cardinality(range(1, 300000000)) AS n", "range"),
+        ("SELECT length(repeat('ab', 200000000)) AS n", "repeat"),
+        (
+            "SELECT count(*) AS n FROM (SELECT unnest(generate_series(\
+             now() - INTERVAL '1 day', now(), INTERVAL '1 microsecond')))",
+            "generate_series",
+        ),
+        // Per row within the limit, over it for the batch.
+        (
+            "SELECT sum(length(repeat('x', 10000000 + value - value))) AS n \
+             FROM generate_series(1, 10)",
+            "repeat",
+        ),
+    ] {
+        let (status, body) = server.query_raw(sql, "json");
+        assert_eq!(status, 400, "{sql}: {body}");
+        assert!(
+            body.contains(&format!("{function}() was asked to build"))
+                && body.contains("memory limit of 64.0 MiB (--query-max-memory)"),
+            "{sql}: {body}"
+        );
+    }
+    // Within the limit, the same functions answer.
+    let within = server.sql(
+        "SELECT cardinality(range(1, 1000001)) AS a, length(repeat('ab', 1000000)) AS b, \
+         cardinality(array_repeat(7, 5)) AS c",
+    );
+    assert_eq!(within[0]["a"], 1_000_000);
+    assert_eq!(within[0]["b"], 2_000_000);
+    assert_eq!(within[0]["c"], 5);
+    let peak = server.peak_rss_mib();
+    assert!(peak < 1024.0, "peak RSS {peak:.0} MiB");
+
+    let results = pg_query(
+        &server.pg,
+        &[
+            (
+                "SELECT cardinality(array_repeat(1, 300000000))".to_string(),
+                vec![],
+            ),
+            ("SELECT count(*) AS n FROM spans".to_string(), vec![]),
+        ],
+        false,
+    );
+    assert!(
+        results[0]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("array_repeat() was asked to build")),
+        "{}",
+        results[0]
+    );
+    assert_eq!(results[1]["rows"], serde_json::json!([[3]]));
+
+    let cli = Command::new(BIN)
+        .args(["query", "--data-dir"])
+        .arg(&server.data_dir)
+        .arg("SELECT cardinality(range(1, 3000000000)) AS n")
+        .output()
+        .expect("faasight query");
+    let stderr = String::from_utf8_lossy(&cli.stderr);
+    assert_eq!(cli.status.code(), Some(1), "{cli:?}");
+    assert!(stderr.contains("range() was asked to build"), "{stderr}");
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 3);
 }
