@@ -3,6 +3,7 @@
 
 mod config;
 mod generate;
+mod idle;
 mod import;
 mod serve;
 

@@ -22,6 +22,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
+use crate::idle::{IDLE_TIME, IdleIo, InFlightLayer};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -50,8 +51,14 @@ const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Serves `router` on `listener` as `axum::serve` with graceful shutdown
 /// does, plus [`HEADER_TIME`] (HTTP/1; request bodies have their own limit,
-/// see `faasight_collector::receive::body`).
-async fn serve_http(listener: TcpListener, router: axum::Router, stop: impl Future<Output = ()>) {
+/// see `faasight_collector::receive::body`), and closes connections idle
+/// for `idle` (see [`crate::idle`]).
+async fn serve_http(
+    listener: TcpListener,
+    router: axum::Router,
+    stop: impl Future<Output = ()>,
+    idle: std::time::Duration,
+) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt;
 
@@ -78,10 +85,18 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: impl Futu
         };
         let mut stream = stream;
         no_delay(&mut stream);
+        let stream = IdleIo::new(stream, idle);
+        let activity = Arc::clone(stream.activity());
         let router = router.clone();
         let service =
             hyper::service::service_fn(move |req: axum::http::Request<hyper::body::Incoming>| {
-                router.clone().oneshot(req.map(axum::body::Body::new))
+                let in_flight = activity.begin();
+                let answer = router.clone().oneshot(req.map(axum::body::Body::new));
+                async move {
+                    let answer = answer.await;
+                    drop(in_flight);
+                    answer
+                }
             });
         let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
         let conn = graceful.watch(conn.into_owned());
@@ -94,6 +109,25 @@ async fn serve_http(listener: TcpListener, router: axum::Router, stop: impl Futu
     // Stop accepting, let the requests in flight finish, close idle
     // connections.
     graceful.shutdown().await;
+}
+
+/// Serves the gRPC `routes` on `listener` until `stop`, closing
+/// connections idle for `idle` (see [`crate::idle`]).
+async fn serve_grpc(
+    listener: TcpListener,
+    routes: tonic::service::Routes,
+    stop: impl Future<Output = ()>,
+    idle: std::time::Duration,
+) -> Result<(), tonic::transport::Error> {
+    use futures::StreamExt;
+    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+        .with_nodelay(Some(true))
+        .map(move |stream| stream.map(|s| IdleIo::new(s, idle)));
+    tonic::transport::Server::builder()
+        .layer(InFlightLayer)
+        .add_routes(routes)
+        .serve_with_incoming_shutdown(incoming, stop)
+        .await
 }
 
 /// How often settled hours of `invocations` are merged on disk (the first
@@ -292,20 +326,19 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
 
     let receiver_for_poller = receiver.clone();
     let (traces, logs, metrics) = receive::grpc::services(receiver.clone());
-    let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(traces)
+    let grpc = tokio::spawn(serve_grpc(
+        grpc_listener,
+        tonic::service::Routes::new(traces)
             .add_service(logs)
-            .add_service(metrics)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-                stopped(),
-            ),
-    );
+            .add_service(metrics),
+        stopped(),
+        IDLE_TIME,
+    ));
     let http = tokio::spawn(serve_http(
         http_listener,
         receive::http::router(receiver),
         stopped(),
+        IDLE_TIME,
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let coalescer = tokio::spawn(engine.clone().run_coalescer(COALESCE_EVERY, stopped()));
@@ -315,7 +348,12 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         ready: Arc::clone(&ready),
         rules: rules.clone(),
     };
-    let api = tokio::spawn(serve_http(api_listener, api::router(api_state), stopped()));
+    let api = tokio::spawn(serve_http(
+        api_listener,
+        api::router(api_state),
+        stopped(),
+        IDLE_TIME,
+    ));
     let pg = tokio::spawn(pg_server.run(stopped()));
     let rules_task = rules.map(|r| tokio::spawn(r.run(stopped.clone())));
     let flusher = tokio::spawn(
@@ -399,4 +437,222 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         "final flush done; bye"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpStream;
+
+    use super::*;
+
+    /// Short enough for a test, long beside the requests' spacing below.
+    const IDLE: Duration = Duration::from_millis(500);
+    /// A request that takes three idle periods without moving a byte.
+    const SLOW: Duration = Duration::from_millis(1500);
+    /// Bounds every wait, so that a connection never closed fails the test
+    /// instead of hanging it.
+    const GUARD: Duration = Duration::from_secs(20);
+
+    async fn listener() -> (TcpListener, SocketAddr) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        (listener, addr)
+    }
+
+    /// Reads until the peer closes; true if it did within [`GUARD`].
+    async fn closed(stream: &mut TcpStream) -> bool {
+        let mut buf = [0u8; 64];
+        loop {
+            match tokio::time::timeout(GUARD, stream.read(&mut buf)).await {
+                Err(_) => return false,
+                Ok(Ok(0) | Err(_)) => return true,
+                Ok(Ok(_)) => {}
+            }
+        }
+    }
+
+    /// Sends a GET and reads one whole answer on a kept-alive connection.
+    async fn get(stream: &mut TcpStream, path: &str) -> (u16, String) {
+        let request = format!("GET {path} HTTP/1.1\r\nhost: test\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.expect("write");
+        let mut buf = Vec::new();
+        loop {
+            let mut headers = [httparse::EMPTY_HEADER; 16];
+            let mut response = httparse::Response::new(&mut headers);
+            if let httparse::Status::Complete(head) = response.parse(&buf).expect("parse") {
+                let length: usize = response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| {
+                        std::str::from_utf8(h.value)
+                            .expect("utf8")
+                            .parse()
+                            .expect("length")
+                    })
+                    .expect("content-length");
+                if buf.len() >= head + length {
+                    let body = String::from_utf8_lossy(&buf[head..head + length]).into_owned();
+                    return (response.code.expect("code"), body);
+                }
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(GUARD, stream.read(&mut chunk))
+                .await
+                .expect("answer in time")
+                .expect("read");
+            assert!(
+                n > 0,
+                "closed before the answer: {:?}",
+                String::from_utf8_lossy(&buf)
+            );
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Over HTTP/1: a connection that never sent a byte and one idle after
+    /// its request are closed; a request taking three idle periods is
+    /// answered, and so is a connection that keeps sending requests.
+    #[tokio::test]
+    async fn idle_http_connections_are_closed_and_busy_ones_are_not() {
+        let router = axum::Router::new()
+            .route("/fast", axum::routing::get(|| async { "fast" }))
+            .route(
+                "/slow",
+                axum::routing::get(|| async {
+                    tokio::time::sleep(SLOW).await;
+                    "slow"
+                }),
+            );
+        let (listener, addr) = listener().await;
+        tokio::spawn(serve_http(listener, router, std::future::pending(), IDLE));
+
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let mut kept = TcpStream::connect(addr).await.expect("connect");
+        let mut slow = TcpStream::connect(addr).await.expect("connect");
+
+        assert_eq!(get(&mut kept, "/fast").await, (200, "fast".into()));
+        assert_eq!(get(&mut slow, "/slow").await, (200, "slow".into()));
+        let mut busy = TcpStream::connect(addr).await.expect("connect");
+        for _ in 0..30 {
+            assert_eq!(get(&mut busy, "/fast").await, (200, "fast".into()));
+            tokio::time::sleep(IDLE / 10).await;
+        }
+        assert!(closed(&mut silent).await, "a silent connection stays open");
+        assert!(
+            closed(&mut kept).await,
+            "an idle kept-alive connection stays open"
+        );
+        assert!(
+            closed(&mut busy).await,
+            "the busy connection, idle now, stays open"
+        );
+    }
+
+    /// A gRPC service answering `/test.Sleepy/Slow` after [`SLOW`] and
+    /// anything else at once, with an empty OK answer.
+    #[derive(Clone)]
+    struct Sleepy;
+
+    impl tonic::server::NamedService for Sleepy {
+        const NAME: &'static str = "test.Sleepy";
+    }
+
+    impl tower::Service<axum::http::Request<tonic::body::Body>> for Sleepy {
+        type Response = axum::http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future =
+            std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+        fn poll_ready(
+            &mut self,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, request: axum::http::Request<tonic::body::Body>) -> Self::Future {
+            let slow = request.uri().path().ends_with("/Slow");
+            Box::pin(async move {
+                if slow {
+                    tokio::time::sleep(SLOW).await;
+                }
+                Ok(axum::http::Response::builder()
+                    .header("content-type", "application/grpc")
+                    .header("grpc-status", "0")
+                    .body(tonic::body::Body::empty())
+                    .expect("response"))
+            })
+        }
+    }
+
+    /// Opens an HTTP/2 connection; the handle ends when the server closes it.
+    async fn h2_connect(
+        addr: SocketAddr,
+    ) -> (h2::client::SendRequest<Bytes>, tokio::task::JoinHandle<()>) {
+        let tcp = TcpStream::connect(addr).await.expect("connect");
+        let (send, connection) = h2::client::handshake(tcp).await.expect("handshake");
+        let ended = tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        (send, ended)
+    }
+
+    /// Calls `method` and returns its `grpc-status`.
+    async fn call(send: &h2::client::SendRequest<Bytes>, method: &str) -> Option<String> {
+        let mut send = send.clone().ready().await.expect("ready");
+        let request = axum::http::Request::post(format!("http://test/test.Sleepy/{method}"))
+            .header("content-type", "application/grpc")
+            .header("te", "trailers")
+            .body(())
+            .expect("request");
+        let (response, mut stream) = send.send_request(request, false).expect("send");
+        stream
+            .send_data(Bytes::from_static(&[0, 0, 0, 0, 0]), true)
+            .expect("data");
+        let response = tokio::time::timeout(GUARD, response)
+            .await
+            .expect("answer in time")
+            .expect("answer");
+        let status = response.headers().get("grpc-status")?;
+        Some(status.to_str().expect("ascii").to_string())
+    }
+
+    /// Over gRPC: a connection that never sent its preface and one idle
+    /// after its call are closed; a call taking three idle periods is
+    /// answered, and so are calls on a connection that keeps calling.
+    #[tokio::test]
+    async fn idle_grpc_connections_are_closed_and_busy_ones_are_not() {
+        let (listener, addr) = listener().await;
+        tokio::spawn(serve_grpc(
+            listener,
+            tonic::service::Routes::new(Sleepy),
+            std::future::pending(),
+            IDLE,
+        ));
+
+        let mut silent = TcpStream::connect(addr).await.expect("connect");
+        let (kept, kept_ended) = h2_connect(addr).await;
+        let (slow, _slow_ended) = h2_connect(addr).await;
+
+        assert_eq!(call(&kept, "Fast").await.as_deref(), Some("0"));
+        assert_eq!(call(&slow, "Slow").await.as_deref(), Some("0"));
+        let (busy, busy_ended) = h2_connect(addr).await;
+        for _ in 0..30 {
+            assert_eq!(call(&busy, "Fast").await.as_deref(), Some("0"));
+            tokio::time::sleep(IDLE / 10).await;
+        }
+        assert!(!busy_ended.is_finished(), "a busy connection was closed");
+        assert!(closed(&mut silent).await, "a silent connection stays open");
+        for (name, ended) in [("kept", kept_ended), ("busy", busy_ended)] {
+            tokio::time::timeout(GUARD, ended)
+                .await
+                .unwrap_or_else(|_| panic!("the idle {name} connection stays open"))
+                .expect("join");
+        }
+    }
 }
