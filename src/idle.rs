@@ -3,10 +3,12 @@
 //! A connection is idle when it has no request in flight and has moved no
 //! byte either way for [`IDLE_TIME`]. Without a limit such connections
 //! stay open for good: a client that connected and sent nothing, a pool's
-//! spare connections, and above all the connections of Lambda execution
-//! environments that were frozen and then destroyed, which never send a
-//! FIN. Each holds a file descriptor; the process has a few thousand, and
-//! the WAL, the flush and queries need theirs.
+//! spare HTTP/2 and gRPC connections, and above all the connections of
+//! Lambda execution environments that were frozen and then destroyed,
+//! which never send a FIN. Each holds a file descriptor; the process has a
+//! few thousand, and the WAL, the flush and queries need theirs. (An
+//! HTTP/1 connection kept alive after a request is closed sooner, by
+//! hyper's header read timeout, see `serve::HEADER_TIME`.)
 //!
 //! [`IdleIo`] wraps a connection's socket: it notes the time of every
 //! read and write in the connection's [`Activity`], and fails the
