@@ -179,23 +179,32 @@ fn array_resize_bytes(arrays: &[ArrayRef]) -> Result<u128> {
 
 const NANOS_PER_HOUR: i128 = 3_600_000_000_000;
 
-/// The fewest nanoseconds an interval step can move a date or timestamp:
-/// a day at least 23 hours (a daylight-saving change), a month at least
-/// 28 days of those. A step whose parts point different ways can move
-/// almost nothing, and counts as one nanosecond.
+/// The fewest nanoseconds an interval step can move a date or timestamp,
+/// negative for a step back: a day at least 23 hours (a daylight-saving
+/// change), a month at least 28 days of those. A step whose parts point
+/// different ways can move almost nothing either way, and is 0.
 fn least_step_nanos(months: i32, days: i32, nanos: i64) -> i128 {
     let parts = [
         i128::from(months) * 28 * 23 * NANOS_PER_HOUR,
         i128::from(days) * 23 * NANOS_PER_HOUR,
         i128::from(nanos),
     ];
-    let all_forward = parts.iter().all(|p| *p >= 0);
-    let all_backward = parts.iter().all(|p| *p <= 0);
-    if all_forward || all_backward {
-        parts.iter().map(|p| p.abs()).sum::<i128>().max(1)
+    if parts.iter().all(|p| *p >= 0) || parts.iter().all(|p| *p <= 0) {
+        parts.iter().sum()
     } else {
-        1
+        0
     }
+}
+
+/// An upper bound on the elements from `start` to `stop` by `step` (0: a
+/// step of unknown direction, at least one unit): none when the step
+/// points away from `stop`, as DataFusion answers.
+fn elements(start: i128, stop: i128, step: i128) -> u128 {
+    let span = stop - start;
+    if step != 0 && span != 0 && span.signum() != step.signum() {
+        return 0;
+    }
+    span.unsigned_abs() / step.unsigned_abs().max(1) + 1
 }
 
 /// Instants of a date or timestamp argument, in nanoseconds.
@@ -279,8 +288,7 @@ fn range_elements(arrays: &[ArrayRef]) -> Result<u128> {
         .into_iter()
         .flatten()
         .fold(0u128, |total, (start, stop, step)| {
-            let elements = (stop - start).unsigned_abs() / step.unsigned_abs().max(1) + 1;
-            total.saturating_add(elements)
+            total.saturating_add(elements(start, stop, step))
         }))
 }
 
@@ -436,6 +444,9 @@ mod tests {
             "SELECT lpad('7', 3, '0'), rpad('ab', 5), lpad('abcdef', 2), rpad('é', 4, 'ü')",
             "SELECT range(5), range(2, 9), range(10, 0, -3), range(1, 1), generate_series(1, 4)",
             "SELECT range(NULL, 5), generate_series(1, NULL), range(3, 1)",
+            // Counts past the limit, in the direction the step does not go.
+            "SELECT range(100000000, 0), range(-100000000), generate_series(0, 100000000, -1)",
+            "SELECT generate_series(DATE '2100-01-01', DATE '2000-01-01', INTERVAL '1 day')",
             "SELECT cardinality(range(1, 100000)), cardinality(generate_series(-50000, 50000, 7))",
             "SELECT range(DATE '2024-02-27', DATE '2024-03-02', INTERVAL '1 day')",
             "SELECT cardinality(generate_series(DATE '2000-01-01', DATE '2100-01-01', INTERVAL '1 day'))",
@@ -526,8 +537,21 @@ mod tests {
         assert_eq!(least_step_nanos(0, 0, 5), 5);
         assert_eq!(least_step_nanos(0, 1, 0), 23 * hour);
         assert_eq!(least_step_nanos(1, 0, 0), 28 * 23 * hour);
-        assert_eq!(least_step_nanos(0, -2, -10), 46 * hour + 10);
-        assert_eq!(least_step_nanos(1, -30, 0), 1);
-        assert_eq!(least_step_nanos(0, 0, 0), 1);
+        assert_eq!(least_step_nanos(0, -2, -10), -(46 * hour + 10));
+        assert_eq!(least_step_nanos(1, -30, 0), 0);
+        assert_eq!(least_step_nanos(0, 0, 0), 0);
+    }
+
+    #[test]
+    fn a_range_counts_its_elements_in_the_step_direction_only() {
+        assert_eq!(elements(0, 10, 1), 11);
+        assert_eq!(elements(0, 10, 3), 4);
+        assert_eq!(elements(10, 0, -3), 4);
+        assert_eq!(elements(10, 0, 1), 0);
+        assert_eq!(elements(0, 10, -1), 0);
+        assert_eq!(elements(5, 5, 1), 1);
+        // A step of unknown direction counts both ways.
+        assert_eq!(elements(10, 0, 0), 11);
+        assert_eq!(elements(0, 10, 0), 11);
     }
 }
