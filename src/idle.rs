@@ -30,6 +30,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use faasight_collector::connections::Admitted;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::{Instant, Sleep};
 
@@ -95,6 +96,9 @@ impl Drop for InFlight {
 /// A connection's socket that fails once the connection is idle.
 pub(crate) struct IdleIo<T> {
     io: T,
+    /// The connection's place in the process's budget, given back when it
+    /// closes.
+    _admitted: Admitted,
     activity: Arc<Activity>,
     idle: Duration,
     timer: Pin<Box<Sleep>>,
@@ -103,9 +107,10 @@ pub(crate) struct IdleIo<T> {
 }
 
 impl<T> IdleIo<T> {
-    pub(crate) fn new(io: T, idle: Duration) -> Self {
+    pub(crate) fn new(io: T, idle: Duration, admitted: Admitted) -> Self {
         IdleIo {
             io,
+            _admitted: admitted,
             activity: Activity::new(),
             idle,
             timer: Box::pin(tokio::time::sleep(idle)),

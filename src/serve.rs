@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use faasight_collector::connections::{ConnectionBudget, budget_for};
 use faasight_collector::ingest::Limits;
 use faasight_collector::receive::{self, Receiver, ReceiverConfig};
 use faasight_collector::{Collector, CollectorConfig, RecoveryReport};
@@ -18,7 +19,7 @@ use faasight_query::rules::load;
 use faasight_query::rules::notify::{MessageContext, Notifier};
 use faasight_query::rules::{Rules, RulesArgs};
 use faasight_query::{QueryConfig, QueryEngine};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::config::ServeConfig;
@@ -49,15 +50,72 @@ fn no_delay(stream: &mut tokio::net::TcpStream) {
 /// hundred of them would use up the process's file descriptors.
 const HEADER_TIME: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Raises the soft limit on open files to the hard one, as the Go runtime
+/// does (the soft limit is often 1,024, a few hundred Lambda environments'
+/// connections), and returns the limit now in force.
+#[cfg(target_os = "linux")]
+fn raise_open_file_limit() -> u64 {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    if limit.current != limit.maximum {
+        let raised = Rlimit {
+            current: limit.maximum,
+            maximum: limit.maximum,
+        };
+        match setrlimit(Resource::Nofile, raised) {
+            Ok(()) => return limit.maximum.unwrap_or(u64::MAX),
+            Err(e) => tracing::debug!(error = %e, "could not raise the open-file limit"),
+        }
+    }
+    limit.current.unwrap_or(u64::MAX)
+}
+
+/// Elsewhere the connections are not counted.
+#[cfg(not(target_os = "linux"))]
+fn raise_open_file_limit() -> u64 {
+    u64::MAX
+}
+
+/// How each port admits its connections: its name in logs, the shared
+/// budget of connections, and how long one may be idle.
+#[derive(Debug, Clone)]
+struct Admission {
+    port: &'static str,
+    budget: Arc<ConnectionBudget>,
+    idle: std::time::Duration,
+}
+
+/// The next connection on `listener` that fits the budget, wrapped to be
+/// closed when idle. Connections past the budget are closed at once; an
+/// accept that fails (out of file descriptors, most likely) is retried
+/// after a pause rather than at once.
+async fn next_connection(listener: &TcpListener, admission: &Admission) -> IdleIo<TcpStream> {
+    loop {
+        match listener.accept().await {
+            Ok((mut stream, _)) => {
+                let Some(admitted) = admission.budget.admit(admission.port) else {
+                    continue;
+                };
+                no_delay(&mut stream);
+                return IdleIo::new(stream, admission.idle, admitted);
+            }
+            Err(e) => {
+                tracing::warn!(port = admission.port, error = %e, "could not accept a connection");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
 /// Serves `router` on `listener` as `axum::serve` with graceful shutdown
 /// does, plus [`HEADER_TIME`] (HTTP/1; request bodies have their own limit,
-/// see `faasight_collector::receive::body`), and closes connections idle
-/// for `idle` (see [`crate::idle`]).
+/// see `faasight_collector::receive::body`), and the connection limits of
+/// `admission` (see [`next_connection`]).
 async fn serve_http(
     listener: TcpListener,
     router: axum::Router,
     stop: impl Future<Output = ()>,
-    idle: std::time::Duration,
+    admission: Admission,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use tower::ServiceExt;
@@ -71,21 +129,9 @@ async fn serve_http(
     tokio::pin!(stop);
     loop {
         let stream = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
-                Err(e) => {
-                    // Out of file descriptors, most likely: wait for some
-                    // to close rather than spin.
-                    tracing::warn!(error = %e, "could not accept a connection");
-                    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-                    continue;
-                }
-            },
+            stream = next_connection(&listener, &admission) => stream,
             () = &mut stop => break,
         };
-        let mut stream = stream;
-        no_delay(&mut stream);
-        let stream = IdleIo::new(stream, idle);
         let activity = Arc::clone(stream.activity());
         let router = router.clone();
         let service =
@@ -111,18 +157,20 @@ async fn serve_http(
     graceful.shutdown().await;
 }
 
-/// Serves the gRPC `routes` on `listener` until `stop`, closing
-/// connections idle for `idle` (see [`crate::idle`]).
+/// Serves the gRPC `routes` on `listener` until `stop`, with the
+/// connection limits of `admission` (see [`next_connection`]; tonic's own
+/// accept loop would retry a failed accept at once, spinning a core while
+/// the process is out of file descriptors).
 async fn serve_grpc(
     listener: TcpListener,
     routes: tonic::service::Routes,
     stop: impl Future<Output = ()>,
-    idle: std::time::Duration,
+    admission: Admission,
 ) -> Result<(), tonic::transport::Error> {
-    use futures::StreamExt;
-    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-        .with_nodelay(Some(true))
-        .map(move |stream| stream.map(|s| IdleIo::new(s, idle)));
+    let incoming = futures::stream::unfold((listener, admission), |(listener, admission)| async {
+        let stream = next_connection(&listener, &admission).await;
+        Some((Ok::<_, std::io::Error>(stream), (listener, admission)))
+    });
     tonic::transport::Server::builder()
         .layer(InFlightLayer)
         .add_routes(routes)
@@ -313,7 +361,16 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     let http_addr = http_listener.local_addr()?;
     let api_addr = api_listener.local_addr()?;
     let pg_listener = bind("pg", config.pg_addr).await?;
-    let pg_server = PgServer::new(engine.clone(), pg_listener, &config.pg).await?;
+    let budget = ConnectionBudget::new(budget_for(raise_open_file_limit()));
+    tracing::info!(connections = budget.limit(), "connection budget");
+    let admission = |port| Admission {
+        port,
+        budget: Arc::clone(&budget),
+        idle: IDLE_TIME,
+    };
+    let pg_server = PgServer::new(engine.clone(), pg_listener, &config.pg)
+        .await?
+        .with_budget(Arc::clone(&budget));
     let pg_addr = pg_server.local_addr()?;
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -332,13 +389,13 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             .add_service(logs)
             .add_service(metrics),
         stopped(),
-        IDLE_TIME,
+        admission("otlp-grpc"),
     ));
     let http = tokio::spawn(serve_http(
         http_listener,
         receive::http::router(receiver),
         stopped(),
-        IDLE_TIME,
+        admission("otlp-http"),
     ));
     let ready = Arc::new(AtomicBool::new(false));
     let coalescer = tokio::spawn(engine.clone().run_coalescer(COALESCE_EVERY, stopped()));
@@ -352,7 +409,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
         api_listener,
         api::router(api_state),
         stopped(),
-        IDLE_TIME,
+        admission("api"),
     ));
     let pg = tokio::spawn(pg_server.run(stopped()));
     let rules_task = rules.map(|r| tokio::spawn(r.run(stopped.clone())));
@@ -467,6 +524,61 @@ mod tests {
         (listener, addr)
     }
 
+    fn admission(idle: Duration, connections: usize) -> Admission {
+        Admission {
+            port: "test",
+            budget: ConnectionBudget::new(connections),
+            idle,
+        }
+    }
+
+    /// Past the budget a connection is closed without an answer; once one
+    /// of those counted ends, a new one is served.
+    #[tokio::test]
+    async fn connections_past_the_budget_are_closed_until_one_ends() {
+        let router = axum::Router::new().route("/fast", axum::routing::get(|| async { "fast" }));
+        let (listener, addr) = listener().await;
+        let long = Duration::from_secs(600);
+        tokio::spawn(serve_http(
+            listener,
+            router,
+            std::future::pending(),
+            admission(long, 2),
+        ));
+
+        let mut first = TcpStream::connect(addr).await.expect("connect");
+        let mut second = TcpStream::connect(addr).await.expect("connect");
+        assert_eq!(get(&mut first, "/fast").await, (200, "fast".into()));
+        assert_eq!(get(&mut second, "/fast").await, (200, "fast".into()));
+        let mut third = TcpStream::connect(addr).await.expect("connect");
+        let _ = third
+            .write_all(b"GET /fast HTTP/1.1\r\nhost: test\r\n\r\n")
+            .await;
+        assert!(
+            closed(&mut third).await,
+            "a connection past the budget is served"
+        );
+
+        drop(first);
+        // Until the server has seen the first one end, new ones are closed.
+        let request = b"GET /fast HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n";
+        let served = tokio::time::timeout(GUARD, async {
+            loop {
+                let mut next = TcpStream::connect(addr).await.expect("connect");
+                let mut answer = Vec::new();
+                if next.write_all(request).await.is_ok()
+                    && next.read_to_end(&mut answer).await.is_ok()
+                    && answer.starts_with(b"HTTP/1.1 200")
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        });
+        assert!(served.await.is_ok(), "no connection served after one ended");
+        assert_eq!(get(&mut second, "/fast").await, (200, "fast".into()));
+    }
+
     /// Reads until the peer closes; true if it did within [`CLOSE_GUARD`].
     async fn closed(stream: &mut TcpStream) -> bool {
         let mut buf = [0u8; 64];
@@ -533,7 +645,12 @@ mod tests {
                 }),
             );
         let (listener, addr) = listener().await;
-        tokio::spawn(serve_http(listener, router, std::future::pending(), IDLE));
+        tokio::spawn(serve_http(
+            listener,
+            router,
+            std::future::pending(),
+            admission(IDLE, 100),
+        ));
 
         let mut silent = TcpStream::connect(addr).await.expect("connect");
         let mut kept = TcpStream::connect(addr).await.expect("connect");
@@ -638,7 +755,7 @@ mod tests {
             listener,
             tonic::service::Routes::new(Sleepy),
             std::future::pending(),
-            IDLE,
+            admission(IDLE, 100),
         ));
 
         let mut silent = TcpStream::connect(addr).await.expect("connect");

@@ -10,6 +10,7 @@
 
 pub mod buffer;
 pub mod cloudwatch;
+pub mod connections;
 pub mod decode;
 pub mod ingest;
 pub mod instances;

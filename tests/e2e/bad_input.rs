@@ -530,3 +530,62 @@ fn a_client_stalled_in_its_headers_is_disconnected() {
     let (status, _) = server.get("/healthz");
     assert_eq!(status, 200);
 }
+
+/// More connections than the process has file descriptors for: those past
+/// its connection budget are closed at once, and the flush still writes
+/// what was acknowledged. Before, the server accepted connections until
+/// it ran out of descriptors: the flush failed with "Too many open files"
+/// for as long as they stayed open (rows kept in the WAL and the buffer),
+/// and the accept loops logged a warning every 100 ms.
+#[test]
+fn more_connections_than_open_files_leave_the_flush_working() {
+    // 400 files: a budget of 300 connections, 100 for the rest.
+    let server = TestServer::builder()
+        .open_files(400)
+        .args(&["--flush-interval", "5s"])
+        .start();
+    let log = server.wait_for_log("connection budget");
+    assert!(log.contains("connections=300"), "{log}");
+    let post = Post { server: &server };
+    let spans = (1..=5u8).map(|i| span(vec![i; 16], "kept", "x")).collect();
+    let (status, _, _) = post.send(PB, None, request(spans));
+    assert_eq!(status, 200);
+
+    // 450 idle connections, before the first flush: 300 are kept, the
+    // others closed by the server; the kernel's backlog takes them all.
+    let flood: Vec<std::net::TcpStream> = (0..450)
+        .map(|_| std::net::TcpStream::connect(server.http.as_str()).expect("connect"))
+        .collect();
+    let spans_dir = server.data_dir.join("spans");
+    crate::support::wait_until("the spans flushed to Parquet", || {
+        walkdir_has_parquet(&spans_dir)
+    });
+    let log = server.wait_for_log("connection limit reached");
+    assert!(!log.contains("Too many open files"), "{log}");
+
+    drop(flood);
+    // Until the server has seen them closed, new connections are refused.
+    crate::support::wait_until("the server to serve again", || {
+        reqwest::blocking::Client::new()
+            .post(format!("http://{}/api/v1/query", server.api))
+            .json(&serde_json::json!({ "sql": "SELECT 1", "format": "json" }))
+            .send()
+            .is_ok_and(|r| r.status() == 200)
+    });
+    assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 5);
+}
+
+/// Whether a Parquet file is anywhere under `dir`.
+fn walkdir_has_parquet(dir: &std::path::Path) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let path = e.path();
+        if path.is_dir() {
+            walkdir_has_parquet(&path)
+        } else {
+            path.extension().is_some_and(|x| x == "parquet")
+        }
+    })
+}

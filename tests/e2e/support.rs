@@ -87,7 +87,11 @@ pub(crate) fn run_json(cmd: &mut Command) -> Value {
 /// directory from where cargo runs the tests): they would query every test's
 /// data in the background. Tests of rules pass `--rules-dir`, which wins.
 pub(crate) fn serve_command(data_dir: &Path) -> Command {
-    let mut cmd = Command::new(BIN);
+    serve_args(Command::new(BIN), data_dir)
+}
+
+/// `cmd` given `serve` and its arguments, as [`serve_command`].
+fn serve_args(mut cmd: Command, data_dir: &Path) -> Command {
     cmd.env("FAASIGHT_RULES_DIR", data_dir.join("no-rules"));
     cmd.arg("serve").arg("--data-dir").arg(data_dir).args([
         "--otlp-grpc-addr",
@@ -123,9 +127,17 @@ pub(crate) struct TestServerBuilder {
     env: Vec<(String, String)>,
     env_removed: Vec<String>,
     data_dir: Option<PathBuf>,
+    open_files: Option<u64>,
 }
 
 impl TestServerBuilder {
+    /// Starts the server with at most `n` open files (soft and hard limit,
+    /// through util-linux's `prlimit`). A restart does not keep it.
+    pub(crate) fn open_files(mut self, n: u64) -> Self {
+        self.open_files = Some(n);
+        self
+    }
+
     pub(crate) fn arg(mut self, a: &str) -> Self {
         self.args.push(a.to_string());
         self
@@ -162,7 +174,14 @@ impl TestServerBuilder {
                 (Some(t), d)
             }
         };
-        let mut cmd = serve_command(&data_dir);
+        let mut cmd = match self.open_files {
+            None => serve_command(&data_dir),
+            Some(n) => {
+                let mut prlimit = Command::new("prlimit");
+                prlimit.arg(format!("--nofile={n}:{n}")).arg("--").arg(BIN);
+                serve_args(prlimit, &data_dir)
+            }
+        };
         for k in &self.env_removed {
             cmd.env_remove(k);
         }
@@ -238,6 +257,7 @@ impl TestServer {
             env: Vec::new(),
             env_removed: Vec::new(),
             data_dir: None,
+            open_files: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! cancels) the DataFusion execution and frees its memory. The session runs
 //! on the engine's runtime, so the shared memory pool applies too.
 
+use faasight_collector::connections::ConnectionBudget;
 use std::fmt::Debug;
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -554,6 +555,7 @@ pub struct PgServer {
     listener: TcpListener,
     handlers: Arc<Handlers>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    budget: Option<Arc<ConnectionBudget>>,
 }
 
 impl Debug for PgServer {
@@ -605,7 +607,15 @@ impl PgServer {
             listener,
             handlers,
             tls,
+            budget: None,
         })
+    }
+
+    /// Counts this server's connections against `budget`, shared with the
+    /// other ports.
+    pub fn with_budget(mut self, budget: Arc<ConnectionBudget>) -> Self {
+        self.budget = Some(budget);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -622,9 +632,17 @@ impl PgServer {
             };
             match accepted {
                 Ok((socket, peer)) => {
+                    let admitted = match &self.budget {
+                        Some(budget) => match budget.admit("pg") {
+                            Some(admitted) => Some(admitted),
+                            None => continue,
+                        },
+                        None => None,
+                    };
                     let handlers = Arc::clone(&self.handlers);
                     let tls = self.tls.clone();
                     tokio::spawn(async move {
+                        let _admitted = admitted;
                         if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
                             tracing::debug!(%peer, error = %e, "postgres wire connection ended");
                         }
