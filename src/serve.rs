@@ -363,6 +363,7 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
     let pg_listener = bind("pg", config.pg_addr).await?;
     let budget = ConnectionBudget::new(budget_for(raise_open_file_limit()));
     tracing::info!(connections = budget.limit(), "connection budget");
+    let _ = collector.metrics.connections.set(Arc::clone(&budget));
     let admission = |port| Admission {
         port,
         budget: Arc::clone(&budget),

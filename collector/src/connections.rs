@@ -36,6 +36,7 @@ pub struct ConnectionBudget {
     limit: usize,
     /// Refused since the last warning.
     refused: AtomicU64,
+    refused_total: AtomicU64,
     warned: Mutex<Option<Instant>>,
 }
 
@@ -52,6 +53,7 @@ impl ConnectionBudget {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
             refused: AtomicU64::new(0),
+            refused_total: AtomicU64::new(0),
             warned: Mutex::new(None),
         })
     }
@@ -60,12 +62,23 @@ impl ConnectionBudget {
         self.limit
     }
 
+    /// Connections counted now.
+    pub fn open(&self) -> usize {
+        self.limit - self.permits.available_permits()
+    }
+
+    /// Connections refused since start.
+    pub fn refused_total(&self) -> u64 {
+        self.refused_total.load(Ordering::Relaxed)
+    }
+
     /// Counts a new connection on `port`, or refuses it when the budget is
     /// spent (the caller closes it).
     pub fn admit(&self, port: &str) -> Option<Admitted> {
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Some(Admitted { _permit: permit });
         }
+        self.refused_total.fetch_add(1, Ordering::Relaxed);
         let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
         let now = Instant::now();
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
@@ -102,9 +115,13 @@ mod tests {
         let budget = ConnectionBudget::new(2);
         let first = budget.admit("test").expect("first");
         let _second = budget.admit("test").expect("second");
+        assert_eq!(budget.open(), 2);
         assert!(budget.admit("test").is_none());
         assert!(budget.admit("test").is_none());
+        assert_eq!(budget.refused_total(), 2);
         drop(first);
-        assert!(budget.admit("test").is_some());
+        assert_eq!(budget.open(), 1);
+        let _third = budget.admit("test").expect("third, after the first ended");
+        assert_eq!((budget.open(), budget.refused_total()), (2, 2));
     }
 }

@@ -138,6 +138,8 @@ pub struct CollectorMetrics {
     pub flush_failures: Counter,
     pub flushed_rows: Counter,
     pub overloaded: Counter,
+    /// The connection budget of `serve` (none in other commands).
+    pub connections: std::sync::OnceLock<std::sync::Arc<crate::connections::ConnectionBudget>>,
 }
 
 impl CollectorMetrics {
@@ -265,5 +267,25 @@ impl CollectorMetrics {
             "requests refused with 429/503 under back-pressure",
             &[("", self.overloaded.get())],
         );
+        if let Some(budget) = self.connections.get() {
+            render_gauge(
+                out,
+                "faasight_connections_open",
+                "client connections open on all ports",
+                budget.open() as u64,
+            );
+            render_gauge(
+                out,
+                "faasight_connections_limit",
+                "client connections the open-file limit allows",
+                budget.limit() as u64,
+            );
+            render_counter(
+                out,
+                "faasight_connections_refused_total",
+                "connections closed at once because the limit was reached",
+                &[("", budget.refused_total())],
+            );
+        }
     }
 }

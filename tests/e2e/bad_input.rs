@@ -573,6 +573,16 @@ fn more_connections_than_open_files_leave_the_flush_working() {
             .is_ok_and(|r| r.status() == 200)
     });
     assert_eq!(server.count("SELECT count(*) AS n FROM spans"), 5);
+    let refused = server
+        .metric("faasight_connections_refused_total")
+        .expect("refused");
+    assert!(refused >= 150.0, "refused {refused}");
+    assert_eq!(server.metric("faasight_connections_limit"), Some(300.0));
+    assert!(
+        server
+            .metric("faasight_connections_open")
+            .is_some_and(|n| n >= 1.0)
+    );
 }
 
 /// Whether a Parquet file is anywhere under `dir`.
