@@ -629,6 +629,8 @@ fn a_function_asked_to_build_more_than_the_memory_limit_is_refused() {
         "{}",
         results[0]
     );
+    // 53200: out_of_memory.
+    assert_eq!(results[0]["sqlstate"], "53200", "{}", results[0]);
     assert_eq!(results[1]["rows"], serde_json::json!([[3]]));
 
     let cli = Command::new(BIN)

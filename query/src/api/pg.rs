@@ -79,6 +79,21 @@ fn user_error(code: &str, message: String) -> PgWireError {
     )))
 }
 
+/// A query over its memory limit as Postgres's `53200` (out_of_memory),
+/// where datafusion-postgres sends every DataFusion error as `XX000`.
+fn with_sqlstate(e: PgWireError) -> PgWireError {
+    if let PgWireError::ApiError(inner) = &e
+        && let Some(df) = inner.downcast_ref::<datafusion::error::DataFusionError>()
+        && matches!(
+            df.find_root(),
+            datafusion::error::DataFusionError::ResourcesExhausted(_)
+        )
+    {
+        return user_error("53200", df.to_string());
+    }
+    e
+}
+
 fn refused(message: String) -> PgWireError {
     // 25006: read_only_sql_transaction.
     user_error("25006", message)
@@ -140,7 +155,7 @@ impl ReadOnlyService {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 self.engine.metrics.failed.add(1);
-                Err(e)
+                Err(with_sqlstate(e))
             }
             Err(_) => {
                 self.engine.metrics.failed.add(1);
@@ -182,7 +197,7 @@ fn limit_rows(
                     None => None,
                     Some(Err(e)) => {
                         metrics.failed.add(1);
-                        Some((Err(e), None))
+                        Some((Err(with_sqlstate(e)), None))
                     }
                     Some(Ok(_)) if n >= max_rows => Some((
                         Err(user_error(
