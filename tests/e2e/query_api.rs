@@ -218,6 +218,9 @@ fn a_query_over_its_memory_limit_fails_clearly_and_the_others_still_run() {
         body.contains("memory limit of 8.0 MiB") && body.contains("--query-max-memory"),
         "{body}"
     );
+    let over_pg = pg_query(&server.pg, &[(heavy.to_string(), vec![])], false);
+    // 53200: out_of_memory.
+    assert_eq!(over_pg[0]["sqlstate"], "53200", "{}", over_pg[0]);
     // The same aggregate over fewer rows fits, and so do ordinary queries:
     // the failed query gave its memory back.
     let light = server.sql(
