@@ -280,6 +280,35 @@ pub(crate) fn notifier_names(path: Option<&Path>) -> Result<Vec<String>, ConfigE
 /// and arrow's string columns hold at most 2 GiB each.
 const MAX_BODY_SIZE_LIMIT: u64 = 256 << 20;
 
+/// A duration that must be above zero: at zero a timer would fire
+/// without pause (a poller calling AWS in a loop) or every query would
+/// time out.
+fn parse_positive_duration(what: &'static str, s: &str) -> Result<Duration, ConfigError> {
+    let d = parse_duration(what, s)?;
+    if d.is_zero() {
+        return Err(ConfigError::Value {
+            what,
+            value: s.into(),
+            reason: "must be above zero".into(),
+        });
+    }
+    Ok(d)
+}
+
+/// A size that must be above zero: at zero every request or query would
+/// be refused.
+fn parse_positive_size(what: &'static str, s: &str) -> Result<u64, ConfigError> {
+    let n = parse_size(what, s)?;
+    if n == 0 {
+        return Err(ConfigError::Value {
+            what,
+            value: s.into(),
+            reason: "must be above zero".into(),
+        });
+    }
+    Ok(n)
+}
+
 fn to_usize(v: u64) -> usize {
     usize::try_from(v).unwrap_or(usize::MAX)
 }
@@ -307,9 +336,9 @@ impl ServeConfig {
             .query_memory_limit
             .or(file.query_memory_limit)
             .unwrap_or_else(|| "2GiB".into());
-        let total_query_memory = parse_size("query memory limit", &qmem)?;
+        let total_query_memory = parse_positive_size("query memory limit", &qmem)?;
         let query_max_memory = match args.query_max_memory.or(file.query_max_memory) {
-            Some(text) => to_usize(parse_size("query max memory", &text)?),
+            Some(text) => to_usize(parse_positive_size("query max memory", &text)?),
             None => to_usize(total_query_memory / 2),
         };
         let buf = args
@@ -320,15 +349,8 @@ impl ServeConfig {
             .max_wal_size
             .or(file.max_wal_size)
             .unwrap_or_else(|| "2GiB".into());
-        let flush_interval = parse_duration("flush interval", &flush)?;
-        if flush_interval.is_zero() {
-            return Err(ConfigError::Value {
-                what: "flush interval",
-                value: flush,
-                reason: "must be above zero".into(),
-            });
-        }
-        let max_body_size = parse_size("max body size", &body)?;
+        let flush_interval = parse_positive_duration("flush interval", &flush)?;
+        let max_body_size = parse_positive_size("max body size", &body)?;
         if max_body_size > MAX_BODY_SIZE_LIMIT {
             return Err(ConfigError::Value {
                 what: "max body size",
@@ -337,6 +359,28 @@ impl ServeConfig {
                          its resource up to four times its size, and one column of \
                          one request's rows holds at most 2 GiB)"
                     .into(),
+            });
+        }
+        let max_wal_size = parse_positive_size("max wal size", &wal)?;
+        if max_wal_size < max_body_size {
+            return Err(ConfigError::Value {
+                what: "max wal size",
+                value: wal,
+                reason: format!(
+                    "must be at least the max body size ({body}): a request is \
+                     written to the WAL whole, and a larger one could never be"
+                ),
+            });
+        }
+        let query_max_rows = args
+            .query_max_rows
+            .or(file.query_max_rows)
+            .unwrap_or(1_000_000);
+        if query_max_rows == 0 {
+            return Err(ConfigError::Value {
+                what: "query max rows",
+                value: "0".into(),
+                reason: "must be above zero".into(),
             });
         }
         let cw = file.cloudwatch.unwrap_or_default();
@@ -361,7 +405,7 @@ impl ServeConfig {
                     region,
                     endpoint_url: args.cloudwatch_endpoint_url.or(cw.endpoint_url),
                     log_group_prefixes: prefixes,
-                    poll_interval: parse_duration("cloudwatch poll interval", &interval)?,
+                    poll_interval: parse_positive_duration("cloudwatch poll interval", &interval)?,
                     lookback: parse_duration("cloudwatch lookback", &lookback)?,
                 })
             }
@@ -398,12 +442,9 @@ impl ServeConfig {
                 .unwrap_or_else(|| "./rules".into()),
             flush_interval,
             max_body_size: to_usize(max_body_size),
-            query_timeout: parse_duration("query timeout", &timeout)?,
-            query_max_rows: args
-                .query_max_rows
-                .or(file.query_max_rows)
-                .unwrap_or(1_000_000),
-            query_max_result_bytes: to_usize(parse_size(
+            query_timeout: parse_positive_duration("query timeout", &timeout)?,
+            query_max_rows,
+            query_max_result_bytes: to_usize(parse_positive_size(
                 "query max result bytes",
                 args.query_max_result_bytes
                     .or(file.query_max_result_bytes)
@@ -412,8 +453,8 @@ impl ServeConfig {
             )?),
             query_memory_limit: to_usize(total_query_memory),
             query_max_memory,
-            max_buffer_size: to_usize(parse_size("max buffer size", &buf)?),
-            max_wal_size: parse_size("max wal size", &wal)?,
+            max_buffer_size: to_usize(parse_positive_size("max buffer size", &buf)?),
+            max_wal_size,
             pricing: args.pricing.or(file.pricing),
             pg: faasight_query::api::pg::PgConfig {
                 password: args
@@ -503,5 +544,103 @@ mod tests {
         })
         .expect("the largest allowed");
         assert_eq!(ok.max_body_size, 256 << 20);
+    }
+
+    /// Zero makes each of these settings useless (every request or query
+    /// refused, a poller calling AWS without pause): refused at start,
+    /// naming the setting.
+    #[test]
+    fn zero_limits_and_intervals_are_errors() {
+        let cases: [(&str, ServeArgs); 9] = [
+            (
+                "query timeout",
+                ServeArgs {
+                    query_timeout: Some("0s".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max body size",
+                ServeArgs {
+                    max_body_size: Some("0".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max buffer size",
+                ServeArgs {
+                    max_buffer_size: Some("0B".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "max wal size",
+                ServeArgs {
+                    max_wal_size: Some("0".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "query memory limit",
+                ServeArgs {
+                    query_memory_limit: Some("0".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "query max memory",
+                ServeArgs {
+                    query_max_memory: Some("0".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "query max result bytes",
+                ServeArgs {
+                    query_max_result_bytes: Some("0".into()),
+                    ..Default::default()
+                },
+            ),
+            (
+                "query max rows",
+                ServeArgs {
+                    query_max_rows: Some(0),
+                    ..Default::default()
+                },
+            ),
+            (
+                "cloudwatch poll interval",
+                ServeArgs {
+                    cloudwatch_region: Some("us-east-1".into()),
+                    cloudwatch_poll_interval: Some("0s".into()),
+                    ..Default::default()
+                },
+            ),
+        ];
+        for (what, args) in cases {
+            let err = ServeConfig::resolve(args).expect_err(what).to_string();
+            assert!(
+                err.contains(what) && err.contains("above zero"),
+                "{what}: {err}"
+            );
+        }
+        let err = ServeConfig::resolve(ServeArgs {
+            max_wal_size: Some("1MiB".into()),
+            max_body_size: Some("2MiB".into()),
+            ..Default::default()
+        })
+        .expect_err("a WAL smaller than one request")
+        .to_string();
+        assert!(
+            err.contains("max wal size") && err.contains("at least the max body size"),
+            "{err}"
+        );
+        ServeConfig::resolve(ServeArgs {
+            max_wal_size: Some("2MiB".into()),
+            max_body_size: Some("2MiB".into()),
+            query_timeout: Some("1ms".into()),
+            ..Default::default()
+        })
+        .expect("the smallest allowed");
     }
 }
