@@ -286,11 +286,7 @@ const MAX_BODY_SIZE_LIMIT: u64 = 256 << 20;
 fn parse_positive_duration(what: &'static str, s: &str) -> Result<Duration, ConfigError> {
     let d = parse_duration(what, s)?;
     if d.is_zero() {
-        return Err(ConfigError::Value {
-            what,
-            value: s.into(),
-            reason: "must be above zero".into(),
-        });
+        return Err(not_above_zero(what, s));
     }
     Ok(d)
 }
@@ -300,13 +296,17 @@ fn parse_positive_duration(what: &'static str, s: &str) -> Result<Duration, Conf
 fn parse_positive_size(what: &'static str, s: &str) -> Result<u64, ConfigError> {
     let n = parse_size(what, s)?;
     if n == 0 {
-        return Err(ConfigError::Value {
-            what,
-            value: s.into(),
-            reason: "must be above zero".into(),
-        });
+        return Err(not_above_zero(what, s));
     }
     Ok(n)
+}
+
+fn not_above_zero(what: &'static str, value: &str) -> ConfigError {
+    ConfigError::Value {
+        what,
+        value: value.into(),
+        reason: "must be above zero".into(),
+    }
 }
 
 fn to_usize(v: u64) -> usize {
@@ -377,11 +377,7 @@ impl ServeConfig {
             .or(file.query_max_rows)
             .unwrap_or(1_000_000);
         if query_max_rows == 0 {
-            return Err(ConfigError::Value {
-                what: "query max rows",
-                value: "0".into(),
-                reason: "must be above zero".into(),
-            });
+            return Err(not_above_zero("query max rows", "0"));
         }
         let cw = file.cloudwatch.unwrap_or_default();
         let cloudwatch = match args.cloudwatch_region.or(cw.region) {
