@@ -34,10 +34,9 @@ pub fn budget_for(open_files: u64) -> usize {
 pub struct ConnectionBudget {
     permits: Arc<Semaphore>,
     limit: usize,
-    /// Refused since the last warning.
-    refused: AtomicU64,
     refused_total: AtomicU64,
-    warned: Mutex<Option<Instant>>,
+    /// When the last warning was logged, and the refusals counted then.
+    warned: Mutex<Option<(Instant, u64)>>,
 }
 
 /// A connection counted against the budget until dropped.
@@ -52,7 +51,6 @@ impl ConnectionBudget {
         Arc::new(ConnectionBudget {
             permits: Arc::new(Semaphore::new(limit)),
             limit,
-            refused: AtomicU64::new(0),
             refused_total: AtomicU64::new(0),
             warned: Mutex::new(None),
         })
@@ -78,17 +76,16 @@ impl ConnectionBudget {
         if let Ok(permit) = Arc::clone(&self.permits).try_acquire_owned() {
             return Some(Admitted { _permit: permit });
         }
-        self.refused_total.fetch_add(1, Ordering::Relaxed);
-        let refused = self.refused.fetch_add(1, Ordering::Relaxed) + 1;
+        let total = self.refused_total.fetch_add(1, Ordering::Relaxed) + 1;
         let now = Instant::now();
         let mut warned = self.warned.lock().unwrap_or_else(|e| e.into_inner());
-        if warned.is_none_or(|at| now.duration_since(at) >= WARN_EVERY) {
-            *warned = Some(now);
-            self.refused.fetch_sub(refused, Ordering::Relaxed);
+        let counted = warned.map_or(0, |(_, counted)| counted);
+        if warned.is_none_or(|(at, _)| now.duration_since(at) >= WARN_EVERY) {
+            *warned = Some((now, total));
             tracing::warn!(
                 port,
                 open = self.limit,
-                refused,
+                refused = total - counted,
                 "connection limit reached: new connections are closed until some end \
                  (the limit follows the process's open-file limit, `ulimit -n`)"
             );
