@@ -65,6 +65,26 @@ fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
         .unwrap_or(default)
 }
 
+/// Runs `sql` through the HTTP API: status, milliseconds to the whole
+/// answer, and the answer.
+fn timed_query(
+    client: &reqwest::blocking::Client,
+    api: &str,
+    sql: &str,
+    timeout_secs: u64,
+) -> (u16, f64, Vec<u8>) {
+    let started = Instant::now();
+    let resp = client
+        .post(format!("http://{api}/api/v1/query"))
+        .timeout(std::time::Duration::from_secs(timeout_secs))
+        .json(&serde_json::json!({ "sql": sql, "format": "json" }))
+        .send()
+        .expect("query");
+    let status = resp.status().as_u16();
+    let body = resp.bytes().expect("answer").to_vec();
+    (status, started.elapsed().as_secs_f64() * 1000.0, body)
+}
+
 fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let invocations: u64 = env_or("FAASIGHT_BENCH_INVOCATIONS", 10_000_000);
@@ -103,16 +123,10 @@ fn main() {
     // HTTP: the first run on the fresh server is "cold", then hot runs.
     let client = reqwest::blocking::Client::new();
     let http = |sql: &str| -> (f64, usize) {
-        let started = Instant::now();
-        let resp = client
-            .post(format!("http://{api}/api/v1/query"))
-            .timeout(std::time::Duration::from_secs(900))
-            .json(&serde_json::json!({ "sql": sql, "format": "json" }))
-            .send()
-            .expect("query");
-        assert!(resp.status().is_success(), "{sql}: {}", resp.status());
-        let rows: Vec<serde_json::Value> = resp.json().expect("json");
-        (started.elapsed().as_secs_f64() * 1000.0, rows.len())
+        let (status, ms, body) = timed_query(&client, &api, sql, 900);
+        assert_eq!(status, 200, "{sql}");
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&body).expect("json");
+        (ms, rows.len())
     };
     let mut ours = Vec::new();
     for (name, sql) in QUERIES {
@@ -190,16 +204,8 @@ fn nesting(dir: &std::path::Path, runs: usize) {
         .expect("ingest");
     assert!(resp.status().is_success(), "ingest: {}", resp.status());
     let query = |sql: &str| -> (u16, f64) {
-        let started = Instant::now();
-        let resp = client
-            .post(format!("http://{api}/api/v1/query"))
-            .timeout(std::time::Duration::from_secs(600))
-            .json(&serde_json::json!({ "sql": sql, "format": "json" }))
-            .send()
-            .expect("query");
-        let status = resp.status().as_u16();
-        let _ = resp.bytes();
-        (status, started.elapsed().as_secs_f64() * 1000.0)
+        let (status, ms, _) = timed_query(&client, &api, sql, 600);
+        (status, ms)
     };
     // (shape, SQL with `n` chained operators)
     type Shape = (&'static str, fn(usize) -> String);
