@@ -1,22 +1,38 @@
-//! Functions that build as much as their arguments ask for, held to the
-//! query's memory limit before they build it.
+//! Functions held to the query's memory limit: what their arguments ask
+//! them to build is checked before they build it, and what they built
+//! after.
 //!
 //! DataFusion's memory pool counts what operators hold (aggregation,
 //! sorting, joins), not what a scalar function returns. `range(1, 3e9)`,
 //! `repeat('x', 3e9)` or `generate_series(a, b, interval '1 microsecond')`
-//! therefore allocate whatever they are asked for: gigabytes from one
-//! line of SQL, past `--query-max-memory`, until the kernel kills the
-//! whole server. [`Bounded`] wraps each function whose result size is
-//! set by a count in its arguments, works out from the arguments how
-//! large the result of this batch will be, and refuses the call with
-//! `ResourcesExhausted` when that is more than the query may hold. Calls
-//! within the limit go to DataFusion's function unchanged.
+//! therefore allocate whatever they are asked for, and functions that
+//! multiply their input do so again at every level of nesting:
+//! `replace(replace(repeat('x', 1e6), 'x', repeat('y', 1000)), 'y', …)`
+//! asked for a terabyte from one line of SQL and had the kernel kill the
+//! whole server, ingest included.
 //!
-//! What this does not bound: results that grow by combining values, each
-//! of them within the limit (`s || s || s`, `concat` of many columns,
-//! `replace` with a long replacement, common table expressions that
-//! double a value). Their growth is set by the query's text rather than
-//! by one number, and is not checked.
+//! [`register`] wraps every function of the session in [`Bounded`]:
+//! - **before the call**, the functions whose result size is set by their
+//!   arguments (see [`Kind`]) work it out, summed over the batch, and a
+//!   call over `--query-max-memory` is refused with `ResourcesExhausted`;
+//! - **after the call**, any result over that limit is dropped and the
+//!   call refused, so growth by a bounded factor (`encode(…, 'hex')`,
+//!   `upper`, `translate`) stops at its first step past the limit;
+//! - a result of 64 KiB or more is also refused while the server's
+//!   resident memory is past its ceiling (`QueryConfig::process_memory`):
+//!   many calls, each within the limit, in one query (`repeat('x', 1e9)`
+//!   thirty times over) add up where no one call can see them;
+//! - `levenshtein` compares every character of one string with every one
+//!   of the other in one uninterruptible call; one call may compare at
+//!   most [`MAX_LEVENSHTEIN_CELLS`] pairs.
+//!
+//! The `||` operator is not a function; [`crate::concat_op`] rewrites it
+//! into one held to the same limits.
+//!
+//! Calls within the limits go to DataFusion's function unchanged. The
+//! few functions that DataFusion's own optimizations recognise by type
+//! ([`UNWRAPPED`]) are left as they are: none of them builds more than its
+//! arguments hold.
 
 use std::sync::Arc;
 
@@ -26,7 +42,6 @@ use arrow::compute::kernels::length::length;
 use arrow::datatypes::{DataType, FieldRef, Int64Type, IntervalMonthDayNanoType, TimeUnit};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::{DataFusionError, ExprSchema, Result, ScalarValue};
-use datafusion::execution::FunctionRegistry;
 use datafusion::logical_expr::interval_arithmetic::Interval;
 use datafusion::logical_expr::preimage::PreimageResult;
 use datafusion::logical_expr::simplify::{ExprSimplifyResult, SimplifyContext};
@@ -39,8 +54,22 @@ use datafusion::prelude::SessionContext;
 
 use crate::memory::human_bytes;
 
-/// The functions held to the limit, by the name DataFusion registers.
-const BOUNDED: [(&str, Kind); 7] = [
+/// Functions left unwrapped: DataFusion's optimizations and its Parquet
+/// reader find them (or their arguments) by type, and none builds more
+/// than its arguments hold.
+const UNWRAPPED: [&str; 7] = [
+    "get_field",
+    "named_struct",
+    "struct",
+    "log",
+    "power",
+    "input_file_name",
+    "file_row_index",
+];
+
+/// The functions whose result size their arguments set, by the name
+/// DataFusion registers.
+const SIZED: [(&str, Kind); 21] = [
     ("repeat", Kind::Repeat),
     ("lpad", Kind::Pad),
     ("rpad", Kind::Pad),
@@ -48,14 +77,67 @@ const BOUNDED: [(&str, Kind); 7] = [
     ("generate_series", Kind::Range),
     ("array_repeat", Kind::ArrayRepeat),
     ("array_resize", Kind::ArrayResize),
+    ("replace", Kind::Replace),
+    ("regexp_replace", Kind::RegexpReplace),
+    ("concat", Kind::Sum),
+    ("concat_ws", Kind::ConcatWs),
+    ("make_array", Kind::Sum),
+    ("array_concat", Kind::Sum),
+    ("array_append", Kind::Sum),
+    ("array_prepend", Kind::Sum),
+    ("overlay", Kind::Sum),
+    ("array_to_string", Kind::ArrayToString),
+    ("array_replace", Kind::ArrayReplace),
+    ("array_replace_n", Kind::ArrayReplace),
+    ("array_replace_all", Kind::ArrayReplace),
+    ("levenshtein", Kind::Levenshtein),
 ];
 
-/// Replaces the session's functions of [`BOUNDED`] (and their aliases) by
-/// ones that refuse to build more than `limit` bytes in one call.
-pub fn register(ctx: &SessionContext, limit: usize) -> Result<()> {
-    for (name, kind) in BOUNDED {
-        let inner = ctx.udf(name)?;
-        ctx.register_udf(ScalarUDF::new_from_impl(Bounded { inner, kind, limit }));
+/// Character pairs one `levenshtein` call may compare: about a second of
+/// one core, during which the query cannot be stopped.
+pub const MAX_LEVENSHTEIN_CELLS: u128 = 1 << 30;
+
+/// Results smaller than this are not checked against the server's memory.
+const SMALL_RESULT: usize = 64 << 10;
+
+/// The limits a session's functions are held to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Limits {
+    /// Bytes one call may build (`--query-max-memory`).
+    pub query: usize,
+    /// Resident bytes of the server past which no call builds a result of
+    /// [`SMALL_RESULT`] or more.
+    pub process: usize,
+}
+
+/// The `||` operator as a function held to `limits` (see
+/// [`crate::concat_op`]).
+pub fn concat_operator(limits: Limits) -> Arc<ScalarUDF> {
+    Arc::new(ScalarUDF::new_from_impl(Bounded {
+        inner: Arc::new(ScalarUDF::new_from_impl(
+            crate::concat_op::ConcatOperator::new(),
+        )),
+        kind: Kind::Sum,
+        limits,
+    }))
+}
+
+/// Replaces every function of the session but [`UNWRAPPED`] (under its
+/// name and aliases) by one held to `limits`. Call it after the session's
+/// own functions are registered.
+pub fn register(ctx: &SessionContext, limits: Limits) -> Result<()> {
+    let mut functions: Vec<Arc<ScalarUDF>> = ctx.state().scalar_functions().values().cloned().collect();
+    functions.sort_by(|a, b| a.name().cmp(b.name()));
+    functions.dedup_by(|a, b| a.name() == b.name());
+    for inner in functions {
+        if UNWRAPPED.contains(&inner.name()) || inner.inner().is::<Bounded>() {
+            continue;
+        }
+        let kind = SIZED
+            .iter()
+            .find(|(name, _)| *name == inner.name())
+            .map_or(Kind::Result, |(_, kind)| *kind);
+        ctx.register_udf(ScalarUDF::new_from_impl(Bounded { inner, kind, limits }));
     }
     Ok(())
 }
@@ -74,107 +156,476 @@ enum Kind {
     ArrayRepeat,
     /// `array_resize(list, n [, value])`: a list of n elements.
     ArrayResize,
+    /// `replace(text, from, to)`: `to` once for each `from` found.
+    Replace,
+    /// `regexp_replace(text, pattern, replacement [, flags])`: the
+    /// replacement, its groups expanded, once for each match.
+    RegexpReplace,
+    /// `concat`, `make_array`, `array_concat`, …: their arguments together.
+    Sum,
+    /// `concat_ws(separator, …)`: the arguments and a separator between each.
+    ConcatWs,
+    /// `array_to_string(list, separator [, null])`: each element as text,
+    /// and a separator after each.
+    ArrayToString,
+    /// `array_replace[_n|_all](list, from, to …)`: `to` for each element.
+    ArrayReplace,
+    /// `levenshtein(a, b)`: a time, not a size (see the module doc).
+    Levenshtein,
+    /// Every other function: only its result is checked.
+    Result,
 }
 
-/// A DataFusion function that first checks the size its arguments ask for.
+/// A DataFusion function held to a session's [`Limits`].
 #[derive(Debug, PartialEq, Eq, Hash)]
 pub struct Bounded {
     inner: Arc<ScalarUDF>,
     kind: Kind,
-    limit: usize,
+    limits: Limits,
+}
+
+/// One argument of a call: a value for every row, or one for all of them
+/// (a scalar, kept as one row and never expanded).
+struct Arg {
+    values: ArrayRef,
+    scalar: bool,
+}
+
+impl Arg {
+    fn of(value: &ColumnarValue) -> Result<Self> {
+        Ok(match value {
+            ColumnarValue::Array(values) => Arg {
+                values: Arc::clone(values),
+                scalar: false,
+            },
+            ColumnarValue::Scalar(value) => Arg {
+                values: value.to_array()?,
+                scalar: true,
+            },
+        })
+    }
+
+    /// The index of `row`'s value.
+    fn index(&self, row: usize) -> usize {
+        if self.scalar { 0 } else { row }
+    }
+
+    /// The bytes of the argument over `rows` rows (a scalar once per row).
+    fn bytes(&self, rows: usize) -> u128 {
+        let one = slice_bytes(&self.values) as u128;
+        if self.scalar {
+            one.saturating_mul(rows as u128)
+        } else {
+            one
+        }
+    }
+}
+
+/// Per-row values of an argument.
+struct PerRow<T> {
+    values: Vec<Option<T>>,
+    scalar: bool,
+}
+
+impl<T: Copy> PerRow<T> {
+    fn get(&self, row: usize) -> Option<T> {
+        let index = if self.scalar { 0 } else { row };
+        self.values.get(index).copied().flatten()
+    }
+
+    /// The largest value over the rows (`None` when all are null).
+    fn max(&self) -> Option<T>
+    where
+        T: Ord,
+    {
+        self.values.iter().flatten().copied().max()
+    }
+}
+
+/// The bytes an array's own rows take (not the whole of buffers it may
+/// share with a larger array it was sliced from).
+fn slice_bytes(array: &ArrayRef) -> usize {
+    array
+        .to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| array.get_array_memory_size())
+}
+
+/// The bytes a function's result takes.
+fn result_bytes(value: &ColumnarValue) -> usize {
+    match value {
+        ColumnarValue::Array(array) => slice_bytes(array),
+        ColumnarValue::Scalar(value) => value.size(),
+    }
 }
 
 impl Bounded {
-    /// Refuses the call when the result would be over the limit.
+    /// Refuses the call when its arguments ask for more than the limits.
     fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
-        if args.args.iter().any(|a| a.data_type().is_null()) {
+        if self.kind == Kind::Result || args.args.iter().any(|a| a.data_type().is_null()) {
             return Ok(());
         }
-        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
-        let bytes = match self.kind {
-            Kind::Repeat => repeat_bytes(&arrays)?,
-            Kind::Pad => pad_bytes(&arrays)?,
-            Kind::Range => range_elements(&arrays)?.saturating_mul(8),
-            Kind::ArrayRepeat => array_repeat_bytes(&arrays)?,
-            Kind::ArrayResize => array_resize_bytes(&arrays)?,
+        let arrays = args.args.iter().map(Arg::of).collect::<Result<Vec<_>>>()?;
+        // A call on scalars alone answers one value.
+        let rows = if arrays.iter().all(|a| a.scalar) {
+            1
+        } else {
+            args.number_rows
         };
-        if bytes > self.limit as u128 {
+        let limit = self.limits.query as u128;
+        let bytes = match self.kind {
+            Kind::Repeat => repeat_bytes(&arrays, rows)?,
+            Kind::Pad => pad_bytes(&arrays, rows)?,
+            Kind::Range => range_elements(&arrays, rows)?.saturating_mul(8),
+            Kind::ArrayRepeat => array_repeat_bytes(&arrays, rows)?,
+            Kind::ArrayResize => array_resize_bytes(&arrays, rows)?,
+            Kind::Replace => replace_bytes(&arrays, rows, limit)?,
+            Kind::RegexpReplace => regexp_replace_bytes(&arrays, rows, limit)?,
+            Kind::Sum => arrays.iter().map(|a| a.bytes(rows)).sum(),
+            Kind::ConcatWs => concat_ws_bytes(&arrays, rows),
+            Kind::ArrayToString => array_to_string_bytes(&arrays, rows)?,
+            Kind::ArrayReplace => array_replace_bytes(&arrays, rows),
+            Kind::Levenshtein => {
+                let cells = levenshtein_cells(&arrays, rows)?;
+                if cells > MAX_LEVENSHTEIN_CELLS {
+                    return Err(DataFusionError::ResourcesExhausted(format!(
+                        "levenshtein() was asked to compare {cells} pairs of characters in one call, more than {MAX_LEVENSHTEIN_CELLS}: a call that cannot be stopped once it runs"
+                    )));
+                }
+                0
+            }
+            Kind::Result => 0,
+        };
+        if bytes > limit {
+            return Err(self.over_limit("was asked to build", bytes));
+        }
+        self.check_process(usize::try_from(bytes).unwrap_or(usize::MAX))
+    }
+
+    /// Refuses a result over the limits, once it is built.
+    fn check_result(&self, result: &ColumnarValue) -> Result<()> {
+        let bytes = result_bytes(result);
+        if bytes > self.limits.query {
+            return Err(self.over_limit("built", bytes as u128));
+        }
+        self.check_process(bytes)
+    }
+
+    /// Refuses `bytes` (when not small) while the server is past its
+    /// memory ceiling.
+    fn check_process(&self, bytes: usize) -> Result<()> {
+        if bytes < SMALL_RESULT {
+            return Ok(());
+        }
+        let Some(resident) = resident_bytes() else {
+            return Ok(());
+        };
+        if resident.saturating_add(bytes) > self.limits.process {
             return Err(DataFusionError::ResourcesExhausted(format!(
-                "{}() was asked to build {} in one call, more than the query's memory limit of {} (--query-max-memory)",
-                self.inner.name(),
-                human_bytes(usize::try_from(bytes).unwrap_or(usize::MAX)),
-                human_bytes(self.limit),
+                "{} was refused {}: the server holds {} and may hold at most {} (the query memory limit, the ingest buffer and 1 GiB)",
+                self.subject(),
+                human_bytes(bytes),
+                human_bytes(resident),
+                human_bytes(self.limits.process),
             )));
         }
         Ok(())
     }
+
+    /// The function as errors name it: `repeat()`, or `the || operator`.
+    fn subject(&self) -> String {
+        let name = self.inner.name();
+        if name.chars().all(|c| c.is_alphanumeric() || c == '_') {
+            format!("{name}()")
+        } else {
+            format!("the {name} operator")
+        }
+    }
+
+    fn over_limit(&self, what: &str, bytes: u128) -> DataFusionError {
+        DataFusionError::ResourcesExhausted(format!(
+            "{} {what} {} in one call, more than the query's memory limit of {} (--query-max-memory)",
+            self.subject(),
+            human_bytes(usize::try_from(bytes).unwrap_or(usize::MAX)),
+            human_bytes(self.limits.query),
+        ))
+    }
+}
+
+/// The server's resident memory (`VmRSS`), where `/proc` tells it.
+fn resident_bytes() -> Option<usize> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib.saturating_mul(1024))
 }
 
 /// The values of an integer argument, as i64 (null where null).
-fn counts(array: &ArrayRef) -> Result<Vec<Option<i64>>> {
-    let ints = cast(array, &DataType::Int64)?;
-    Ok(ints.as_primitive::<Int64Type>().iter().collect())
+fn counts(arg: &Arg) -> Result<PerRow<i64>> {
+    let ints = cast(&arg.values, &DataType::Int64)?;
+    Ok(PerRow {
+        values: ints.as_primitive::<Int64Type>().iter().collect(),
+        scalar: arg.scalar,
+    })
 }
 
 /// The byte length of each value of a text or binary argument.
-fn byte_lengths(array: &ArrayRef) -> Result<Vec<Option<i64>>> {
-    counts(&length(array.as_ref())?)
+fn byte_lengths(arg: &Arg) -> Result<PerRow<i64>> {
+    counts(&Arg {
+        values: length(arg.values.as_ref())?,
+        scalar: arg.scalar,
+    })
+}
+
+/// The byte length of `row`'s value, 0 when null.
+fn len_at(lengths: &PerRow<i64>, row: usize) -> u128 {
+    lengths.get(row).unwrap_or(0).max(0) as u128
 }
 
 /// Sum over rows of `count × size`, with negative and null counts as 0.
-fn sum_products(counts: &[Option<i64>], size: impl Fn(usize) -> u128) -> u128 {
-    counts.iter().enumerate().fold(0u128, |total, (row, n)| {
-        let n = n.unwrap_or(0).max(0) as u128;
+fn sum_products(rows: usize, counts: &PerRow<i64>, size: impl Fn(usize) -> u128) -> u128 {
+    (0..rows).fold(0u128, |total, row| {
+        let n = counts.get(row).unwrap_or(0).max(0) as u128;
         total.saturating_add(n.saturating_mul(size(row)))
     })
 }
 
-fn repeat_bytes(arrays: &[ArrayRef]) -> Result<u128> {
+fn repeat_bytes(arrays: &[Arg], rows: usize) -> Result<u128> {
     let (Some(text), Some(n)) = (arrays.first(), arrays.get(1)) else {
         return Ok(0);
     };
     let lengths = byte_lengths(text)?;
-    Ok(sum_products(&counts(n)?, |row| {
-        lengths[row].unwrap_or(0).max(0) as u128
-    }))
+    Ok(sum_products(rows, &counts(n)?, |row| len_at(&lengths, row)))
 }
 
-fn pad_bytes(arrays: &[ArrayRef]) -> Result<u128> {
+fn pad_bytes(arrays: &[Arg], rows: usize) -> Result<u128> {
     let Some(n) = arrays.get(1) else {
         return Ok(0);
     };
-    Ok(sum_products(&counts(n)?, |_| 4))
+    Ok(sum_products(rows, &counts(n)?, |_| 4))
 }
 
 /// The bytes one element of `array` takes on average (at least 1).
 fn average_element(array: &ArrayRef) -> u128 {
     let rows = array.len().max(1) as u128;
-    (array.get_array_memory_size() as u128 / rows).max(1)
+    (slice_bytes(array) as u128 / rows).max(1)
 }
 
-fn array_repeat_bytes(arrays: &[ArrayRef]) -> Result<u128> {
+fn array_repeat_bytes(arrays: &[Arg], rows: usize) -> Result<u128> {
     let (Some(element), Some(n)) = (arrays.first(), arrays.get(1)) else {
         return Ok(0);
     };
-    let each = average_element(element);
-    Ok(sum_products(&counts(n)?, |_| each))
+    let each = average_element(&element.values);
+    Ok(sum_products(rows, &counts(n)?, |_| each))
 }
 
-fn array_resize_bytes(arrays: &[ArrayRef]) -> Result<u128> {
-    let (Some(list), Some(n)) = (arrays.first(), arrays.get(1)) else {
-        return Ok(0);
-    };
-    let values = match list.data_type() {
+/// The values under a list, one level down.
+fn list_values(list: &ArrayRef) -> Option<ArrayRef> {
+    match list.data_type() {
         DataType::List(_) => Some(Arc::clone(list.as_list::<i32>().values())),
         DataType::LargeList(_) => Some(Arc::clone(list.as_list::<i64>().values())),
         DataType::FixedSizeList(..) => Some(Arc::clone(list.as_fixed_size_list().values())),
         _ => None,
+    }
+}
+
+fn array_resize_bytes(arrays: &[Arg], rows: usize) -> Result<u128> {
+    let (Some(list), Some(n)) = (arrays.first(), arrays.get(1)) else {
+        return Ok(0);
     };
+    let values = list_values(&list.values);
     let mut each = values.as_ref().map_or(8, average_element).max(8);
     if let Some(fill) = arrays.get(2) {
-        each = each.max(average_element(fill));
+        each = each.max(average_element(&fill.values));
     }
-    Ok(sum_products(&counts(n)?, |_| each))
+    Ok(sum_products(rows, &counts(n)?, |_| each))
+}
+
+/// `row`'s value of a text argument.
+fn text_at(arg: &Arg, row: usize) -> Option<&str> {
+    let values = &arg.values;
+    let index = arg.index(row);
+    if values.is_null(index) {
+        return None;
+    }
+    match values.data_type() {
+        DataType::Utf8 => Some(values.as_string::<i32>().value(index)),
+        DataType::LargeUtf8 => Some(values.as_string::<i64>().value(index)),
+        DataType::Utf8View => Some(values.as_string_view().value(index)),
+        _ => None,
+    }
+}
+
+/// `replace(text, from, to)`. First a bound from the lengths alone (every
+/// possible match replaced); only when that is over `limit` are the
+/// matches counted.
+fn replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128> {
+    let [text, from, to] = arrays else {
+        return Ok(0);
+    };
+    let (text_len, from_len, to_len) = (byte_lengths(text)?, byte_lengths(from)?, byte_lengths(to)?);
+    let bound = |row: usize, matches: u128| {
+        len_at(&text_len, row).saturating_add(matches.saturating_mul(len_at(&to_len, row)))
+    };
+    // An empty `from` matches before every character and at the end.
+    let most_matches = |row: usize| len_at(&text_len, row) / len_at(&from_len, row).max(1) + 1;
+    let rough = (0..rows).fold(0u128, |t, row| t.saturating_add(bound(row, most_matches(row))));
+    if rough <= limit {
+        return Ok(rough);
+    }
+    Ok((0..rows).fold(0u128, |total, row| {
+        let matches = match (text_at(text, row), text_at(from, row)) {
+            (Some(t), Some("")) => t.chars().count() as u128 + 1,
+            (Some(t), Some(f)) => t.matches(f).count() as u128,
+            _ => 0,
+        };
+        total.saturating_add(bound(row, matches))
+    }))
+}
+
+/// DataFusion's reading of `\1` (Postgres) as `${1}` (the regex crate).
+fn rust_replacement(replacement: &str) -> String {
+    let mut out = String::with_capacity(replacement.len());
+    let mut rest = replacement;
+    while let Some(at) = rest.find('\\') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at..];
+        let slashes = if after.starts_with("\\\\") { 2 } else { 1 };
+        let digits: String = after[slashes..].chars().take_while(char::is_ascii_digit).collect();
+        if digits.is_empty() {
+            out.push('\\');
+            rest = &after[1..];
+        } else {
+            out.push_str(&format!("${{{digits}}}"));
+            rest = &after[slashes + digits.len()..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// `regexp_replace(text, pattern, replacement [, flags])`. First a bound
+/// from the lengths alone (a match at every position, each group the
+/// whole text); only when that is over `limit` are the matches found and
+/// their replacements measured, as DataFusion builds them.
+fn regexp_replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128> {
+    let (Some(text), Some(pattern), Some(replacement)) = (arrays.first(), arrays.get(1), arrays.get(2))
+    else {
+        return Ok(0);
+    };
+    let flags = arrays.get(3);
+    let text_len = byte_lengths(text)?;
+    let rough = (0..rows).fold(0u128, |total, row| {
+        let len = len_at(&text_len, row);
+        let Some(r) = text_at(replacement, row) else {
+            return total.saturating_add(len);
+        };
+        let groups = r.matches(['$', '\\']).count() as u128;
+        let each = (r.len() as u128).saturating_add(groups.saturating_mul(len));
+        total.saturating_add(len.saturating_add((len + 1).saturating_mul(each)))
+    });
+    if rough <= limit {
+        return Ok(rough);
+    }
+    let mut compiled: Option<((String, String), regex::Regex)> = None;
+    let mut expanded = String::new();
+    let mut total = 0u128;
+    for row in 0..rows {
+        let (Some(t), Some(p), Some(r)) = (
+            text_at(text, row),
+            text_at(pattern, row),
+            text_at(replacement, row),
+        ) else {
+            continue;
+        };
+        let f = flags.and_then(|f| text_at(f, row)).unwrap_or("");
+        let key = (p.to_string(), f.to_string());
+        if compiled.as_ref().is_none_or(|(k, _)| *k != key) {
+            let rest = f.replace('g', "");
+            let source = if rest.is_empty() { p.to_string() } else { format!("(?{rest}){p}") };
+            // A pattern DataFusion cannot compile is its own error.
+            let Ok(re) = regex::Regex::new(&source) else {
+                return Ok(0);
+            };
+            compiled = Some((key, re));
+        }
+        let Some((_, re)) = compiled.as_ref() else {
+            continue;
+        };
+        let replacement = rust_replacement(r);
+        let limit_matches = if f.contains('g') { usize::MAX } else { 1 };
+        let mut bytes = t.len() as u128;
+        for captures in re.captures_iter(t).take(limit_matches) {
+            expanded.clear();
+            captures.expand(&replacement, &mut expanded);
+            bytes = bytes.saturating_add(expanded.len() as u128);
+        }
+        total = total.saturating_add(bytes);
+        if total > limit {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+fn concat_ws_bytes(arrays: &[Arg], rows: usize) -> u128 {
+    let all: u128 = arrays.iter().map(|a| a.bytes(rows)).sum();
+    let separators = arrays.len().saturating_sub(2) as u128;
+    let separator = arrays.first().map_or(0, |s| s.bytes(rows));
+    all.saturating_add(separator.saturating_mul(separators))
+}
+
+/// The elements under a list, down to the last level of nesting.
+fn leaf_elements(array: &ArrayRef) -> u128 {
+    match list_values(array) {
+        Some(values) => leaf_elements(&values),
+        None => array.len() as u128,
+    }
+}
+
+/// The bytes of the elements one row of a list argument holds, scalars
+/// counted once per row.
+fn elements(arg: &Arg, rows: usize) -> u128 {
+    let once = leaf_elements(&arg.values);
+    if arg.scalar { once.saturating_mul(rows as u128) } else { once }
+}
+
+/// Text an element of a list renders to at most, past its own bytes: a
+/// number, a date or a timestamp.
+const RENDERED_ELEMENT: u128 = 40;
+
+fn array_to_string_bytes(arrays: &[Arg], rows: usize) -> Result<u128> {
+    let Some(list) = arrays.first() else {
+        return Ok(0);
+    };
+    let longest = |arg: Option<&Arg>| -> Result<u128> {
+        Ok(match arg {
+            Some(arg) => byte_lengths(arg)?.max().unwrap_or(0).max(0) as u128,
+            None => 0,
+        })
+    };
+    let each = longest(arrays.get(1))?
+        .saturating_add(longest(arrays.get(2))?)
+        .saturating_add(RENDERED_ELEMENT);
+    Ok(list.bytes(rows).saturating_add(elements(list, rows).saturating_mul(each)))
+}
+
+fn array_replace_bytes(arrays: &[Arg], rows: usize) -> u128 {
+    let (Some(list), Some(to)) = (arrays.first(), arrays.get(2)) else {
+        return 0;
+    };
+    list.bytes(rows)
+        .saturating_add(elements(list, rows).saturating_mul(average_element(&to.values)))
+}
+
+fn levenshtein_cells(arrays: &[Arg], rows: usize) -> Result<u128> {
+    let (Some(a), Some(b)) = (arrays.first(), arrays.get(1)) else {
+        return Ok(0);
+    };
+    let (a, b) = (byte_lengths(a)?, byte_lengths(b)?);
+    Ok((0..rows).fold(0u128, |total, row| {
+        total.saturating_add(len_at(&a, row).saturating_mul(len_at(&b, row)))
+    }))
 }
 
 const NANOS_PER_HOUR: i128 = 3_600_000_000_000;
@@ -199,7 +650,7 @@ fn least_step_nanos(months: i32, days: i32, nanos: i64) -> i128 {
 /// An upper bound on the elements from `start` to `stop` by `step` (0: a
 /// step of unknown direction, at least one unit): none when the step
 /// points away from `stop`, as DataFusion answers.
-fn elements(start: i128, stop: i128, step: i128) -> u128 {
+fn elements_between(start: i128, stop: i128, step: i128) -> u128 {
     let span = stop - start;
     if step != 0 && span != 0 && span.signum() != step.signum() {
         return 0;
@@ -208,16 +659,15 @@ fn elements(start: i128, stop: i128, step: i128) -> u128 {
 }
 
 /// Instants of a date or timestamp argument, in nanoseconds.
-fn instants(array: &ArrayRef) -> Result<Vec<Option<i128>>> {
+fn instants(arg: &Arg) -> Result<PerRow<i128>> {
     const NANOS_PER_DAY: i128 = 24 * NANOS_PER_HOUR;
-    match array.data_type() {
+    let values = match arg.values.data_type() {
         DataType::Date32 | DataType::Date64 => {
-            let days = cast(array, &DataType::Date32)?;
-            Ok(days
-                .as_primitive::<arrow::datatypes::Date32Type>()
+            let days = cast(&arg.values, &DataType::Date32)?;
+            days.as_primitive::<arrow::datatypes::Date32Type>()
                 .iter()
                 .map(|d| d.map(|d| i128::from(d) * NANOS_PER_DAY))
-                .collect())
+                .collect()
         }
         DataType::Timestamp(unit, _) => {
             let per = match unit {
@@ -226,59 +676,70 @@ fn instants(array: &ArrayRef) -> Result<Vec<Option<i128>>> {
                 TimeUnit::Microsecond => 1_000,
                 TimeUnit::Nanosecond => 1,
             };
-            let raw = cast(array, &DataType::Int64)?;
-            Ok(raw
-                .as_primitive::<Int64Type>()
+            let raw = cast(&arg.values, &DataType::Int64)?;
+            raw.as_primitive::<Int64Type>()
                 .iter()
                 .map(|t| t.map(|t| i128::from(t) * per))
-                .collect())
+                .collect()
         }
-        other => Err(DataFusionError::Plan(format!(
-            "range bounds of type {other} cannot be sized"
-        ))),
-    }
+        other => {
+            return Err(DataFusionError::Plan(format!(
+                "range bounds of type {other} cannot be sized"
+            )));
+        }
+    };
+    Ok(PerRow {
+        values,
+        scalar: arg.scalar,
+    })
 }
 
 /// An upper bound on the elements `range`/`generate_series` build in one
 /// call, summed over the rows.
-fn range_elements(arrays: &[ArrayRef]) -> Result<u128> {
+fn range_elements(arrays: &[Arg], rows: usize) -> Result<u128> {
     let Some(first) = arrays.first() else {
         return Ok(0);
     };
-    let rows = first.len();
     // (start, stop, least step) per row, as i128 in one unit.
-    let spans: Vec<Option<(i128, i128, i128)>> = match (first.data_type(), arrays.len()) {
+    let spans: Vec<Option<(i128, i128, i128)>> = match (first.values.data_type(), arrays.len()) {
         (DataType::Date32 | DataType::Date64 | DataType::Timestamp(..), 3) => {
             let start = instants(&arrays[0])?;
             let stop = instants(&arrays[1])?;
-            let steps = arrays[2].as_primitive::<IntervalMonthDayNanoType>();
+            let step_arg = &arrays[2];
+            let steps = step_arg.values.as_primitive::<IntervalMonthDayNanoType>();
             (0..rows)
                 .map(|row| {
-                    let step = steps.is_valid(row).then(|| {
-                        let (m, d, n) = IntervalMonthDayNanoType::to_parts(steps.value(row));
+                    let at = step_arg.index(row);
+                    let step = steps.is_valid(at).then(|| {
+                        let (m, d, n) = IntervalMonthDayNanoType::to_parts(steps.value(at));
                         least_step_nanos(m, d, n)
                     });
-                    Some((start[row]?, stop[row]?, step?))
+                    Some((start.get(row)?, stop.get(row)?, step?))
                 })
                 .collect()
         }
-        (_, 1) => counts(first)?
-            .into_iter()
-            .map(|stop| Some((0, i128::from(stop?), 1)))
-            .collect(),
+        (_, 1) => {
+            let stop = counts(first)?;
+            (0..rows)
+                .map(|row| Some((0, i128::from(stop.get(row)?), 1)))
+                .collect()
+        }
         (_, 2 | 3) => {
             let start = counts(&arrays[0])?;
             let stop = counts(&arrays[1])?;
             let step = match arrays.get(2) {
                 Some(step) => counts(step)?,
-                None => vec![Some(1); rows],
+                None => PerRow {
+                    values: vec![Some(1)],
+                    scalar: true,
+                },
             };
             (0..rows)
                 // A zero step is DataFusion's own error.
                 .map(|row| {
-                    let step = i128::from(step[row]?);
+                    let step = i128::from(step.get(row)?);
                     (step != 0).then_some(())?;
-                    Some((i128::from(start[row]?), i128::from(stop[row]?), step))
+                    Some((i128::from(start.get(row)?), i128::from(stop.get(row)?), step))
                 })
                 .collect()
         }
@@ -288,7 +749,7 @@ fn range_elements(arrays: &[ArrayRef]) -> Result<u128> {
         .into_iter()
         .flatten()
         .fold(0u128, |total, (start, stop, step)| {
-            total.saturating_add(elements(start, stop, step))
+            total.saturating_add(elements_between(start, stop, step))
         }))
 }
 
@@ -334,7 +795,9 @@ impl ScalarUDFImpl for Bounded {
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
         self.check(&args)?;
-        self.inner.invoke_with_args(args)
+        let result = self.inner.invoke_with_args(args)?;
+        self.check_result(&result)?;
+        Ok(result)
     }
 
     fn with_updated_config(&self, config: &ConfigOptions) -> Option<ScalarUDF> {
@@ -342,11 +805,27 @@ impl ScalarUDFImpl for Bounded {
         Some(ScalarUDF::new_from_impl(Bounded {
             inner: Arc::new(inner),
             kind: self.kind,
-            limit: self.limit,
+            limits: self.limits,
         }))
     }
 
     fn simplify(&self, args: Vec<Expr>, info: &SimplifyContext) -> Result<ExprSimplifyResult> {
+        // `concat` and `concat_ws` join their literal arguments here, at
+        // planning, not in a call.
+        if matches!(self.kind, Kind::Sum | Kind::ConcatWs) {
+            let size = |arg: &Expr| match arg {
+                Expr::Literal(value, _) => value.size() as u128,
+                _ => 0,
+            };
+            let mut literals = args.iter().map(size).fold(0u128, u128::saturating_add);
+            if let (Kind::ConcatWs, Some(separator)) = (self.kind, args.first()) {
+                let separators = args.len().saturating_sub(2) as u128;
+                literals = literals.saturating_add(size(separator).saturating_mul(separators));
+            }
+            if literals > self.limits.query as u128 {
+                return Err(self.over_limit("was asked to build", literals));
+            }
+        }
         self.inner.inner().simplify(args, info)
     }
 
@@ -420,11 +899,25 @@ mod tests {
 
     const LIMIT: usize = 1 << 20;
 
+    fn with_limits(limits: Limits) -> SessionContext {
+        let state = datafusion::execution::SessionStateBuilder::new()
+            .with_default_features()
+            .with_optimizer_rule(Arc::new(crate::concat_op::BoundConcatOperator::new(
+                concat_operator(limits),
+            )))
+            .build();
+        let ctx = SessionContext::new_with_state(state);
+        register(&ctx, limits).expect("register");
+        ctx
+    }
+
+    /// DataFusion's own session, and one held to [`LIMIT`].
     fn contexts() -> (SessionContext, SessionContext) {
-        let plain = SessionContext::new();
-        let ours = SessionContext::new();
-        register(&ours, LIMIT).expect("register");
-        (plain, ours)
+        let ours = with_limits(Limits {
+            query: LIMIT,
+            process: usize::MAX,
+        });
+        (SessionContext::new(), ours)
     }
 
     async fn run(ctx: &SessionContext, sql: &str) -> Result<String> {
@@ -455,6 +948,28 @@ mod tests {
             "SELECT array_repeat(1, 3), array_repeat('ab', 2), list_repeat(make_array(1, 2), 2), array_repeat(1, -1)",
             "SELECT array_resize(make_array(1, 2, 3), 5), array_resize(make_array(1, 2, 3), 2), list_resize(make_array('a'), 3, 'z')",
             "SELECT cardinality(array_repeat(n, n)) FROM (VALUES (1), (100), (1000)) t(n)",
+            "SELECT replace('abcabc', 'b', 'XYZ'), replace('abc', '', '-'), replace(NULL, 'a', 'b'), replace('aaa', 'a', NULL)",
+            "SELECT replace(s, f, t) FROM (VALUES ('aXa', 'X', 'yy'), ('é', '', '.'), (NULL, 'a', 'b')) v(s, f, t)",
+            // Over the limit by the lengths alone; the matches are few.
+            "SELECT length(replace(repeat('ab', 100000), 'zz', repeat('y', 100)))",
+            "SELECT regexp_replace('foobar', 'o+', 'X'), regexp_replace('a1b22', '[0-9]', '#', 'g'), regexp_replace('Abc', 'a', '\\0\\0', 'gi')",
+            "SELECT regexp_replace('hello world', '(\\w+) (\\w+)', '\\2 \\1'), regexp_replace('x', 'x', '$1y')",
+            // Groups in the replacement make the bound from lengths alone
+            // quadratic; the matches are counted.
+            "SELECT length(regexp_replace(repeat('ab', 100000), '(b)', '<\\1\\1>', 'g'))",
+            "SELECT length(regexp_replace(repeat('ab', 100000), '(z)', '\\1\\1\\1'))",
+            "SELECT concat('a', NULL, 'b', 1), concat_ws('-', 'a', NULL, 'b'), make_array(1, 2), array_concat(make_array(1), make_array(2, 3))",
+            "SELECT array_append(make_array(1), 2), array_prepend(0, make_array(1)), overlay('Txxxxas' placing 'hom' from 2 for 4)",
+            "SELECT array_to_string(make_array(1, NULL, 3), ', ', '?'), array_to_string(make_array(make_array('a', 'b'), make_array('c')), '|')",
+            "SELECT array_replace(make_array(1, 2, 2), 2, 9), array_replace_n(make_array('a', 'a'), 'a', 'bb', 1), array_replace_all(make_array(1, 1), 1, 0)",
+            "SELECT levenshtein('kitten', 'sitting'), levenshtein(NULL, 'a'), encode('ab', 'hex'), upper('straße'), translate('abc', 'a', 'é')",
+            // The operator: nulls, other types, column names.
+            "SELECT 'a' || 'b', 'a' || NULL, NULL || 'b', 'n=' || 1, 'x' || 'y' || 'z'",
+            "SELECT a || b AS ab, a || '-' || b, upper(a || b) FROM (VALUES ('x', 'y'), (NULL, 'z'), ('w', NULL)) t(a, b)",
+            "SELECT a || b FROM (VALUES ('x', 'y')) t(a, b) WHERE a || b = 'xy' GROUP BY a || b ORDER BY a || b",
+            "SELECT arrow_typeof(arrow_cast('a', 'LargeUtf8') || 'b'), arrow_cast('a', 'Utf8View') || arrow_cast('b', 'Utf8View')",
+            "SELECT (SELECT max(a || 'q') FROM (VALUES ('p')) u(a)) AS sub",
+            "SELECT make_array(1) || make_array(2), make_array(1) || 3",
         ] {
             let want = run(&plain, sql).await.expect(sql);
             let got = run(&ours, sql).await.expect(sql);
@@ -503,6 +1018,40 @@ mod tests {
                 "SELECT cardinality(array_resize(make_array(1, 2), 200000))",
                 "array_resize",
             ),
+            // Each level within the limit, the next over it.
+            (
+                "SELECT length(replace(replace(repeat('x', 2000), 'x', repeat('y', 30)), 'y', repeat('z', 30)))",
+                "replace",
+            ),
+            ("SELECT length(replace('ab', '', repeat('-', 400000)))", "replace"),
+            (
+                "SELECT length(regexp_replace(repeat('x', 2000), '', repeat('y', 1000), 'g'))",
+                "regexp_replace",
+            ),
+            (
+                "SELECT length(regexp_replace(repeat('ab', 100000), '(b)', '\\1\\1\\1\\1\\1\\1\\1\\1\\1\\1\\1\\1', 'g'))",
+                "regexp_replace",
+            ),
+            (
+                "SELECT length(concat(repeat('x', 400000), repeat('y', 400000), repeat('z', 400000)))",
+                "concat",
+            ),
+            (
+                "SELECT length(concat_ws(repeat('-', 300000), 'a', 'b', 'c', 'd', 'e'))",
+                "concat_ws",
+            ),
+            (
+                "SELECT cardinality(make_array(repeat('x', 400000), repeat('x', 400000), repeat('x', 400000)))",
+                "make_array",
+            ),
+            (
+                "SELECT length(array_to_string(range(100000), repeat('-', 20)))",
+                "array_to_string",
+            ),
+            (
+                "SELECT cardinality(array_replace_all(array_repeat('a', 1000), 'a', repeat('b', 2000)))",
+                "array_replace_all",
+            ),
         ] {
             run(&plain, sql).await.expect(sql);
             let err = run(&ours, sql).await.expect_err(sql).to_string();
@@ -512,6 +1061,81 @@ mod tests {
                 "{sql}: {err}"
             );
         }
+    }
+
+    /// Functions whose result outgrows their arguments by a bounded factor
+    /// are refused once a result is over the limit, at the first level of
+    /// nesting past it; DataFusion builds every level.
+    #[tokio::test]
+    async fn results_over_the_limit_are_refused() {
+        let (plain, ours) = contexts();
+        for (sql, error) in [
+            (
+                "SELECT length(encode(encode(encode(encode(repeat('x', 100000), 'hex'), 'hex'), 'hex'), 'hex'))",
+                "encode() built",
+            ),
+            (
+                "SELECT length(upper(translate(repeat('a', 600000), 'a', 'é')))",
+                "built",
+            ),
+            (
+                "SELECT length(s || s || s) FROM (SELECT arrow_cast(repeat('x', 400000), 'LargeUtf8') AS s)",
+                "the || operator was asked to build",
+            ),
+            (
+                "SELECT length(a || b) FROM (SELECT repeat('x', 600000) AS a, repeat('y', 600000) AS b)",
+                "the || operator was asked to build",
+            ),
+        ] {
+            run(&plain, sql).await.expect(sql);
+            let err = run(&ours, sql).await.expect_err(sql).to_string();
+            assert!(
+                err.contains(error) && err.contains("more than the query's memory limit of 1.0 MiB"),
+                "{sql}: {err}"
+            );
+        }
+    }
+
+    /// `levenshtein` is held to a number of comparisons, not a size.
+    #[tokio::test]
+    async fn levenshtein_compares_a_bounded_number_of_pairs() {
+        let (_, ours) = contexts();
+        let sql = "SELECT levenshtein(repeat('x', 40000), repeat('y', 40000))";
+        let err = run(&ours, sql).await.expect_err(sql).to_string();
+        assert!(
+            err.contains("levenshtein() was asked to compare 1600000000 pairs"),
+            "{err}"
+        );
+        let within = "SELECT levenshtein(repeat('x', 1000), repeat('xy', 500))";
+        assert!(run(&ours, within).await.expect(within).contains("500"));
+    }
+
+    /// Past the server's memory ceiling, results of 64 KiB or more are
+    /// refused, smaller ones are not.
+    #[tokio::test]
+    async fn past_the_memory_ceiling_only_small_results_are_built() {
+        let ours = with_limits(Limits {
+            query: usize::MAX,
+            process: 1,
+        });
+        let err = run(&ours, "SELECT length(repeat('x', 100000))")
+            .await
+            .expect_err("over the ceiling")
+            .to_string();
+        assert!(
+            err.contains("repeat() was refused 97.7 KiB: the server holds"),
+            "{err}"
+        );
+        let small = run(&ours, "SELECT length(repeat('x', 1000)) AS n").await;
+        assert!(small.expect("a small result").contains("1000"));
+    }
+
+    #[test]
+    fn replacements_read_groups_as_datafusion_does() {
+        assert_eq!(rust_replacement("a\\1b"), "a${1}b");
+        assert_eq!(rust_replacement("\\12x\\\\3"), "${12}x${3}");
+        assert_eq!(rust_replacement("no groups $1"), "no groups $1");
+        assert_eq!(rust_replacement("trailing \\"), "trailing \\");
     }
 
     /// Counts that would take the server's memory many times over are
@@ -544,14 +1168,14 @@ mod tests {
 
     #[test]
     fn a_range_counts_its_elements_in_the_step_direction_only() {
-        assert_eq!(elements(0, 10, 1), 11);
-        assert_eq!(elements(0, 10, 3), 4);
-        assert_eq!(elements(10, 0, -3), 4);
-        assert_eq!(elements(10, 0, 1), 0);
-        assert_eq!(elements(0, 10, -1), 0);
-        assert_eq!(elements(5, 5, 1), 1);
+        assert_eq!(elements_between(0, 10, 1), 11);
+        assert_eq!(elements_between(0, 10, 3), 4);
+        assert_eq!(elements_between(10, 0, -3), 4);
+        assert_eq!(elements_between(10, 0, 1), 0);
+        assert_eq!(elements_between(0, 10, -1), 0);
+        assert_eq!(elements_between(5, 5, 1), 1);
         // A step of unknown direction counts both ways.
-        assert_eq!(elements(10, 0, 0), 11);
-        assert_eq!(elements(0, 10, 0), 11);
+        assert_eq!(elements_between(10, 0, 0), 11);
+        assert_eq!(elements_between(0, 10, 0), 11);
     }
 }

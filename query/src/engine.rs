@@ -21,6 +21,7 @@ use crate::catalog::id_filter::IdFilters;
 use crate::catalog::invocations::{CoalescedStore, InvocationsView};
 use crate::catalog::tables::FaasightTable;
 use crate::catalog::views::{INVOCATIONS_SQL, ViewPlans};
+use crate::concat_op::BoundConcatOperator;
 use crate::coop::YieldAboveMultipliers;
 use crate::cost::{PriceCatalog, cost_udfs};
 use crate::grouping::RunGroupedAggregates;
@@ -95,6 +96,10 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     /// Memory one query may hold.
     pub query_memory: usize,
+    /// The server's resident memory past which functions refuse to build
+    /// large results (see [`crate::bounded`]): what queries, the ingest
+    /// buffer and the rest of the server may hold.
+    pub process_memory: usize,
     pub target_partitions: usize,
     /// Prices for the cost columns and functions.
     pub pricing: Arc<PriceCatalog>,
@@ -111,6 +116,7 @@ impl Default for QueryConfig {
             max_result_bytes: 256 << 20,
             memory_limit: 2 << 30,
             query_memory: 1 << 30,
+            process_memory: 3 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             pricing: Arc::new(
                 PriceCatalog::shipped().expect("the shipped price catalog is valid (unit-tested)"),
@@ -342,6 +348,10 @@ impl QueryEngine {
             Arc::clone(&self.runtime.memory_pool),
             self.config.query_memory,
         ));
+        let limits = crate::bounded::Limits {
+            query: self.config.query_memory,
+            process: self.config.process_memory,
+        };
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
             .with_memory_pool(pool)
             .build_arc()?;
@@ -349,6 +359,9 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
+            .with_optimizer_rule(Arc::new(BoundConcatOperator::new(
+                crate::bounded::concat_operator(limits),
+            )))
             .with_physical_optimizer_rule(Arc::new(RunGroupedAggregates))
             .with_physical_optimizer_rule(Arc::new(YieldAboveMultipliers))
             .build();
@@ -364,7 +377,6 @@ impl QueryEngine {
             )?;
         }
         ctx.register_udf(crate::datetime::UtcDateTrunc::udf());
-        crate::bounded::register(&ctx, self.config.query_memory)?;
         ctx.register_udaf(crate::percentile::ExactPercentile::udaf());
         for udf in cost_udfs(&self.config.pricing) {
             ctx.register_udf(udf);
@@ -374,6 +386,7 @@ impl QueryEngine {
             Arc::new(crate::cost::prices_table(&self.config.pricing)?),
         )?;
         ctx.register_table("alerts", Arc::clone(&self.alerts) as Arc<dyn TableProvider>)?;
+        crate::bounded::register(&ctx, limits)?;
         Ok(ctx)
     }
 

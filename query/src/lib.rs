@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bounded;
 pub mod catalog;
+pub mod concat_op;
 pub mod coop;
 pub mod cost;
 pub mod datetime;
