@@ -347,10 +347,6 @@ pub(crate) async fn run(config: ServeConfig) -> Result<(), BoxError> {
             max_result_bytes: config.query_max_result_bytes,
             memory_limit: config.query_memory_limit,
             query_memory: config.query_max_memory,
-            process_memory: config
-                .query_memory_limit
-                .saturating_add(config.max_buffer_size)
-                .saturating_add(1 << 30),
             data_dir: Some(collector.data_dir.clone()),
             ..QueryConfig::default()
         },

@@ -18,10 +18,11 @@
 //! - **after the call**, any result over that limit is dropped and the
 //!   call refused, so growth by a bounded factor (`encode(…, 'hex')`,
 //!   `upper`, `translate`) stops at its first step past the limit;
-//! - a result of 64 KiB or more is also refused while the server's
-//!   resident memory is past its ceiling (`QueryConfig::process_memory`):
-//!   many calls, each within the limit, in one query (`repeat('x', 1e9)`
-//!   thirty times over) add up where no one call can see them;
+//! - a result of 16 KiB or more is also refused where building it would
+//!   leave less than a tenth of the machine's memory (or its cgroup's)
+//!   available: many calls, each within the limit, in one query
+//!   (`repeat('x', 1e9)` thirty times over) add up where no one call can
+//!   see them, and this keeps the kernel from killing the server for them;
 //! - `levenshtein` compares every character of one string with every one
 //!   of the other in one uninterruptible call; one call may compare at
 //!   most [`MAX_LEVENSHTEIN_CELLS`] pairs.
@@ -34,7 +35,9 @@
 //! ([`UNWRAPPED`]) are left as they are: none of them builds more than its
 //! arguments hold.
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use arrow::array::{Array, ArrayRef, AsArray};
 use arrow::compute::cast;
@@ -98,16 +101,13 @@ const SIZED: [(&str, Kind); 21] = [
 pub const MAX_LEVENSHTEIN_CELLS: u128 = 1 << 30;
 
 /// Results smaller than this are not checked against the server's memory.
-const SMALL_RESULT: usize = 64 << 10;
+const SMALL_RESULT: usize = 16 << 10;
 
 /// The limits a session's functions are held to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Limits {
     /// Bytes one call may build (`--query-max-memory`).
     pub query: usize,
-    /// Resident bytes of the server past which no call builds a result of
-    /// [`SMALL_RESULT`] or more.
-    pub process: usize,
 }
 
 /// The `||` operator as a function held to `limits` (see
@@ -126,7 +126,8 @@ pub fn concat_operator(limits: Limits) -> Arc<ScalarUDF> {
 /// name and aliases) by one held to `limits`. Call it after the session's
 /// own functions are registered.
 pub fn register(ctx: &SessionContext, limits: Limits) -> Result<()> {
-    let mut functions: Vec<Arc<ScalarUDF>> = ctx.state().scalar_functions().values().cloned().collect();
+    let mut functions: Vec<Arc<ScalarUDF>> =
+        ctx.state().scalar_functions().values().cloned().collect();
     functions.sort_by(|a, b| a.name().cmp(b.name()));
     functions.dedup_by(|a, b| a.name() == b.name());
     for inner in functions {
@@ -137,7 +138,11 @@ pub fn register(ctx: &SessionContext, limits: Limits) -> Result<()> {
             .iter()
             .find(|(name, _)| *name == inner.name())
             .map_or(Kind::Result, |(_, kind)| *kind);
-        ctx.register_udf(ScalarUDF::new_from_impl(Bounded { inner, kind, limits }));
+        ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
+            inner,
+            kind,
+            limits,
+        }));
     }
     Ok(())
 }
@@ -299,7 +304,7 @@ impl Bounded {
         if bytes > limit {
             return Err(self.over_limit("was asked to build", bytes));
         }
-        self.check_process(usize::try_from(bytes).unwrap_or(usize::MAX))
+        self.check_machine(usize::try_from(bytes).unwrap_or(usize::MAX))
     }
 
     /// Refuses a result over the limits, once it is built.
@@ -308,28 +313,27 @@ impl Bounded {
         if bytes > self.limits.query {
             return Err(self.over_limit("built", bytes as u128));
         }
-        self.check_process(bytes)
+        self.check_machine(bytes)
     }
 
-    /// Refuses `bytes` (when not small) while the server is past its
-    /// memory ceiling.
-    fn check_process(&self, bytes: usize) -> Result<()> {
+    /// Refuses `bytes` (when not small) where building them would leave
+    /// less than a tenth of the machine's memory available.
+    fn check_machine(&self, bytes: usize) -> Result<()> {
         if bytes < SMALL_RESULT {
             return Ok(());
         }
-        let Some(resident) = resident_bytes() else {
-            return Ok(());
-        };
-        if resident.saturating_add(bytes) > self.limits.process {
-            return Err(DataFusionError::ResourcesExhausted(format!(
-                "{} was refused {}: the server holds {} and may hold at most {} (the query memory limit, the ingest buffer and 1 GiB)",
-                self.subject(),
-                human_bytes(bytes),
-                human_bytes(resident),
-                human_bytes(self.limits.process),
-            )));
+        match memory_before(bytes) {
+            Some(memory) if memory.too_low_for(bytes) => {
+                Err(DataFusionError::ResourcesExhausted(format!(
+                    "{} was refused {}: {} of the machine's {} is available, and a tenth is kept",
+                    self.subject(),
+                    human_bytes(bytes),
+                    human_bytes(memory.available),
+                    human_bytes(memory.total),
+                )))
+            }
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// The function as errors name it: `repeat()`, or `the || operator`.
@@ -352,12 +356,103 @@ impl Bounded {
     }
 }
 
-/// The server's resident memory (`VmRSS`), where `/proc` tells it.
-fn resident_bytes() -> Option<usize> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib.saturating_mul(1024))
+/// How long a reading of the machine's memory stands for.
+const MEMORY_READING: Duration = Duration::from_millis(1);
+
+/// The last reading of the machine's memory and what functions have
+/// built since, shared by all sessions.
+static MACHINE: Machine = Machine {
+    read_at_nanos: AtomicU64::new(0),
+    available: AtomicUsize::new(0),
+    total: AtomicUsize::new(0),
+    built_since: AtomicUsize::new(0),
+};
+
+struct Machine {
+    /// When the reading was taken, in nanoseconds after [`epoch`] (0:
+    /// never).
+    read_at_nanos: AtomicU64,
+    available: AtomicUsize,
+    total: AtomicUsize,
+    built_since: AtomicUsize,
+}
+
+/// Memory of the machine, or of the cgroup the server runs in where that
+/// has a limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Memory {
+    available: usize,
+    total: usize,
+}
+
+impl Memory {
+    /// Whether building `bytes` more would leave less than a tenth of the
+    /// memory available.
+    fn too_low_for(self, bytes: usize) -> bool {
+        self.available.saturating_sub(bytes) < self.total / RESERVED_PART
+    }
+}
+
+/// The part of the machine's memory functions leave available: 1/10.
+const RESERVED_PART: usize = 10;
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+/// The machine's memory as it was last read (at most [`MEMORY_READING`]
+/// ago), less all that functions built since, frees not counted; then
+/// counts `bytes` as built. `None` where `/proc` does not tell it.
+fn memory_before(bytes: usize) -> Option<Memory> {
+    let now = u64::try_from(epoch().elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let read_at = MACHINE.read_at_nanos.load(Ordering::Relaxed);
+    if read_at == 0 || now.saturating_sub(read_at) > MEMORY_READING.as_nanos() as u64 {
+        let memory = read_memory()?;
+        MACHINE.available.store(memory.available, Ordering::Relaxed);
+        MACHINE.total.store(memory.total, Ordering::Relaxed);
+        MACHINE.built_since.store(0, Ordering::Relaxed);
+        MACHINE.read_at_nanos.store(now, Ordering::Relaxed);
+    }
+    let built = MACHINE.built_since.fetch_add(bytes, Ordering::Relaxed);
+    Some(Memory {
+        available: MACHINE
+            .available
+            .load(Ordering::Relaxed)
+            .saturating_sub(built),
+        total: MACHINE.total.load(Ordering::Relaxed),
+    })
+}
+
+/// `MemAvailable` and `MemTotal` of `/proc/meminfo`, or the cgroup's
+/// (v2) limit and use when it has a lower limit.
+fn read_memory() -> Option<Memory> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let field = |name: &str| -> Option<usize> {
+        let line = meminfo.lines().find(|l| l.starts_with(name))?;
+        let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib.saturating_mul(1024))
+    };
+    let machine = Memory {
+        available: field("MemAvailable:")?,
+        total: field("MemTotal:")?,
+    };
+    let cgroup = |file: &str| -> Option<usize> {
+        std::fs::read_to_string(format!("/sys/fs/cgroup/{file}"))
+            .ok()?
+            .trim()
+            .parse()
+            .ok()
+    };
+    Some(match (cgroup("memory.max"), cgroup("memory.current")) {
+        (Some(max), Some(current)) if max < machine.total => Memory {
+            available: max.saturating_sub(current).min(machine.available),
+            total: max,
+        },
+        _ => machine,
+    })
 }
 
 /// The values of an integer argument, as i64 (null where null).
@@ -463,24 +558,37 @@ fn replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128> {
     let [text, from, to] = arrays else {
         return Ok(0);
     };
-    let (text_len, from_len, to_len) = (byte_lengths(text)?, byte_lengths(from)?, byte_lengths(to)?);
+    let (text_len, from_len, to_len) =
+        (byte_lengths(text)?, byte_lengths(from)?, byte_lengths(to)?);
     let bound = |row: usize, matches: u128| {
         len_at(&text_len, row).saturating_add(matches.saturating_mul(len_at(&to_len, row)))
     };
     // An empty `from` matches before every character and at the end.
     let most_matches = |row: usize| len_at(&text_len, row) / len_at(&from_len, row).max(1) + 1;
-    let rough = (0..rows).fold(0u128, |t, row| t.saturating_add(bound(row, most_matches(row))));
+    let rough = (0..rows).fold(0u128, |t, row| {
+        t.saturating_add(bound(row, most_matches(row)))
+    });
     if rough <= limit {
         return Ok(rough);
     }
-    Ok((0..rows).fold(0u128, |total, row| {
+    // Counted until the total is over the limit, which is as good an
+    // answer as the whole count.
+    let mut total = 0u128;
+    for row in 0..rows {
+        total = total.saturating_add(len_at(&text_len, row));
+        let each = len_at(&to_len, row).max(1);
+        let room = limit.saturating_sub(total) / each + 1;
         let matches = match (text_at(text, row), text_at(from, row)) {
-            (Some(t), Some("")) => t.chars().count() as u128 + 1,
-            (Some(t), Some(f)) => t.matches(f).count() as u128,
+            (Some(t), Some("")) => t.chars().take(room as usize).count() as u128 + 1,
+            (Some(t), Some(f)) => t.matches(f).take(room as usize).count() as u128,
             _ => 0,
         };
-        total.saturating_add(bound(row, matches))
-    }))
+        total = total.saturating_add(matches.saturating_mul(len_at(&to_len, row)));
+        if total > limit {
+            break;
+        }
+    }
+    Ok(total)
 }
 
 /// DataFusion's reading of `\1` (Postgres) as `${1}` (the regex crate).
@@ -491,7 +599,10 @@ fn rust_replacement(replacement: &str) -> String {
         out.push_str(&rest[..at]);
         let after = &rest[at..];
         let slashes = if after.starts_with("\\\\") { 2 } else { 1 };
-        let digits: String = after[slashes..].chars().take_while(char::is_ascii_digit).collect();
+        let digits: String = after[slashes..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
         if digits.is_empty() {
             out.push('\\');
             rest = &after[1..];
@@ -509,7 +620,8 @@ fn rust_replacement(replacement: &str) -> String {
 /// whole text); only when that is over `limit` are the matches found and
 /// their replacements measured, as DataFusion builds them.
 fn regexp_replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128> {
-    let (Some(text), Some(pattern), Some(replacement)) = (arrays.first(), arrays.get(1), arrays.get(2))
+    let (Some(text), Some(pattern), Some(replacement)) =
+        (arrays.first(), arrays.get(1), arrays.get(2))
     else {
         return Ok(0);
     };
@@ -542,7 +654,11 @@ fn regexp_replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128
         let key = (p.to_string(), f.to_string());
         if compiled.as_ref().is_none_or(|(k, _)| *k != key) {
             let rest = f.replace('g', "");
-            let source = if rest.is_empty() { p.to_string() } else { format!("(?{rest}){p}") };
+            let source = if rest.is_empty() {
+                p.to_string()
+            } else {
+                format!("(?{rest}){p}")
+            };
             // A pattern DataFusion cannot compile is its own error.
             let Ok(re) = regex::Regex::new(&source) else {
                 return Ok(0);
@@ -554,15 +670,14 @@ fn regexp_replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128
         };
         let replacement = rust_replacement(r);
         let limit_matches = if f.contains('g') { usize::MAX } else { 1 };
-        let mut bytes = t.len() as u128;
+        total = total.saturating_add(t.len() as u128);
         for captures in re.captures_iter(t).take(limit_matches) {
             expanded.clear();
             captures.expand(&replacement, &mut expanded);
-            bytes = bytes.saturating_add(expanded.len() as u128);
-        }
-        total = total.saturating_add(bytes);
-        if total > limit {
-            break;
+            total = total.saturating_add(expanded.len() as u128);
+            if total > limit {
+                return Ok(total);
+            }
         }
     }
     Ok(total)
@@ -587,7 +702,11 @@ fn leaf_elements(array: &ArrayRef) -> u128 {
 /// counted once per row.
 fn elements(arg: &Arg, rows: usize) -> u128 {
     let once = leaf_elements(&arg.values);
-    if arg.scalar { once.saturating_mul(rows as u128) } else { once }
+    if arg.scalar {
+        once.saturating_mul(rows as u128)
+    } else {
+        once
+    }
 }
 
 /// Text an element of a list renders to at most, past its own bytes: a
@@ -607,7 +726,9 @@ fn array_to_string_bytes(arrays: &[Arg], rows: usize) -> Result<u128> {
     let each = longest(arrays.get(1))?
         .saturating_add(longest(arrays.get(2))?)
         .saturating_add(RENDERED_ELEMENT);
-    Ok(list.bytes(rows).saturating_add(elements(list, rows).saturating_mul(each)))
+    Ok(list
+        .bytes(rows)
+        .saturating_add(elements(list, rows).saturating_mul(each)))
 }
 
 fn array_replace_bytes(arrays: &[Arg], rows: usize) -> u128 {
@@ -739,7 +860,11 @@ fn range_elements(arrays: &[Arg], rows: usize) -> Result<u128> {
                 .map(|row| {
                     let step = i128::from(step.get(row)?);
                     (step != 0).then_some(())?;
-                    Some((i128::from(start.get(row)?), i128::from(stop.get(row)?), step))
+                    Some((
+                        i128::from(start.get(row)?),
+                        i128::from(stop.get(row)?),
+                        step,
+                    ))
                 })
                 .collect()
         }
@@ -913,10 +1038,7 @@ mod tests {
 
     /// DataFusion's own session, and one held to [`LIMIT`].
     fn contexts() -> (SessionContext, SessionContext) {
-        let ours = with_limits(Limits {
-            query: LIMIT,
-            process: usize::MAX,
-        });
+        let ours = with_limits(Limits { query: LIMIT });
         (SessionContext::new(), ours)
     }
 
@@ -1023,7 +1145,10 @@ mod tests {
                 "SELECT length(replace(replace(repeat('x', 2000), 'x', repeat('y', 30)), 'y', repeat('z', 30)))",
                 "replace",
             ),
-            ("SELECT length(replace('ab', '', repeat('-', 400000)))", "replace"),
+            (
+                "SELECT length(replace('ab', '', repeat('-', 400000)))",
+                "replace",
+            ),
             (
                 "SELECT length(regexp_replace(repeat('x', 2000), '', repeat('y', 1000), 'g'))",
                 "regexp_replace",
@@ -1090,7 +1215,8 @@ mod tests {
             run(&plain, sql).await.expect(sql);
             let err = run(&ours, sql).await.expect_err(sql).to_string();
             assert!(
-                err.contains(error) && err.contains("more than the query's memory limit of 1.0 MiB"),
+                err.contains(error)
+                    && err.contains("more than the query's memory limit of 1.0 MiB"),
                 "{sql}: {err}"
             );
         }
@@ -1110,24 +1236,23 @@ mod tests {
         assert!(run(&ours, within).await.expect(within).contains("500"));
     }
 
-    /// Past the server's memory ceiling, results of 64 KiB or more are
-    /// refused, smaller ones are not.
-    #[tokio::test]
-    async fn past_the_memory_ceiling_only_small_results_are_built() {
-        let ours = with_limits(Limits {
-            query: usize::MAX,
-            process: 1,
-        });
-        let err = run(&ours, "SELECT length(repeat('x', 100000))")
-            .await
-            .expect_err("over the ceiling")
-            .to_string();
-        assert!(
-            err.contains("repeat() was refused 97.7 KiB: the server holds"),
-            "{err}"
-        );
-        let small = run(&ours, "SELECT length(repeat('x', 1000)) AS n").await;
-        assert!(small.expect("a small result").contains("1000"));
+    /// Building is refused where it would leave less than a tenth of the
+    /// memory available.
+    #[test]
+    fn a_tenth_of_the_memory_is_kept() {
+        let gib = 1usize << 30;
+        let memory = Memory {
+            available: 4 * gib,
+            total: 20 * gib,
+        };
+        assert!(!memory.too_low_for(2 * gib));
+        assert!(memory.too_low_for(2 * gib + 1));
+        assert!(memory.too_low_for(usize::MAX));
+        let exhausted = Memory {
+            available: gib,
+            total: 20 * gib,
+        };
+        assert!(exhausted.too_low_for(0));
     }
 
     #[test]

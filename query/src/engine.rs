@@ -96,10 +96,6 @@ pub struct QueryConfig {
     pub memory_limit: usize,
     /// Memory one query may hold.
     pub query_memory: usize,
-    /// The server's resident memory past which functions refuse to build
-    /// large results (see [`crate::bounded`]): what queries, the ingest
-    /// buffer and the rest of the server may hold.
-    pub process_memory: usize,
     pub target_partitions: usize,
     /// Prices for the cost columns and functions.
     pub pricing: Arc<PriceCatalog>,
@@ -116,7 +112,6 @@ impl Default for QueryConfig {
             max_result_bytes: 256 << 20,
             memory_limit: 2 << 30,
             query_memory: 1 << 30,
-            process_memory: 3 << 30,
             target_partitions: std::thread::available_parallelism().map_or(2, |n| n.get()),
             pricing: Arc::new(
                 PriceCatalog::shipped().expect("the shipped price catalog is valid (unit-tested)"),
@@ -350,7 +345,6 @@ impl QueryEngine {
         ));
         let limits = crate::bounded::Limits {
             query: self.config.query_memory,
-            process: self.config.process_memory,
         };
         let runtime = RuntimeEnvBuilder::from_runtime_env(&self.runtime)
             .with_memory_pool(pool)

@@ -603,14 +603,81 @@ fn a_function_asked_to_build_more_than_the_memory_limit_is_refused() {
             "{sql}: {body}"
         );
     }
+    // Growth by nesting: each of these took the server past 3 GB, the
+    // first past 24 GB (killed by the kernel), before functions were held
+    // to the limit at every level. `value - value` keeps the planner from
+    // computing the values first.
+    let ten_mb = "(SELECT repeat('x', 10000000 + value - value) AS s FROM generate_series(1, 1))";
+    for (sql, error) in [
+        (
+            "SELECT length(replace(replace(repeat('x', 1000000), 'x', repeat('y', 1000)), \
+             'y', repeat('z', 1000))) AS n"
+                .to_string(),
+            "replace() was asked to build",
+        ),
+        (
+            format!(
+                "SELECT length(encode(encode(encode(encode(s, 'hex'), 'hex'), 'hex'), 'hex')) \
+                 AS n FROM {ten_mb}"
+            ),
+            "encode() built",
+        ),
+        (
+            format!(
+                "SELECT length(l || l || l || l || l || l || l) AS n \
+                 FROM (SELECT arrow_cast(s, 'LargeUtf8') AS l FROM {ten_mb})"
+            ),
+            "the || operator was asked to build",
+        ),
+        (
+            "WITH RECURSIVE t(s, n) AS (SELECT 'x', 0 UNION ALL SELECT s || s, n + 1 FROM t \
+             WHERE n < 40) SELECT max(length(s)) AS n FROM t"
+                .to_string(),
+            "the || operator was asked to build",
+        ),
+        (
+            format!("SELECT length(concat(s, s, s, s, s, s, s)) AS n FROM {ten_mb}"),
+            "concat() was asked to build",
+        ),
+        (
+            "SELECT length(regexp_replace(repeat('ab', 300000), '(b)', \
+             concat('<\\1>', repeat('y', 1000)), 'g')) AS n"
+                .to_string(),
+            "regexp_replace() was asked to build",
+        ),
+    ] {
+        let (status, body) = server.query_raw(&sql, "json");
+        assert_eq!(status, 400, "{sql}: {body}");
+        assert!(
+            body.contains(error) && body.contains("memory limit of 64.0 MiB (--query-max-memory)"),
+            "{sql}: {body}"
+        );
+    }
+    // Held a core for 32 s, past the query timeout, and kept other
+    // queries waiting.
+    let (status, body) = server.query_raw(
+        "SELECT levenshtein(repeat('x', 200000), repeat('y', 200000)) AS n",
+        "json",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("levenshtein() was asked to compare 40000000000 pairs"),
+        "{body}"
+    );
     // Within the limit, the same functions answer.
     let within = server.sql(
         "SELECT cardinality(range(1, 1000001)) AS a, length(repeat('ab', 1000000)) AS b, \
-         cardinality(array_repeat(7, 5)) AS c",
+         cardinality(array_repeat(7, 5)) AS c, \
+         length(replace(repeat('ab', 1000000), 'b', 'xyz')) AS d, \
+         length(s || s || s) AS e, levenshtein('kitten', 'sitting') AS f \
+         FROM (SELECT repeat('q', 1000000) AS s)",
     );
     assert_eq!(within[0]["a"], 1_000_000);
     assert_eq!(within[0]["b"], 2_000_000);
     assert_eq!(within[0]["c"], 5);
+    assert_eq!(within[0]["d"], 4_000_000);
+    assert_eq!(within[0]["e"], 3_000_000);
+    assert_eq!(within[0]["f"], 3);
     let peak = server.peak_rss_mib();
     assert!(peak < 1024.0, "peak RSS {peak:.0} MiB");
 
