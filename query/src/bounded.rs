@@ -27,8 +27,9 @@
 //!   of the other in one uninterruptible call; one call may compare at
 //!   most [`MAX_LEVENSHTEIN_CELLS`] pairs.
 //!
-//! The `||` operator is not a function; [`crate::concat_op`] rewrites it
-//! into one held to the same limits.
+//! Calls that DataFusion makes from its own function objects, and the
+//! `||` operator, are held to the same limits by
+//! [`crate::bounded_plan`], which rewrites plans.
 //!
 //! Calls within the limits go to DataFusion's function unchanged. The
 //! few functions that DataFusion's own optimizations recognise by type
@@ -111,15 +112,32 @@ pub struct Limits {
 }
 
 /// The `||` operator as a function held to `limits` (see
-/// [`crate::concat_op`]).
+/// [`crate::bounded_plan`]).
 pub fn concat_operator(limits: Limits) -> Arc<ScalarUDF> {
     Arc::new(ScalarUDF::new_from_impl(Bounded {
         inner: Arc::new(ScalarUDF::new_from_impl(
-            crate::concat_op::ConcatOperator::new(),
+            crate::bounded_plan::ConcatOperator::new(),
         )),
         kind: Kind::Sum,
         limits,
     }))
+}
+
+/// `func` held to `limits`; `None` when it is already, or is one of
+/// [`UNWRAPPED`].
+pub fn bounded(func: &Arc<ScalarUDF>, limits: Limits) -> Option<Arc<ScalarUDF>> {
+    if UNWRAPPED.contains(&func.name()) || func.inner().is::<Bounded>() {
+        return None;
+    }
+    let kind = SIZED
+        .iter()
+        .find(|(name, _)| *name == func.name())
+        .map_or(Kind::Result, |(_, kind)| *kind);
+    Some(Arc::new(ScalarUDF::new_from_impl(Bounded {
+        inner: Arc::clone(func),
+        kind,
+        limits,
+    })))
 }
 
 /// Replaces every function of the session but [`UNWRAPPED`] (under its
@@ -130,19 +148,10 @@ pub fn register(ctx: &SessionContext, limits: Limits) -> Result<()> {
         ctx.state().scalar_functions().values().cloned().collect();
     functions.sort_by(|a, b| a.name().cmp(b.name()));
     functions.dedup_by(|a, b| a.name() == b.name());
-    for inner in functions {
-        if UNWRAPPED.contains(&inner.name()) || inner.inner().is::<Bounded>() {
-            continue;
+    for func in functions {
+        if let Some(bounded) = bounded(&func, limits) {
+            ctx.register_udf(Arc::unwrap_or_clone(bounded));
         }
-        let kind = SIZED
-            .iter()
-            .find(|(name, _)| *name == inner.name())
-            .map_or(Kind::Result, |(_, kind)| *kind);
-        ctx.register_udf(ScalarUDF::new_from_impl(Bounded {
-            inner,
-            kind,
-            limits,
-        }));
     }
     Ok(())
 }
@@ -267,7 +276,12 @@ fn result_bytes(value: &ColumnarValue) -> usize {
 impl Bounded {
     /// Refuses the call when its arguments ask for more than the limits.
     fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
-        if self.kind == Kind::Result || args.args.iter().any(|a| a.data_type().is_null()) {
+        // A null argument makes a null result, but for the functions that
+        // join their arguments (a null one adds nothing).
+        let joins = matches!(self.kind, Kind::Sum | Kind::ConcatWs);
+        if self.kind == Kind::Result
+            || (!joins && args.args.iter().any(|a| a.data_type().is_null()))
+        {
             return Ok(());
         }
         let arrays = args.args.iter().map(Arg::of).collect::<Result<Vec<_>>>()?;
@@ -951,7 +965,13 @@ impl ScalarUDFImpl for Bounded {
                 return Err(self.over_limit("was asked to build", literals));
             }
         }
-        self.inner.inner().simplify(args, info)
+        // A simplification may call DataFusion's own functions.
+        Ok(match self.inner.inner().simplify(args, info)? {
+            ExprSimplifyResult::Simplified(expr) => ExprSimplifyResult::Simplified(
+                crate::bounded_plan::bound_expr(expr, self.limits)?.data,
+            ),
+            original => original,
+        })
     }
 
     fn preimage(
@@ -1027,9 +1047,8 @@ mod tests {
     fn with_limits(limits: Limits) -> SessionContext {
         let state = datafusion::execution::SessionStateBuilder::new()
             .with_default_features()
-            .with_optimizer_rule(Arc::new(crate::concat_op::BoundConcatOperator::new(
-                concat_operator(limits),
-            )))
+            .with_analyzer_rule(Arc::new(crate::bounded_plan::BoundFunctions::new(limits)))
+            .with_optimizer_rule(Arc::new(crate::bounded_plan::BoundFunctions::new(limits)))
             .build();
         let ctx = SessionContext::new_with_state(state);
         register(&ctx, limits).expect("register");
@@ -1164,6 +1183,21 @@ mod tests {
             (
                 "SELECT length(concat_ws(repeat('-', 300000), 'a', 'b', 'c', 'd', 'e'))",
                 "concat_ws",
+            ),
+            // `concat` simplifies itself into a call of DataFusion's own
+            // `concat`, without the null.
+            (
+                "SELECT length(concat(s, NULL, s, s)) FROM (SELECT repeat('x', 400000 + v - v) AS s FROM (VALUES (1)) t(v))",
+                "concat",
+            ),
+            // The SQL planner's own `make_array` and `array_concat`.
+            (
+                "SELECT cardinality([s, s, s]) FROM (SELECT repeat('x', 400000 + v - v) AS s FROM (VALUES (1)) t(v))",
+                "make_array",
+            ),
+            (
+                "SELECT cardinality(a || a || a) FROM (SELECT make_array(repeat('x', 400000 + v - v)) AS a FROM (VALUES (1)) t(v))",
+                "array_concat",
             ),
             (
                 "SELECT cardinality(make_array(repeat('x', 400000), repeat('x', 400000), repeat('x', 400000)))",

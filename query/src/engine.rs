@@ -16,12 +16,12 @@ use faasight_collector::model::Table;
 use faasight_collector::telemetry::{Counter, Histogram, render_counter};
 use futures::{FutureExt, StreamExt};
 
+use crate::bounded_plan::BoundFunctions;
 use crate::catalog::alerts::AlertBoard;
 use crate::catalog::id_filter::IdFilters;
 use crate::catalog::invocations::{CoalescedStore, InvocationsView};
 use crate::catalog::tables::FaasightTable;
 use crate::catalog::views::{INVOCATIONS_SQL, ViewPlans};
-use crate::concat_op::BoundConcatOperator;
 use crate::coop::YieldAboveMultipliers;
 use crate::cost::{PriceCatalog, cost_udfs};
 use crate::grouping::RunGroupedAggregates;
@@ -353,9 +353,8 @@ impl QueryEngine {
             .with_config(config)
             .with_runtime_env(runtime)
             .with_default_features()
-            .with_optimizer_rule(Arc::new(BoundConcatOperator::new(
-                crate::bounded::concat_operator(limits),
-            )))
+            .with_analyzer_rule(Arc::new(BoundFunctions::new(limits)))
+            .with_optimizer_rule(Arc::new(BoundFunctions::new(limits)))
             .with_physical_optimizer_rule(Arc::new(RunGroupedAggregates))
             .with_physical_optimizer_rule(Arc::new(YieldAboveMultipliers))
             .build();

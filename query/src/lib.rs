@@ -7,8 +7,8 @@
 
 pub mod api;
 pub mod bounded;
+pub mod bounded_plan;
 pub mod catalog;
-pub mod concat_op;
 pub mod coop;
 pub mod cost;
 pub mod datetime;

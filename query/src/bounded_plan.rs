@@ -1,32 +1,40 @@
 //! The `||` operator held to the query's memory limit, as functions are
 //! (see [`crate::bounded`]).
 //!
-//! `||` is an operator, not a function, so wrapping functions does not
-//! reach it, and `s || s || s …` over long values built what it was asked
-//! for (`LargeUtf8` has no 2 GiB cap, and a chain is evaluated as one
-//! expression). [`BoundConcatOperator`] runs after DataFusion's own
-//! optimizer rules and rewrites each `a || b` left in the plan into a call
-//! of [`ConcatOperator`] wrapped in [`Bounded`](crate::bounded::Bounded):
-//! the call is refused when its arguments together are over the limit,
-//! before it builds. The call evaluates DataFusion's own `||` on its
-//! arguments, so answers, types and nulls are DataFusion's; its name in a
-//! schema is the operator's (`a || b`), so column names do not change.
+//! Every function call of a plan, and the `||` operator, held to the
+//! query's memory limit (see [`crate::bounded`]).
+//!
+//! Wrapping the session's functions does not reach calls that DataFusion
+//! makes from its own function objects (its SQL planner turns `[a, b]`
+//! into `make_array` and `l1 || l2` on lists into `array_concat`; `concat`
+//! simplifies itself into a new `concat` call), nor `||` on text, which is
+//! an operator: `s || s || s …` over long values built what it was asked
+//! for (`LargeUtf8` has no 2 GiB cap, and a chain is one expression).
+//! [`BoundFunctions`] rewrites the plan: each such call is wrapped, and
+//! each `a || b` becomes a call of [`ConcatOperator`], wrapped as `concat`
+//! is: refused when its arguments together are over the limit, before it
+//! builds. The call evaluates DataFusion's own `||` on its arguments, so
+//! answers, types and nulls are DataFusion's; its name in a schema is the
+//! operator's (`a || b`), so column names do not change.
 
 use std::sync::Arc;
 
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
+use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
-    ScalarUDFImpl, Signature, Volatility,
+    BinaryExpr, ColumnarValue, Expr, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDFImpl,
+    Signature, Volatility,
 };
-use datafusion::optimizer::optimizer::ApplyOrder;
+use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
+
+use crate::bounded::{Limits, bounded, concat_operator};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{self, Column, Literal};
 
@@ -114,27 +122,70 @@ impl ScalarUDFImpl for ConcatOperator {
     }
 }
 
-/// Rewrites each `a || b` of a plan into a call of the bounded
-/// [`ConcatOperator`] (see the module doc).
+/// Holds every function call of a plan to the session's limits: calls of
+/// functions not yet wrapped (those DataFusion's SQL planner and its
+/// simplifications make from its own function objects rather than the
+/// session's, like `[a, b]` for `make_array` or `concat` joining its
+/// literal arguments) are wrapped in [`Bounded`](crate::bounded::Bounded),
+/// and each `a || b` becomes a bounded [`ConcatOperator`] call. Runs as
+/// the last analyzer rule (after type coercion) and again as the last
+/// optimizer rule.
 #[derive(Debug)]
-pub struct BoundConcatOperator {
-    udf: Arc<ScalarUDF>,
+pub struct BoundFunctions {
+    limits: Limits,
 }
 
-impl BoundConcatOperator {
-    /// `udf`: the session's bounded [`ConcatOperator`].
-    pub fn new(udf: Arc<ScalarUDF>) -> Self {
-        BoundConcatOperator { udf }
+impl BoundFunctions {
+    pub fn new(limits: Limits) -> Self {
+        BoundFunctions { limits }
+    }
+
+    fn rewrite_plan(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
+        plan.transform_up_with_subqueries(|node| {
+            let names = NamePreserver::new(&node);
+            node.map_expressions(|expr| {
+                let name = names.save(&expr);
+                let rewritten = bound_expr(expr, self.limits)?;
+                Ok(rewritten.update_data(|expr| name.restore(expr)))
+            })
+        })
     }
 }
 
-impl OptimizerRule for BoundConcatOperator {
+/// `expr` with every function call held to `limits` (see
+/// [`BoundFunctions`]).
+pub fn bound_expr(expr: Expr, limits: Limits) -> Result<Transformed<Expr>> {
+    expr.transform_up(|expr| match expr {
+        Expr::BinaryExpr(BinaryExpr {
+            left,
+            op: Operator::StringConcat,
+            right,
+        }) => Ok(Transformed::yes(Expr::ScalarFunction(
+            ScalarFunction::new_udf(concat_operator(limits), vec![*left, *right]),
+        ))),
+        Expr::ScalarFunction(call) => match bounded(&call.func, limits) {
+            Some(func) => Ok(Transformed::yes(Expr::ScalarFunction(
+                ScalarFunction::new_udf(func, call.args),
+            ))),
+            None => Ok(Transformed::no(Expr::ScalarFunction(call))),
+        },
+        other => Ok(Transformed::no(other)),
+    })
+}
+
+impl AnalyzerRule for BoundFunctions {
     fn name(&self) -> &str {
-        "bound_concat_operator"
+        "bound_functions"
     }
 
-    fn apply_order(&self) -> Option<ApplyOrder> {
-        Some(ApplyOrder::BottomUp)
+    fn analyze(&self, plan: LogicalPlan, _config: &ConfigOptions) -> Result<LogicalPlan> {
+        Ok(self.rewrite_plan(plan)?.data)
+    }
+}
+
+impl OptimizerRule for BoundFunctions {
+    fn name(&self) -> &str {
+        "bound_functions"
     }
 
     fn rewrite(
@@ -142,25 +193,6 @@ impl OptimizerRule for BoundConcatOperator {
         plan: LogicalPlan,
         _config: &dyn OptimizerConfig,
     ) -> Result<Transformed<LogicalPlan>> {
-        // A scan's filters decide which files and row groups are read;
-        // they are evaluated again above it, where they are rewritten.
-        if matches!(plan, LogicalPlan::TableScan(_)) {
-            return Ok(Transformed::no(plan));
-        }
-        let names = NamePreserver::new(&plan);
-        plan.map_expressions(|expr| {
-            let name = names.save(&expr);
-            let rewritten = expr.transform_up(|expr| match expr {
-                Expr::BinaryExpr(BinaryExpr {
-                    left,
-                    op: Operator::StringConcat,
-                    right,
-                }) => Ok(Transformed::yes(Expr::ScalarFunction(
-                    ScalarFunction::new_udf(Arc::clone(&self.udf), vec![*left, *right]),
-                ))),
-                other => Ok(Transformed::no(other)),
-            })?;
-            Ok(rewritten.update_data(|expr| name.restore(expr)))
-        })
+        self.rewrite_plan(plan)
     }
 }
