@@ -12,6 +12,8 @@
 //! whole server, ingest included.
 //!
 //! [`register`] wraps every function of the session in [`Bounded`]:
+//! - a call on constants alone (computed while the query is planned) may
+//!   build at most [`CONSTANT_LIMIT`] (16 MiB), whatever the query's limit;
 //! - **before the call**, the functions whose result size is set by their
 //!   arguments (see [`Kind`]) work it out, summed over the batch, and a
 //!   call over `--query-max-memory` is refused with `ResourcesExhausted`;
@@ -101,6 +103,12 @@ const SIZED: [(&str, Kind); 21] = [
 /// one core, during which the query cannot be stopped.
 pub const MAX_LEVENSHTEIN_CELLS: u128 = 1 << 30;
 
+/// Bytes a call on constants alone may build. Its value is built while
+/// the query is planned and kept in the plan, and DataFusion writes it
+/// into the names of the expressions around it: one value of 953 MB took
+/// 50 s and 6 GB to plan, and planning cannot be interrupted.
+pub const CONSTANT_LIMIT: usize = 16 << 20;
+
 /// Results smaller than this are not checked against the server's memory.
 const SMALL_RESULT: usize = 16 << 10;
 
@@ -123,10 +131,16 @@ pub fn concat_operator(limits: Limits) -> Arc<ScalarUDF> {
     }))
 }
 
+/// Whether `func` is neither held to limits already nor one of
+/// [`UNWRAPPED`].
+pub fn is_unbound(func: &ScalarUDF) -> bool {
+    !(UNWRAPPED.contains(&func.name()) || func.inner().is::<Bounded>())
+}
+
 /// `func` held to `limits`; `None` when it is already, or is one of
 /// [`UNWRAPPED`].
 pub fn bounded(func: &Arc<ScalarUDF>, limits: Limits) -> Option<Arc<ScalarUDF>> {
-    if UNWRAPPED.contains(&func.name()) || func.inner().is::<Bounded>() {
+    if !is_unbound(func) {
         return None;
     }
     let kind = SIZED
@@ -265,17 +279,22 @@ fn slice_bytes(array: &ArrayRef) -> usize {
         .unwrap_or_else(|_| array.get_array_memory_size())
 }
 
-/// The bytes a function's result takes.
-fn result_bytes(value: &ColumnarValue) -> usize {
+/// The bytes a function's result takes: its buffers whole, at most the
+/// memory it holds (cheap: no allocation), and only its own rows when
+/// that is over `limit`, as a result sliced from a larger array would be.
+fn result_bytes(value: &ColumnarValue, limit: usize) -> usize {
     match value {
-        ColumnarValue::Array(array) => slice_bytes(array),
+        ColumnarValue::Array(array) => match array.get_array_memory_size() {
+            whole if whole > limit => slice_bytes(array),
+            whole => whole,
+        },
         ColumnarValue::Scalar(value) => value.size(),
     }
 }
 
 impl Bounded {
     /// Refuses the call when its arguments ask for more than the limits.
-    fn check(&self, args: &ScalarFunctionArgs) -> Result<()> {
+    fn check(&self, args: &ScalarFunctionArgs, constant: bool) -> Result<()> {
         // A null argument makes a null result, but for the functions that
         // join their arguments (a null one adds nothing).
         let joins = matches!(self.kind, Kind::Sum | Kind::ConcatWs);
@@ -291,7 +310,7 @@ impl Bounded {
         } else {
             args.number_rows
         };
-        let limit = self.limits.query as u128;
+        let limit = self.limit(constant) as u128;
         let bytes = match self.kind {
             Kind::Repeat => repeat_bytes(&arrays, rows)?,
             Kind::Pad => pad_bytes(&arrays, rows)?,
@@ -316,16 +335,34 @@ impl Bounded {
             Kind::Result => 0,
         };
         if bytes > limit {
-            return Err(self.over_limit("was asked to build", bytes));
+            // The matches are counted only until the total is over.
+            let what = if matches!(self.kind, Kind::Replace | Kind::RegexpReplace) {
+                "was asked to build over"
+            } else {
+                "was asked to build"
+            };
+            let shown = if what.ends_with("over") { limit } else { bytes };
+            return Err(self.over_limit(what, shown, constant));
         }
         self.check_machine(usize::try_from(bytes).unwrap_or(usize::MAX))
     }
 
+    /// What one call may build: the query's limit, and at most
+    /// [`CONSTANT_LIMIT`] for a call on constants alone.
+    fn limit(&self, constant: bool) -> usize {
+        if constant {
+            self.limits.query.min(CONSTANT_LIMIT)
+        } else {
+            self.limits.query
+        }
+    }
+
     /// Refuses a result over the limits, once it is built.
-    fn check_result(&self, result: &ColumnarValue) -> Result<()> {
-        let bytes = result_bytes(result);
-        if bytes > self.limits.query {
-            return Err(self.over_limit("built", bytes as u128));
+    fn check_result(&self, result: &ColumnarValue, constant: bool) -> Result<()> {
+        let limit = self.limit(constant);
+        let bytes = result_bytes(result, limit);
+        if bytes > limit {
+            return Err(self.over_limit("built", bytes as u128, constant));
         }
         self.check_machine(bytes)
     }
@@ -360,18 +397,27 @@ impl Bounded {
         }
     }
 
-    fn over_limit(&self, what: &str, bytes: u128) -> DataFusionError {
-        DataFusionError::ResourcesExhausted(format!(
-            "{} {what} {} in one call, more than the query's memory limit of {} (--query-max-memory)",
-            self.subject(),
-            human_bytes(usize::try_from(bytes).unwrap_or(usize::MAX)),
-            human_bytes(self.limits.query),
-        ))
+    fn over_limit(&self, what: &str, bytes: u128, constant: bool) -> DataFusionError {
+        let bytes = human_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
+        DataFusionError::ResourcesExhausted(if constant && CONSTANT_LIMIT < self.limits.query {
+            format!(
+                "{} {what} {bytes} from constants, more than the {} a value computed while the query is planned may take",
+                self.subject(),
+                human_bytes(CONSTANT_LIMIT),
+            )
+        } else {
+            format!(
+                "{} {what} {bytes} in one call, more than the query's memory limit of {} (--query-max-memory)",
+                self.subject(),
+                human_bytes(self.limits.query),
+            )
+        })
     }
 }
 
-/// How long a reading of the machine's memory stands for.
-const MEMORY_READING: Duration = Duration::from_millis(1);
+/// How long a reading of the machine's memory stands for (a reading
+/// takes about 7 µs; what is built meanwhile is counted on top).
+const MEMORY_READING: Duration = Duration::from_millis(10);
 
 /// The last reading of the machine's memory and what functions have
 /// built since, shared by all sessions.
@@ -933,9 +979,13 @@ impl ScalarUDFImpl for Bounded {
     }
 
     fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
-        self.check(&args)?;
+        let constant = args
+            .args
+            .iter()
+            .all(|a| matches!(a, ColumnarValue::Scalar(_)));
+        self.check(&args, constant)?;
         let result = self.inner.invoke_with_args(args)?;
-        self.check_result(&result)?;
+        self.check_result(&result, constant)?;
         Ok(result)
     }
 
@@ -961,8 +1011,8 @@ impl ScalarUDFImpl for Bounded {
                 let separators = args.len().saturating_sub(2) as u128;
                 literals = literals.saturating_add(size(separator).saturating_mul(separators));
             }
-            if literals > self.limits.query as u128 {
-                return Err(self.over_limit("was asked to build", literals));
+            if literals > self.limit(true) as u128 {
+                return Err(self.over_limit("was asked to build", literals, true));
             }
         }
         // A simplification may call DataFusion's own functions.
@@ -1254,6 +1304,23 @@ mod tests {
                 "{sql}: {err}"
             );
         }
+    }
+
+    /// A value computed from constants is held to 16 MiB under a larger
+    /// query limit; the same function on a column is held to the query's.
+    #[tokio::test]
+    async fn values_from_constants_are_held_to_16_mib() {
+        let ours = with_limits(Limits { query: 64 << 20 });
+        let sql = "SELECT length(repeat('x', 20000000))";
+        let err = run(&ours, sql).await.expect_err(sql).to_string();
+        assert!(
+            err.contains("repeat() was asked to build 19.1 MiB from constants, more than the 16.0 MiB a value computed while the query is planned may take"),
+            "{err}"
+        );
+        let sql = "SELECT length(repeat(s, 20000000 + v - v)) AS n FROM (VALUES ('x', 0)) t(s, v)";
+        assert!(run(&ours, sql).await.expect(sql).contains("20000000"));
+        let sql = "SELECT length(repeat('x', 16000000)) AS n";
+        assert!(run(&ours, sql).await.expect(sql).contains("16000000"));
     }
 
     /// `levenshtein` is held to a number of comparisons, not a size.

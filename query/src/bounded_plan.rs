@@ -22,7 +22,7 @@ use std::sync::Arc;
 use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::config::ConfigOptions;
-use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use crate::bounded::{Limits, bounded, concat_operator};
+use crate::bounded::{Limits, bounded, concat_operator, is_unbound};
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{self, Column, Literal};
 
@@ -142,6 +142,20 @@ impl BoundFunctions {
 
     fn rewrite_plan(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         plan.transform_up_with_subqueries(|node| {
+            // Names are kept only where something changes: working them
+            // out renders every expression.
+            let mut unbound = false;
+            node.apply_expressions(|expr| {
+                unbound = unbound || has_unbound(expr);
+                Ok(if unbound {
+                    TreeNodeRecursion::Stop
+                } else {
+                    TreeNodeRecursion::Continue
+                })
+            })?;
+            if !unbound {
+                return Ok(Transformed::no(node));
+            }
             let names = NamePreserver::new(&node);
             node.map_expressions(|expr| {
                 let name = names.save(&expr);
@@ -150,6 +164,21 @@ impl BoundFunctions {
             })
         })
     }
+}
+
+/// Whether `expr` has a `||` or a call not yet held to a limit.
+fn has_unbound(expr: &Expr) -> bool {
+    expr.exists(|e| {
+        Ok(match e {
+            Expr::BinaryExpr(BinaryExpr {
+                op: Operator::StringConcat,
+                ..
+            }) => true,
+            Expr::ScalarFunction(call) => is_unbound(&call.func),
+            _ => false,
+        })
+    })
+    .unwrap_or(true)
 }
 
 /// `expr` with every function call held to `limits` (see
