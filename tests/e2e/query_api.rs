@@ -710,20 +710,30 @@ fn a_function_asked_to_build_more_than_the_memory_limit_is_refused() {
                 "SELECT cardinality(array_repeat(1, 300000000))".to_string(),
                 vec![],
             ),
+            // The operator, rewritten on this session's plans too.
+            (
+                format!(
+                    "SELECT length(l || l || l || l || l || l || l) AS n \
+                     FROM (SELECT arrow_cast(s, 'LargeUtf8') AS l FROM {ten_mb})"
+                ),
+                vec![],
+            ),
             ("SELECT count(*) AS n FROM spans".to_string(), vec![]),
         ],
         false,
     );
-    assert!(
-        results[0]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("array_repeat() was asked to build")),
-        "{}",
-        results[0]
-    );
-    // 53200: out_of_memory.
-    assert_eq!(results[0]["sqlstate"], "53200", "{}", results[0]);
-    assert_eq!(results[1]["rows"], serde_json::json!([[3]]));
+    for (result, error) in [
+        (&results[0], "array_repeat() was asked to build"),
+        (&results[1], "the || operator was asked to build"),
+    ] {
+        assert!(
+            result["error"].as_str().is_some_and(|e| e.contains(error)),
+            "{result}"
+        );
+        // 53200: out_of_memory.
+        assert_eq!(result["sqlstate"], "53200", "{result}");
+    }
+    assert_eq!(results[2]["rows"], serde_json::json!([[3]]));
 
     let cli = Command::new(BIN)
         .args(["query", "--data-dir"])
