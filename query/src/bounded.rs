@@ -1177,6 +1177,8 @@ mod tests {
             "SELECT arrow_typeof(arrow_cast('a', 'LargeUtf8') || 'b'), arrow_cast('a', 'Utf8View') || arrow_cast('b', 'Utf8View')",
             "SELECT (SELECT max(a || 'q') FROM (VALUES ('p')) u(a)) AS sub",
             "SELECT make_array(1) || make_array(2), make_array(1) || 3",
+            // Large constants repeated for a few rows.
+            "SELECT length(x), x = x, cardinality(r) FROM (SELECT repeat('a', 20000) AS x, range(1, 3000) AS r FROM (VALUES (1), (2)) t(v)) WHERE x <> ''",
         ] {
             let want = run(&plain, sql).await.expect(sql);
             let got = run(&ours, sql).await.expect(sql);
@@ -1308,6 +1310,40 @@ mod tests {
             ),
         ] {
             assert_refused(&plain, &ours, sql, error).await;
+        }
+    }
+
+    /// A constant is repeated for every row wherever DataFusion needs it
+    /// as a column; what that takes is checked against the limit.
+    #[tokio::test]
+    async fn constants_repeated_for_every_row_are_held_to_the_limit() {
+        let (plain, ours) = contexts();
+        let rows = (1..=20)
+            .map(|i| format!("({i})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (sql, rows_named) in [
+            (
+                format!(
+                    "SELECT sum(cardinality(r)) FROM (SELECT range(1, 100000) AS r, v FROM (VALUES {rows}) t(v))"
+                ),
+                "repeated for each of 20 rows",
+            ),
+            (
+                format!(
+                    "SELECT count(*) FROM (VALUES {rows}) t(v) WHERE repeat('x', 100000) <> CAST(v AS VARCHAR)"
+                ),
+                "repeated for each of 20 rows",
+            ),
+        ] {
+            run(&plain, &sql).await.expect(&sql);
+            let err = run(&ours, &sql).await.expect_err(&sql).to_string();
+            assert!(
+                err.contains("a constant of")
+                    && err.contains(rows_named)
+                    && err.contains("more than the query's memory limit of 1.0 MiB"),
+                "{sql}: {err}"
+            );
         }
     }
 

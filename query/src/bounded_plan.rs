@@ -23,18 +23,19 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{Result, internal_err};
+use datafusion::common::{DataFusionError, Result, internal_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
 use datafusion::logical_expr::{
-    BinaryExpr, ColumnarValue, Expr, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDFImpl,
-    Signature, Volatility,
+    BinaryExpr, ColumnarValue, Expr, LogicalPlan, Operator, ScalarFunctionArgs, ScalarUDF,
+    ScalarUDFImpl, Signature, Volatility,
 };
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
 use crate::bounded::{Limits, bounded, concat_operator, is_unbound};
+use crate::memory::human_bytes;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{self, Column, Literal};
 
@@ -142,11 +143,13 @@ impl BoundFunctions {
 
     fn rewrite_plan(&self, plan: LogicalPlan) -> Result<Transformed<LogicalPlan>> {
         plan.transform_up_with_subqueries(|node| {
+            // Where a constant is repeated for every row of a batch.
+            let literals = matches!(node, LogicalPlan::Projection(_) | LogicalPlan::Filter(_));
             // Names are kept only where something changes: working them
             // out renders every expression.
             let mut unbound = false;
             node.apply_expressions(|expr| {
-                unbound = unbound || has_unbound(expr);
+                unbound = unbound || has_unbound(expr, literals);
                 Ok(if unbound {
                     TreeNodeRecursion::Stop
                 } else {
@@ -159,26 +162,141 @@ impl BoundFunctions {
             let names = NamePreserver::new(&node);
             node.map_expressions(|expr| {
                 let name = names.save(&expr);
-                let rewritten = bound_expr(expr, self.limits)?;
+                let mut rewritten = bound_expr(expr, self.limits)?;
+                if literals {
+                    rewritten = rewritten
+                        .transform_data(|expr| check_large_constants(expr, self.limits))?;
+                }
                 Ok(rewritten.update_data(|expr| name.restore(expr)))
             })
         })
     }
 }
 
-/// Whether `expr` has a `||` or a call not yet held to a limit.
-fn has_unbound(expr: &Expr) -> bool {
-    expr.exists(|e| {
-        Ok(match e {
+/// Constants of this size or more are checked for what they take once
+/// repeated for every row of a batch.
+const LARGE_CONSTANT: usize = 16 << 10;
+
+fn is_large_constant(expr: &Expr) -> bool {
+    matches!(expr, Expr::Literal(value, _) if !value.is_null() && value.size() >= LARGE_CONSTANT)
+}
+
+fn is_checked_constant(expr: &Expr) -> bool {
+    matches!(expr, Expr::ScalarFunction(call) if call.func.inner().is::<RepeatedConstant>())
+}
+
+/// `expr` with each large constant held to `limits` once repeated for
+/// every row (see [`RepeatedConstant`]).
+fn check_large_constants(expr: Expr, limits: Limits) -> Result<Transformed<Expr>> {
+    expr.transform_down(|expr| {
+        if is_checked_constant(&expr) {
+            Ok(Transformed::new(expr, false, TreeNodeRecursion::Jump))
+        } else if is_large_constant(&expr) {
+            let func = Arc::new(ScalarUDF::new_from_impl(RepeatedConstant::new(limits)));
+            Ok(Transformed::new(
+                Expr::ScalarFunction(ScalarFunction::new_udf(func, vec![expr])),
+                true,
+                TreeNodeRecursion::Jump,
+            ))
+        } else {
+            Ok(Transformed::no(expr))
+        }
+    })
+}
+
+/// A large constant of a projection or a filter, checked before it is
+/// used: DataFusion repeats a constant for every row of the batch wherever
+/// it needs it as a column (`SELECT range(1, 1000000) FROM spans` asked for
+/// 8 MB × 8,192 rows, 64 GB, per batch). Volatile, so that it is not
+/// folded back into the constant.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct RepeatedConstant {
+    signature: Signature,
+    limits: Limits,
+}
+
+impl RepeatedConstant {
+    pub fn new(limits: Limits) -> Self {
+        RepeatedConstant {
+            signature: Signature::any(1, Volatility::Volatile),
+            limits,
+        }
+    }
+}
+
+impl ScalarUDFImpl for RepeatedConstant {
+    fn name(&self) -> &str {
+        "constant"
+    }
+
+    fn display_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [value] => Ok(value.to_string()),
+            _ => internal_err!("constant takes one argument"),
+        }
+    }
+
+    fn schema_name(&self, args: &[Expr]) -> Result<String> {
+        match args {
+            [value] => Ok(value.schema_name().to_string()),
+            _ => internal_err!("constant takes one argument"),
+        }
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, arg_types: &[DataType]) -> Result<DataType> {
+        match arg_types {
+            [value] => Ok(value.clone()),
+            _ => internal_err!("constant takes one argument"),
+        }
+    }
+
+    fn invoke_with_args(&self, args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        let [value] = args.args.as_slice() else {
+            return internal_err!("constant takes one argument");
+        };
+        if let ColumnarValue::Scalar(scalar) = value {
+            let repeated = (scalar.size() as u128).saturating_mul(args.number_rows as u128);
+            if repeated > self.limits.query as u128 {
+                return Err(DataFusionError::ResourcesExhausted(format!(
+                    "a constant of {} repeated for each of {} rows would take {}, more than the query's memory limit of {} (--query-max-memory)",
+                    human_bytes(scalar.size()),
+                    args.number_rows,
+                    human_bytes(usize::try_from(repeated).unwrap_or(usize::MAX)),
+                    human_bytes(self.limits.query),
+                )));
+            }
+        }
+        Ok(value.clone())
+    }
+}
+
+/// Whether `expr` has a `||`, a call not yet held to a limit or (with
+/// `literals`) a large constant not yet checked.
+fn has_unbound(expr: &Expr, literals: bool) -> bool {
+    let mut found = false;
+    let visited = expr.apply(|e| {
+        if literals && is_checked_constant(e) {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        found = match e {
             Expr::BinaryExpr(BinaryExpr {
                 op: Operator::StringConcat,
                 ..
             }) => true,
             Expr::ScalarFunction(call) => is_unbound(&call.func),
-            _ => false,
+            _ => literals && is_large_constant(e),
+        };
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
         })
-    })
-    .unwrap_or(true)
+    });
+    found || visited.is_err()
 }
 
 /// `expr` with every function call held to `limits` (see

@@ -675,6 +675,19 @@ fn a_function_asked_to_build_more_than_the_memory_limit_is_refused() {
             "{sql}: {body}"
         );
     }
+    // A constant repeated for every row: 300 rows of 8 MB took 5.8 GB, and
+    // 3,000 would take 24 GB.
+    let (status, body) = server.query_raw(
+        "SELECT sum(cardinality(r)) AS n \
+         FROM (SELECT range(1, 1000000) AS r, value FROM generate_series(1, 300))",
+        "json",
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.contains("a constant of 7.6 MiB repeated for each of 300 rows")
+            && body.contains("more than the query's memory limit of 64.0 MiB"),
+        "{body}"
+    );
     // Held a core for 32 s, past the query timeout, and kept other
     // queries waiting.
     let (status, body) = server.query_raw(
