@@ -547,73 +547,31 @@ mod tests {
     /// naming the setting.
     #[test]
     fn zero_limits_and_intervals_are_errors() {
-        let cases: [(&str, ServeArgs); 9] = [
-            (
-                "query timeout",
-                ServeArgs {
-                    query_timeout: Some("0s".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "max body size",
-                ServeArgs {
-                    max_body_size: Some("0".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "max buffer size",
-                ServeArgs {
-                    max_buffer_size: Some("0B".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "max wal size",
-                ServeArgs {
-                    max_wal_size: Some("0".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "query memory limit",
-                ServeArgs {
-                    query_memory_limit: Some("0".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "query max memory",
-                ServeArgs {
-                    query_max_memory: Some("0".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "query max result bytes",
-                ServeArgs {
-                    query_max_result_bytes: Some("0".into()),
-                    ..Default::default()
-                },
-            ),
-            (
-                "query max rows",
-                ServeArgs {
-                    query_max_rows: Some(0),
-                    ..Default::default()
-                },
-            ),
-            (
-                "cloudwatch poll interval",
-                ServeArgs {
-                    cloudwatch_region: Some("us-east-1".into()),
-                    cloudwatch_poll_interval: Some("0s".into()),
-                    ..Default::default()
-                },
-            ),
+        /// One setting set to zero.
+        type SetZero = fn(&mut ServeArgs);
+        let cases: [(&str, SetZero); 9] = [
+            ("query timeout", |a| a.query_timeout = Some("0s".into())),
+            ("max body size", |a| a.max_body_size = Some("0".into())),
+            ("max buffer size", |a| a.max_buffer_size = Some("0B".into())),
+            ("max wal size", |a| a.max_wal_size = Some("0".into())),
+            ("query memory limit", |a| {
+                a.query_memory_limit = Some("0".into())
+            }),
+            ("query max memory", |a| {
+                a.query_max_memory = Some("0".into())
+            }),
+            ("query max result bytes", |a| {
+                a.query_max_result_bytes = Some("0".into())
+            }),
+            ("query max rows", |a| a.query_max_rows = Some(0)),
+            ("cloudwatch poll interval", |a| {
+                a.cloudwatch_region = Some("us-east-1".into());
+                a.cloudwatch_poll_interval = Some("0s".into());
+            }),
         ];
-        for (what, args) in cases {
+        for (what, set) in cases {
+            let mut args = ServeArgs::default();
+            set(&mut args);
             let err = ServeConfig::resolve(args).expect_err(what).to_string();
             assert!(
                 err.contains(what) && err.contains("above zero"),

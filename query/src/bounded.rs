@@ -11,7 +11,8 @@
 //! asked for a terabyte from one line of SQL and had the kernel kill the
 //! whole server, ingest included.
 //!
-//! [`register`] wraps every function of the session in [`Bounded`]:
+//! Every call in a plan is wrapped in [`Bounded`] by
+//! [`crate::bounded_plan`], which rewrites plans:
 //! - a call on constants alone (computed while the query is planned) may
 //!   build at most [`CONSTANT_LIMIT`] (16 MiB), whatever the query's limit;
 //! - **before the call**, the functions whose result size is set by their
@@ -29,9 +30,7 @@
 //!   of the other in one uninterruptible call; one call may compare at
 //!   most [`MAX_LEVENSHTEIN_CELLS`] pairs.
 //!
-//! Calls that DataFusion makes from its own function objects, and the
-//! `||` operator, are held to the same limits by
-//! [`crate::bounded_plan`], which rewrites plans.
+//! The `||` operator is held to the same limits there.
 //!
 //! Calls within the limits go to DataFusion's function unchanged. The
 //! few functions that DataFusion's own optimizations recognise by type
@@ -56,7 +55,6 @@ use datafusion::logical_expr::{
     ColumnarValue, Documentation, Expr, ExpressionPlacement, ReturnFieldArgs, ScalarFunctionArgs,
     ScalarUDF, ScalarUDFImpl, Signature, StructFieldMapping,
 };
-use datafusion::prelude::SessionContext;
 
 use crate::memory::human_bytes;
 
@@ -152,22 +150,6 @@ pub fn bounded(func: &Arc<ScalarUDF>, limits: Limits) -> Option<Arc<ScalarUDF>> 
         kind,
         limits,
     })))
-}
-
-/// Replaces every function of the session but [`UNWRAPPED`] (under its
-/// name and aliases) by one held to `limits`. Call it after the session's
-/// own functions are registered.
-pub fn register(ctx: &SessionContext, limits: Limits) -> Result<()> {
-    let mut functions: Vec<Arc<ScalarUDF>> =
-        ctx.state().scalar_functions().values().cloned().collect();
-    functions.sort_by(|a, b| a.name().cmp(b.name()));
-    functions.dedup_by(|a, b| a.name() == b.name());
-    for func in functions {
-        if let Some(bounded) = bounded(&func, limits) {
-            ctx.register_udf(Arc::unwrap_or_clone(bounded));
-        }
-    }
-    Ok(())
 }
 
 /// How a function's arguments set the size of its result.
@@ -319,8 +301,10 @@ impl Bounded {
             Kind::ArrayResize => array_resize_bytes(&arrays, rows)?,
             Kind::Replace => replace_bytes(&arrays, rows, limit)?,
             Kind::RegexpReplace => regexp_replace_bytes(&arrays, rows, limit)?,
-            Kind::Sum => arrays.iter().map(|a| a.bytes(rows)).sum(),
-            Kind::ConcatWs => concat_ws_bytes(&arrays, rows),
+            Kind::Sum | Kind::ConcatWs => {
+                let sizes: Vec<u128> = arrays.iter().map(|a| a.bytes(rows)).collect();
+                joined_bytes(self.kind, &sizes)
+            }
             Kind::ArrayToString => array_to_string_bytes(&arrays, rows)?,
             Kind::ArrayReplace => array_replace_bytes(&arrays, rows),
             Kind::Levenshtein => {
@@ -743,11 +727,18 @@ fn regexp_replace_bytes(arrays: &[Arg], rows: usize, limit: u128) -> Result<u128
     Ok(total)
 }
 
-fn concat_ws_bytes(arrays: &[Arg], rows: usize) -> u128 {
-    let all: u128 = arrays.iter().map(|a| a.bytes(rows)).sum();
-    let separators = arrays.len().saturating_sub(2) as u128;
-    let separator = arrays.first().map_or(0, |s| s.bytes(rows));
-    all.saturating_add(separator.saturating_mul(separators))
+/// What `concat`-like functions build from arguments of `sizes`: all of
+/// them, and for `concat_ws` its separator (the first) between each two
+/// of the others.
+fn joined_bytes(kind: Kind, sizes: &[u128]) -> u128 {
+    let all = sizes.iter().fold(0u128, |t, s| t.saturating_add(*s));
+    match (kind, sizes.first()) {
+        (Kind::ConcatWs, Some(separator)) => {
+            let separators = sizes.len().saturating_sub(2) as u128;
+            all.saturating_add(separator.saturating_mul(separators))
+        }
+        _ => all,
+    }
 }
 
 /// The elements under a list, down to the last level of nesting.
@@ -1002,15 +993,14 @@ impl ScalarUDFImpl for Bounded {
         // `concat` and `concat_ws` join their literal arguments here, at
         // planning, not in a call.
         if matches!(self.kind, Kind::Sum | Kind::ConcatWs) {
-            let size = |arg: &Expr| match arg {
-                Expr::Literal(value, _) => value.size() as u128,
-                _ => 0,
-            };
-            let mut literals = args.iter().map(size).fold(0u128, u128::saturating_add);
-            if let (Kind::ConcatWs, Some(separator)) = (self.kind, args.first()) {
-                let separators = args.len().saturating_sub(2) as u128;
-                literals = literals.saturating_add(size(separator).saturating_mul(separators));
-            }
+            let sizes: Vec<u128> = args
+                .iter()
+                .map(|arg| match arg {
+                    Expr::Literal(value, _) => value.size() as u128,
+                    _ => 0,
+                })
+                .collect();
+            let literals = joined_bytes(self.kind, &sizes);
             if literals > self.limit(true) as u128 {
                 return Err(self.over_limit("was asked to build", literals, true));
             }
@@ -1091,6 +1081,7 @@ impl ScalarUDFImpl for Bounded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use datafusion::prelude::SessionContext;
 
     const LIMIT: usize = 1 << 20;
 
@@ -1100,9 +1091,7 @@ mod tests {
             .with_analyzer_rule(Arc::new(crate::bounded_plan::BoundFunctions::new(limits)))
             .with_optimizer_rule(Arc::new(crate::bounded_plan::BoundFunctions::new(limits)))
             .build();
-        let ctx = SessionContext::new_with_state(state);
-        register(&ctx, limits).expect("register");
-        ctx
+        SessionContext::new_with_state(state)
     }
 
     /// DataFusion's own session, and one held to [`LIMIT`].

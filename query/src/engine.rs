@@ -379,7 +379,6 @@ impl QueryEngine {
             Arc::new(crate::cost::prices_table(&self.config.pricing)?),
         )?;
         ctx.register_table("alerts", Arc::clone(&self.alerts) as Arc<dyn TableProvider>)?;
-        crate::bounded::register(&ctx, limits)?;
         Ok(ctx)
     }
 

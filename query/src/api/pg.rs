@@ -9,7 +9,6 @@
 //! cancels) the DataFusion execution and frees its memory. The session runs
 //! on the engine's runtime, so the shared memory pool applies too.
 
-use faasight_collector::connections::ConnectionBudget;
 use std::fmt::Debug;
 use std::io::BufReader;
 use std::net::SocketAddr;
@@ -26,6 +25,7 @@ use datafusion_postgres::datafusion_pg_catalog::pg_catalog::setup_pg_catalog;
 use datafusion_postgres::datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use datafusion_postgres::pgwire;
 use datafusion_postgres::{DfSessionService, Parser};
+use faasight_collector::connections::ConnectionBudget;
 use futures::{FutureExt, Sink, StreamExt};
 use pgwire::api::Type;
 use pgwire::api::auth::cleartext::CleartextPasswordAuthStartupHandler;
