@@ -403,3 +403,86 @@ async fn flushed_files_encode_ids_and_times_without_dictionaries() {
         assert!(has_statistics(column), "{column} has no statistics");
     }
 }
+
+/// Decodes an OTLP/protobuf logs export of `records` log records and makes
+/// it durable.
+async fn submit_logs(c: &Collector, records: usize) {
+    use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
+    use opentelemetry_proto::tonic::logs::v1::{LogRecord, ResourceLogs, ScopeLogs};
+    let log_records = (0..records)
+        .map(|i| LogRecord {
+            time_unix_nano: 1_764_331_200_000_000_000 + i as u64,
+            severity_text: "INFO".into(),
+            ..Default::default()
+        })
+        .collect();
+    let b = ExportLogsServiceRequest {
+        resource_logs: vec![ResourceLogs {
+            scope_logs: vec![ScopeLogs {
+                log_records,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec();
+    let n = otlp::decode(Signal::Logs, Encoding::Protobuf, &b, 0).expect("decodes");
+    c.ingest
+        .submit(
+            otlp::record_kind(Signal::Logs, Encoding::Protobuf),
+            0,
+            &b,
+            n.batches,
+            n.unbuilt,
+        )
+        .await
+        .expect("durable");
+}
+
+/// Files and temporary files under `dir`, at any depth.
+fn files_under(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .flat_map(|e| {
+            let path = e.path();
+            if path.is_dir() {
+                files_under(&path)
+            } else {
+                vec![path]
+            }
+        })
+        .collect()
+}
+
+/// A flush writes its tables at once. When one table cannot be written,
+/// the files the others wrote are removed, every row stays buffered, and
+/// the next flush writes each row once.
+#[tokio::test]
+async fn a_flush_that_fails_on_one_table_leaves_no_file_of_the_others() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = open(dir.path());
+    submit(&c, 1, 4).await;
+    submit_logs(&c, 3).await;
+    // The logs table's directory cannot be made: a file is in its way.
+    let logs = dir.path().join("logs");
+    if logs.is_dir() {
+        std::fs::remove_dir_all(&logs).expect("empty logs dir");
+    }
+    std::fs::write(&logs, b"in the way").expect("blocker");
+
+    let err = c.flusher.flush().await.expect_err("logs cannot be written");
+    assert!(err.to_string().contains("logs"), "{err}");
+    let spans_files = files_under(&dir.path().join("spans"));
+    assert!(spans_files.is_empty(), "left behind: {spans_files:?}");
+    assert_eq!(rows(&c), (4, 0));
+    assert_eq!(c.buffer.usage().0, 7, "the logs stay buffered too");
+
+    std::fs::remove_file(&logs).expect("unblock");
+    let report = c.flusher.flush().await.expect("flush");
+    assert_eq!(report.rows, 7);
+    assert_eq!(rows(&c), (0, 4));
+    assert_eq!(files_under(&logs).len(), 1, "{:?}", files_under(&logs));
+}

@@ -131,15 +131,41 @@ impl Flusher {
         let sealed = rotation.sealed_segment;
         let data_dir = self.data_dir.clone();
         let written = tokio::task::spawn_blocking(move || {
+            // The tables at once: a small table's file (one row group, one
+            // thread) is then written beside the spans' instead of leaving
+            // the other cores to ingest alone, which waits for the flush
+            // when the buffer is full.
+            let results: Vec<_> = std::thread::scope(|scope| {
+                let writers: Vec<_> = rotation
+                    .tables
+                    .iter()
+                    .map(|(table, batches)| {
+                        let data_dir = &data_dir;
+                        scope.spawn(move || {
+                            pq::write_table(data_dir, *table, sealed, batches)
+                                .map(|metas| (*table, metas))
+                        })
+                    })
+                    .collect();
+                writers
+                    .into_iter()
+                    .map(|w| {
+                        w.join()
+                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+                    })
+                    .collect()
+            });
             let mut files = Vec::new();
-            for (table, batches) in &rotation.tables {
-                match pq::write_table(&data_dir, *table, sealed, batches) {
-                    Ok(metas) => files.extend(metas.into_iter().map(|m| (*table, m))),
-                    Err(e) => {
-                        remove_written(files);
-                        return Err(e);
-                    }
+            let mut failed = None;
+            for result in results {
+                match result {
+                    Ok((table, metas)) => files.extend(metas.into_iter().map(|m| (table, m))),
+                    Err(e) => failed = failed.or(Some(e)),
                 }
+            }
+            if let Some(e) = failed {
+                remove_written(files);
+                return Err(e);
             }
             let rows = rotation
                 .tables
