@@ -183,14 +183,30 @@ impl Flusher {
         // seen again of an instance that only the retired segments showed
         // for a cold start.
         let now = chrono::Utc::now().timestamp_micros();
-        if let Err(source) = self.ingest.instances().save(now) {
+        let instances = Arc::clone(self.ingest.instances());
+        let saved = match off_runtime(move || instances.save(now)).await {
+            Ok(saved) => saved,
+            Err(e) => {
+                remove_written(files);
+                return Err(e);
+            }
+        };
+        if let Err(source) = saved {
             remove_written(files);
             return Err(FlushError::Instances {
                 path: self.data_dir.join(crate::instances::FILE),
                 source,
             });
         }
-        let unsynced = match self.wal.write_checkpoint(sealed) {
+        let wal = self.wal.clone();
+        let checkpoint = match off_runtime(move || wal.write_checkpoint(sealed)).await {
+            Ok(checkpoint) => checkpoint,
+            Err(e) => {
+                remove_written(files);
+                return Err(e);
+            }
+        };
+        let unsynced = match checkpoint {
             Ok(()) => None,
             // In place but perhaps not durable: after a crash the start-up
             // finds this checkpoint (and needs the files) or the one before
@@ -214,7 +230,9 @@ impl Flusher {
         }
         // Committed: what follows only tidies up, and a flushed segment
         // left behind is deleted by the next flush or the next start.
-        if let Err(e) = self.remove_flushed_segments(sealed) {
+        let tidy = self.clone();
+        let removed = off_runtime(move || tidy.remove_flushed_segments(sealed)).await;
+        if let Err(e) = removed.and_then(|r| r.map_err(FlushError::from)) {
             tracing::warn!(
                 error = %e,
                 "flushed, but a flushed wal segment could not be deleted yet; the next flush or start deletes it"
@@ -265,6 +283,22 @@ impl Flusher {
                 tracing::error!(error = %e, "flush failed; rows stay buffered and will be retried");
             }
         }
+    }
+}
+
+/// Runs `work` on the blocking pool and waits for it. The file system
+/// calls of a flush's commit can block for tens of milliseconds (fsyncs;
+/// deleting the ~100 MiB of segments a flush retires took ~30 ms at
+/// saturation), and inline they would hold one of the runtime's workers,
+/// which serve requests. A panic in `work` is raised here, as it would be
+/// inline.
+async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, FlushError> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(done) => Ok(done),
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => Err(e.into()),
     }
 }
 
