@@ -46,10 +46,15 @@ async fn submit(c: &Collector, seed: u8, spans: usize) {
 
 /// Decodes an OTLP/protobuf trace export and makes it durable.
 async fn submit_body(c: &Collector, b: &[u8]) {
-    let n = otlp::decode(Signal::Traces, Encoding::Protobuf, b, 0).expect("decodes");
+    submit_export(c, Signal::Traces, b).await;
+}
+
+/// Decodes an OTLP/protobuf export of `signal` and makes it durable.
+async fn submit_export(c: &Collector, signal: Signal, b: &[u8]) {
+    let n = otlp::decode(signal, Encoding::Protobuf, b, 0).expect("decodes");
     c.ingest
         .submit(
-            otlp::record_kind(Signal::Traces, Encoding::Protobuf),
+            otlp::record_kind(signal, Encoding::Protobuf),
             0,
             b,
             n.batches,
@@ -426,17 +431,7 @@ async fn submit_logs(c: &Collector, records: usize) {
         }],
     }
     .encode_to_vec();
-    let n = otlp::decode(Signal::Logs, Encoding::Protobuf, &b, 0).expect("decodes");
-    c.ingest
-        .submit(
-            otlp::record_kind(Signal::Logs, Encoding::Protobuf),
-            0,
-            &b,
-            n.batches,
-            n.unbuilt,
-        )
-        .await
-        .expect("durable");
+    submit_export(c, Signal::Logs, &b).await;
 }
 
 /// Files and temporary files under `dir`, at any depth.

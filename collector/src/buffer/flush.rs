@@ -12,6 +12,7 @@ use arrow::record_batch::RecordBatch;
 use crate::buffer::FileMeta;
 use crate::ingest::{Ingest, IngestError};
 use crate::model::Table;
+use crate::storage::each_on_its_thread;
 use crate::storage::parquet as pq;
 use crate::telemetry::CollectorMetrics;
 use crate::wal::WalDir;
@@ -135,26 +136,12 @@ impl Flusher {
             // thread) is then written beside the spans' instead of leaving
             // the other cores to ingest alone, which waits for the flush
             // when the buffer is full.
-            let results: Vec<_> = std::thread::scope(|scope| {
-                let writers: Vec<_> = rotation
-                    .tables
-                    .iter()
-                    .map(|(table, batches)| {
-                        let data_dir = &data_dir;
-                        scope.spawn(move || {
-                            pq::write_table(data_dir, *table, sealed, batches)
-                                .map(|metas| (*table, metas))
-                        })
-                    })
-                    .collect();
-                writers
-                    .into_iter()
-                    .map(|w| {
-                        w.join()
-                            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-                    })
-                    .collect()
-            });
+            let data_dir = &data_dir;
+            let results = each_on_its_thread(rotation.tables.iter().map(|(table, batches)| {
+                move || {
+                    pq::write_table(data_dir, *table, sealed, batches).map(|metas| (*table, metas))
+                }
+            }));
             let mut files = Vec::new();
             let mut failed = None;
             for result in results {

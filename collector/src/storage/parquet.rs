@@ -30,6 +30,7 @@ use parquet::file::metadata::KeyValue;
 use parquet::file::properties::{EnabledStatistics, WriterProperties, WriterPropertiesBuilder};
 use parquet::schema::types::ColumnPath;
 
+use super::each_on_its_thread;
 use super::layout::{self, MICROS_PER_HOUR};
 use super::take::take_rows;
 use crate::buffer::FileMeta;
@@ -393,22 +394,11 @@ fn sort_order_in(batch: &BatchKeys<'_>, shares: usize) -> Vec<Ranked> {
         return sorted(0..rows);
     }
     let share = rows.div_ceil(shares);
-    let mut shares: Vec<Vec<Ranked>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..rows)
-            .step_by(share)
-            .map(|start| {
-                let range = start..rows.min(start + share);
-                scope.spawn(move || sorted(range))
-            })
-            .collect();
-        workers
-            .into_iter()
-            .map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
+    let sorted = &sorted;
+    let mut shares = each_on_its_thread((0..rows).step_by(share).map(|start| {
+        let range = start..rows.min(start + share);
+        move || sorted(range)
+    }));
     while shares.len() > 1 {
         let mut merged = Vec::with_capacity(shares.len().div_ceil(2));
         let mut pairs = shares.into_iter();
@@ -796,37 +786,27 @@ fn concat_columns_on(
         .collect();
     by_size.sort_unstable_by_key(|&(_, bytes)| std::cmp::Reverse(bytes));
     let next = AtomicUsize::new(0);
-    let done: Vec<(usize, Result<arrow::array::ArrayRef>)> = std::thread::scope(|scope| {
-        let workers: Vec<_> = (0..threads)
-            .map(|_| {
-                scope.spawn(|| {
-                    let mut done = Vec::new();
-                    loop {
-                        let k = next.fetch_add(1, AtomicOrdering::Relaxed);
-                        let Some(&(i, _)) = by_size.get(k) else {
-                            return done;
-                        };
-                        done.push((i, column(i)));
-                    }
-                })
-            })
-            .collect();
-        workers
-            .into_iter()
-            .flat_map(|w| {
-                w.join()
-                    .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
-            })
-            .collect()
-    });
-    let mut columns = vec![None; schema.fields().len()];
-    for (i, array) in done {
-        columns[i] = Some(array?);
-    }
-    let columns = columns
+    let worker = || {
+        let mut done = Vec::new();
+        loop {
+            let k = next.fetch_add(1, AtomicOrdering::Relaxed);
+            let Some(&(i, _)) = by_size.get(k) else {
+                return done;
+            };
+            done.push((i, column(i)));
+        }
+    };
+    // Every column is taken by one worker: sorted by index, they are the
+    // batch's columns.
+    let mut done: Vec<_> = each_on_its_thread((0..threads).map(|_| worker))
         .into_iter()
-        .map(|c| c.ok_or_else(|| schema_err("a column was not concatenated")))
-        .collect::<Result<Vec<_>, _>>()?;
+        .flatten()
+        .collect();
+    done.sort_unstable_by_key(|(i, _)| *i);
+    let columns = done
+        .into_iter()
+        .map(|(_, array)| array)
+        .collect::<Result<Vec<_>>>()?;
     let rows = batches.iter().map(RecordBatch::num_rows).sum();
     Ok(RecordBatch::try_new_with_options(
         schema.clone(),
@@ -1143,23 +1123,19 @@ mod tests {
             assert_eq!(outcome, Ok(()));
             assert_eq!(got, (0..40).collect::<Vec<_>>(), "{threads} threads");
 
-            let (outcome, got) = run(threads, Some(17), None);
-            assert!(
-                outcome
-                    .as_ref()
-                    .is_err_and(|e| e.contains("encoding 17 failed")),
-                "{outcome:?}"
-            );
-            assert_eq!(got, (0..17).collect::<Vec<_>>(), "{threads} threads");
-
-            let (outcome, got) = run(threads, Some(30), Some(9));
-            assert!(
-                outcome
-                    .as_ref()
-                    .is_err_and(|e| e.contains("appending 9 failed")),
-                "{outcome:?}"
-            );
-            assert_eq!(got, (0..9).collect::<Vec<_>>(), "{threads} threads");
+            // The first failure in row-group order, and the row groups
+            // appended before it.
+            for (fail_encode, fail_append, error, appended) in [
+                (Some(17), None, "encoding 17 failed", 17),
+                (Some(30), Some(9), "appending 9 failed", 9),
+            ] {
+                let (outcome, got) = run(threads, fail_encode, fail_append);
+                assert!(
+                    outcome.as_ref().is_err_and(|e| e.contains(error)),
+                    "{outcome:?}"
+                );
+                assert_eq!(got, (0..appended).collect::<Vec<_>>(), "{threads} threads");
+            }
         }
 
         // A panic, watched from another thread so that a hang fails the
