@@ -320,12 +320,11 @@ impl Bounded {
         };
         if bytes > limit {
             // The matches are counted only until the total is over.
-            let what = if matches!(self.kind, Kind::Replace | Kind::RegexpReplace) {
-                "was asked to build over"
+            let (what, shown) = if matches!(self.kind, Kind::Replace | Kind::RegexpReplace) {
+                ("was asked to build over", limit)
             } else {
-                "was asked to build"
+                ("was asked to build", bytes)
             };
-            let shown = if what.ends_with("over") { limit } else { bytes };
             return Err(self.over_limit(what, shown, constant));
         }
         self.check_machine(usize::try_from(bytes).unwrap_or(usize::MAX))
@@ -383,20 +382,27 @@ impl Bounded {
 
     fn over_limit(&self, what: &str, bytes: u128, constant: bool) -> DataFusionError {
         let bytes = human_bytes(usize::try_from(bytes).unwrap_or(usize::MAX));
-        DataFusionError::ResourcesExhausted(if constant && CONSTANT_LIMIT < self.limits.query {
-            format!(
+        if self.limit(constant) < self.limits.query {
+            DataFusionError::ResourcesExhausted(format!(
                 "{} {what} {bytes} from constants, more than the {} a value computed while the query is planned may take",
                 self.subject(),
                 human_bytes(CONSTANT_LIMIT),
-            )
+            ))
         } else {
-            format!(
-                "{} {what} {bytes} in one call, more than the query's memory limit of {} (--query-max-memory)",
-                self.subject(),
-                human_bytes(self.limits.query),
+            over_query_limit(
+                format!("{} {what} {bytes} in one call", self.subject()),
+                self.limits.query,
             )
-        })
+        }
     }
+}
+
+/// `what`, refused for being over the query's limit of `limit` bytes.
+pub(crate) fn over_query_limit(what: String, limit: usize) -> DataFusionError {
+    DataFusionError::ResourcesExhausted(format!(
+        "{what}, more than the query's memory limit of {} (--query-max-memory)",
+        human_bytes(limit),
+    ))
 }
 
 /// How long a reading of the machine's memory stands for (a reading

@@ -23,7 +23,7 @@ use arrow::datatypes::{DataType, Field, Schema};
 use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use datafusion::common::config::ConfigOptions;
 use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
-use datafusion::common::{DataFusionError, Result, internal_err};
+use datafusion::common::{Result, internal_err};
 use datafusion::logical_expr::expr::ScalarFunction;
 use datafusion::logical_expr::expr_rewriter::NamePreserver;
 use datafusion::logical_expr::type_coercion::binary::BinaryTypeCoercer;
@@ -34,7 +34,7 @@ use datafusion::logical_expr::{
 use datafusion::optimizer::analyzer::AnalyzerRule;
 use datafusion::optimizer::{OptimizerConfig, OptimizerRule};
 
-use crate::bounded::{Limits, bounded, concat_operator, is_unbound};
+use crate::bounded::{Limits, bounded, concat_operator, is_unbound, over_query_limit};
 use crate::memory::human_bytes;
 use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::{self, Column, Literal};
@@ -261,13 +261,15 @@ impl ScalarUDFImpl for RepeatedConstant {
         if let ColumnarValue::Scalar(scalar) = value {
             let repeated = (scalar.size() as u128).saturating_mul(args.number_rows as u128);
             if repeated > self.limits.query as u128 {
-                return Err(DataFusionError::ResourcesExhausted(format!(
-                    "a constant of {} repeated for each of {} rows would take {}, more than the query's memory limit of {} (--query-max-memory)",
-                    human_bytes(scalar.size()),
-                    args.number_rows,
-                    human_bytes(usize::try_from(repeated).unwrap_or(usize::MAX)),
-                    human_bytes(self.limits.query),
-                )));
+                return Err(over_query_limit(
+                    format!(
+                        "a constant of {} repeated for each of {} rows would take {}",
+                        human_bytes(scalar.size()),
+                        args.number_rows,
+                        human_bytes(usize::try_from(repeated).unwrap_or(usize::MAX)),
+                    ),
+                    self.limits.query,
+                ));
             }
         }
         Ok(value.clone())
