@@ -56,7 +56,7 @@ pub struct Rotation {
 
 enum Command {
     Append {
-        framed: Vec<u8>,
+        framed: wal::Framed,
         batches: Vec<TableBatch>,
         unbuilt: Option<UnbuiltSpans>,
         done: oneshot::Sender<Result<(), IngestError>>,
@@ -64,10 +64,10 @@ enum Command {
     Rotate {
         done: oneshot::Sender<Result<Rotation, IngestError>>,
     },
-    /// Measures the WAL on disk again (after the flush deleted segments).
-    /// The writer does it between its own writes, so that no write is
-    /// counted twice or lost from the count.
-    Remeasure,
+    /// The flush retired the segments up to this id: they no longer count
+    /// in the WAL's size. The writer counts between its own writes, so that
+    /// no write is counted twice or lost from the count.
+    Retired(u64),
     /// Panics the writer thread, as a bug in it would.
     #[cfg(test)]
     Crash,
@@ -92,7 +92,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::Append { framed, .. } => write!(f, "Append({} bytes)", framed.len()),
             Command::Rotate { .. } => f.write_str("Rotate"),
-            Command::Remeasure => f.write_str("Remeasure"),
+            Command::Retired(id) => write!(f, "Retired({id})"),
             #[cfg(test)]
             Command::Crash => f.write_str("Crash"),
         }
@@ -107,7 +107,9 @@ pub struct IngestArgs {
     pub buffer: Buffer,
     pub metrics: Arc<CollectorMetrics>,
     pub limits: Limits,
-    pub initial_wal_bytes: u64,
+    /// The replayed segments and the bytes of their valid records: they
+    /// count in the WAL's size until a flush retires them.
+    pub replayed: Vec<(u64, u64)>,
     /// The instances seen, shared with replay and saved by each flush.
     pub instances: Arc<Instances>,
 }
@@ -115,18 +117,22 @@ pub struct IngestArgs {
 impl Ingest {
     /// Opens segment `first_segment` and starts the writer thread.
     pub fn start(args: IngestArgs) -> Result<Self, IngestError> {
-        let segment = SegmentWriter::create(
+        let segment = SegmentWriter::create_or_reuse(
             args.wal.segment_path(args.first_segment),
             args.first_segment,
+            args.wal.take_spare(),
         )?;
         let (tx, rx) = mpsc::channel();
-        let wal_bytes = Arc::new(AtomicU64::new(args.initial_wal_bytes + segment.len()));
+        let sealed = args.replayed;
+        let replayed_bytes: u64 = sealed.iter().map(|&(_, bytes)| bytes).sum();
+        let wal_bytes = Arc::new(AtomicU64::new(replayed_bytes + segment.len()));
         let flush_wake = Arc::new(Notify::new());
         let writer = Writer {
             limits: args.limits,
             flush_wake: Arc::clone(&flush_wake),
             wal: args.wal,
             segment,
+            sealed,
             buffer: args.buffer.clone(),
             metrics: Arc::clone(&args.metrics),
             wal_bytes: Arc::clone(&wal_bytes),
@@ -205,8 +211,7 @@ impl Ingest {
         batches: Vec<TableBatch>,
         unbuilt: Option<UnbuiltSpans>,
     ) -> Result<(), IngestError> {
-        let mut framed = Vec::new();
-        wal::encode_record(kind as u8, received_at_micros, body, &mut framed)?;
+        let framed = wal::encode_record(kind as u8, received_at_micros, body)?;
         let (done, wait) = oneshot::channel();
         self.tx
             .send(Command::Append {
@@ -228,11 +233,11 @@ impl Ingest {
         wait.await.map_err(|_| IngestError::Closed)?
     }
 
-    /// Called by the flush once segments are deleted: the WAL writer
-    /// measures the WAL again before its next write.
-    pub fn remeasure_wal(&self) {
+    /// Called by the flush once the segments up to `id` are retired: the
+    /// WAL writer stops counting them before its next write.
+    pub fn retired(&self, id: u64) {
         // A closed writer refuses every request anyway.
-        let _ = self.tx.send(Command::Remeasure);
+        let _ = self.tx.send(Command::Retired(id));
     }
 
     pub fn buffer(&self) -> &Buffer {
@@ -275,6 +280,8 @@ struct Writer {
     flush_wake: Arc<Notify>,
     wal: WalDir,
     segment: SegmentWriter,
+    /// Segments sealed and not yet retired, with the bytes of their records.
+    sealed: Vec<(u64, u64)>,
     buffer: Buffer,
     metrics: Arc<CollectorMetrics>,
     wal_bytes: Arc<AtomicU64>,
@@ -305,7 +312,7 @@ impl Writer {
     }
 
     fn process(&mut self, group: Vec<Command>) {
-        let mut records: Vec<Vec<u8>> = Vec::new();
+        let mut records: Vec<wal::Framed> = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
         for cmd in group {
             match cmd {
@@ -325,25 +332,27 @@ impl Writer {
                 Command::Rotate { done } => {
                     // Everything queued before the rotation belongs to the
                     // sealed segment: commit it first.
-                    let written =
-                        self.write(&std::mem::take(&mut records), std::mem::take(&mut pending));
+                    let written = self.write(
+                        &mut std::mem::take(&mut records),
+                        std::mem::take(&mut pending),
+                    );
                     self.commit(written);
                     let _ = done.send(self.rotate());
                 }
-                // Records queued before it are not written yet: the measure
+                // Records queued before it are not written yet: the count
                 // leaves them out, and their write adds them.
-                Command::Remeasure => match self.wal.size_bytes() {
-                    Ok(bytes) => {
-                        self.wal_bytes.store(bytes, Ordering::Relaxed);
-                        self.metrics.wal_size_bytes.set(bytes);
-                    }
-                    Err(e) => tracing::warn!(error = %e, "could not measure the wal"),
-                },
+                Command::Retired(id) => {
+                    self.sealed.retain(|&(sealed, _)| sealed > id);
+                    let bytes =
+                        self.sealed.iter().map(|&(_, b)| b).sum::<u64>() + self.segment.len();
+                    self.wal_bytes.store(bytes, Ordering::Relaxed);
+                    self.metrics.wal_size_bytes.set(bytes);
+                }
                 #[cfg(test)]
                 Command::Crash => panic!("the wal writer crashed (test)"),
             }
         }
-        let written = self.write(&records, pending);
+        let written = self.write(&mut records, pending);
         self.commit(written);
     }
 
@@ -352,7 +361,7 @@ impl Writer {
     /// failed (the segment holds none of them then, see
     /// [`SegmentWriter::write`], and their requests are refused). A segment
     /// poisoned by an earlier failure is replaced first.
-    fn write(&mut self, records: &[Vec<u8>], pending: Vec<Pending>) -> Vec<Pending> {
+    fn write(&mut self, records: &mut [wal::Framed], pending: Vec<Pending>) -> Vec<Pending> {
         if pending.is_empty() {
             return pending;
         }
@@ -363,8 +372,7 @@ impl Writer {
                 tracing::error!(error = %e, "could not open a new wal segment");
             }
         }
-        let slices: Vec<&[u8]> = records.iter().map(Vec::as_slice).collect();
-        match self.segment.write(&slices) {
+        match self.segment.write(records) {
             Ok(bytes) => {
                 self.metrics.wal_bytes_written.add(bytes);
                 self.wal_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -467,7 +475,13 @@ impl Writer {
     fn open_next(&mut self) -> Result<u64, IngestError> {
         let sealed = self.segment.id();
         let next = sealed + 1;
-        self.segment = SegmentWriter::create(self.wal.segment_path(next), next)?;
+        let segment = SegmentWriter::create_or_reuse(
+            self.wal.segment_path(next),
+            next,
+            self.wal.take_spare(),
+        )?;
+        let old = std::mem::replace(&mut self.segment, segment);
+        self.sealed.push((sealed, old.len()));
         self.wal_bytes
             .fetch_add(self.segment.len(), Ordering::Relaxed);
         Ok(sealed)
@@ -563,6 +577,7 @@ mod tests {
             flush_wake: Arc::new(Notify::new()),
             wal,
             segment,
+            sealed: Vec::new(),
             buffer: buffer.clone(),
             metrics: Arc::default(),
             wal_bytes: Arc::default(),
@@ -604,8 +619,7 @@ mod tests {
             )
             .expect("decodes");
             assert!(n.batches.is_empty() && n.unbuilt.is_some());
-            let mut framed = Vec::new();
-            wal::encode_record(kind as u8, *now, body, &mut framed).expect("framed");
+            let framed = wal::encode_record(kind as u8, *now, body).expect("framed");
             let (done, answer) = oneshot::channel();
             group.push(Command::Append {
                 framed,
@@ -671,8 +685,7 @@ mod tests {
         .expect("decodes");
         assert!(n.unbuilt.is_none());
         assert_eq!(n.rows(), 2 * (SMALL_REQUEST_SPANS + 1), "spans and records");
-        let mut framed = Vec::new();
-        wal::encode_record(kind as u8, 400, &large, &mut framed).expect("framed");
+        let framed = wal::encode_record(kind as u8, 400, &large).expect("framed");
         let (done, mut answer) = oneshot::channel();
         writer.process(vec![Command::Append {
             framed,

@@ -119,24 +119,25 @@ impl Collector {
             buffer.add_files(table, files);
         }
         let instances = Arc::new(Instances::load(&config.data_dir, true));
-        let segments = wal.segments()?;
-        for id in &segments {
-            if *id <= checkpoint {
-                wal.remove_segment(*id)?;
+        let first_segment = wal.last_id()? + 1;
+        let mut replayed = Vec::new();
+        for id in wal.segments()? {
+            if id <= checkpoint {
+                wal.retire_segment(id)?;
             } else {
                 let mode = ScanMode::Recover;
-                replay_segment(&wal, *id, &buffer, &instances, &mut report, mode)?;
+                let bytes = replay_segment(&wal, id, &buffer, &instances, &mut report, mode)?;
+                replayed.push((id, bytes));
             }
         }
-        let last = segments.last().copied().unwrap_or(0).max(checkpoint);
         let metrics = Arc::new(CollectorMetrics::default());
         let ingest = Ingest::start(IngestArgs {
             wal: wal.clone(),
-            first_segment: last + 1,
+            first_segment,
             buffer: buffer.clone(),
             metrics: Arc::clone(&metrics),
             limits: config.limits,
-            initial_wal_bytes: wal.size_bytes()?,
+            replayed,
             instances,
         })?;
         let flusher = Flusher::new(
@@ -201,6 +202,8 @@ fn absolute(path: &Path) -> Result<PathBuf, Error> {
     })
 }
 
+/// Replays segment `id` into `buffer`; returns the bytes of its valid
+/// records.
 fn replay_segment(
     wal: &WalDir,
     id: u64,
@@ -208,8 +211,9 @@ fn replay_segment(
     instances: &Instances,
     report: &mut RecoveryReport,
     mode: ScanMode,
-) -> Result<(), Error> {
-    let replay = wal::read_segment(&wal.segment_path(id))?;
+) -> Result<u64, Error> {
+    let replay = wal::read_segment(&wal.segment_path(id), id)?;
+    let valid_len = replay.valid_len;
     match &replay.outcome {
         ReplayOutcome::Clean => {}
         ReplayOutcome::TornTail { offset } => {
@@ -266,7 +270,7 @@ fn replay_segment(
             }
         }
     }
-    Ok(())
+    Ok(valid_len)
 }
 
 #[cfg(test)]

@@ -218,11 +218,11 @@ impl Flusher {
         // Committed: what follows only tidies up, and a flushed segment
         // left behind is deleted by the next flush or the next start.
         let tidy = self.clone();
-        let removed = off_runtime(move || tidy.remove_flushed_segments(sealed)).await;
+        let removed = off_runtime(move || tidy.retire_flushed_segments(sealed)).await;
         if let Err(e) = removed.and_then(|r| r.map_err(FlushError::from)) {
             tracing::warn!(
                 error = %e,
-                "flushed, but a flushed wal segment could not be deleted yet; the next flush or start deletes it"
+                "flushed, but a flushed wal segment could not be retired yet; the next flush or start retires it"
             );
         }
         let (brows, bbytes) = self.ingest.buffer().usage();
@@ -240,18 +240,19 @@ impl Flusher {
         Ok(report)
     }
 
-    /// Deletes the segments up to `sealed`, which a committed checkpoint
-    /// covers, and has the WAL's size (it gates ingest) measured again.
-    fn remove_flushed_segments(&self, sealed: u64) -> Result<(), crate::wal::Error> {
-        let removed = self.remove_segments_up_to(sealed);
-        self.ingest.remeasure_wal();
-        removed
+    /// Retires the segments up to `sealed`, which a committed checkpoint
+    /// covers (kept as spares or deleted, see [`crate::wal`]), and has them
+    /// no longer counted in the WAL's size (it gates ingest).
+    fn retire_flushed_segments(&self, sealed: u64) -> Result<(), crate::wal::Error> {
+        let retired = self.retire_segments_up_to(sealed);
+        self.ingest.retired(sealed);
+        retired
     }
 
-    fn remove_segments_up_to(&self, sealed: u64) -> Result<(), crate::wal::Error> {
+    fn retire_segments_up_to(&self, sealed: u64) -> Result<(), crate::wal::Error> {
         for id in self.wal.segments()? {
             if id <= sealed {
-                self.wal.remove_segment(id)?;
+                self.wal.retire_segment(id)?;
             }
         }
         Ok(())
@@ -276,7 +277,7 @@ impl Flusher {
 /// Runs `work` on the blocking pool and waits for it. The file system
 /// calls of a flush's commit can block for tens of milliseconds (fsyncs;
 /// deleting the ~100 MiB of segments a flush retires took ~30 ms at
-/// saturation), and inline they would hold one of the runtime's workers,
+/// saturation, before they were kept as spares), and inline they would hold one of the runtime's workers,
 /// which serve requests. A panic in `work` is raised here, as it would be
 /// inline.
 async fn off_runtime<T: Send + 'static>(

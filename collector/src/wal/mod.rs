@@ -3,24 +3,47 @@
 //!
 //! # On-disk format
 //! `DATA_DIR/wal/` holds segment files `<id>.wal` (`id` a zero-padded u64,
-//! increasing) and a `checkpoint` file.
+//! increasing), at most [`MAX_SPARES`] spare files `<id>.spare` (retired
+//! segments kept for reuse) and a `checkpoint` file.
 //!
-//! A segment starts with an 16-byte header: the magic `FSWAL001` and the
-//! segment id (u64 LE). Records follow back to back:
+//! A segment starts with an 16-byte header: the magic `FSWAL002` and the
+//! segment id (u64 LE), which must match the file's name. Records follow
+//! back to back:
 //!
 //! ```text
-//! [len: u32 LE][crc32: u32 LE][payload: len bytes]
+//! [len: u32 LE][crc32: u32 LE][segment: u64 LE][payload: len bytes]
 //! payload = [kind: u8][received_at: i64 LE, µs since epoch][body]
 //! ```
 //!
-//! `crc32` (IEEE) covers the payload. `kind` says how to decode `body` (OTLP
-//! protobuf or JSON per signal, or invocation records, see [`RecordKind`]); the body is the request
-//! as it arrived, after decompression, so writing it costs no re-encoding and
-//! replay runs the same deterministic normalization as the live path (the
-//! stored `received_at` stands in for "now").
+//! `crc32` (IEEE) covers `segment` and the payload. `kind` says how to
+//! decode `body` (OTLP protobuf or JSON per signal, or invocation records,
+//! see [`RecordKind`]); the body is the request as it arrived, after
+//! decompression, so writing it costs no re-encoding and replay runs the
+//! same deterministic normalization as the live path (the stored
+//! `received_at` stands in for "now").
 //!
-//! `checkpoint` holds one u64 LE: every segment with an id at or below it has
-//! been flushed to Parquet.
+//! Segments written before the segment id was in each record start with
+//! `FSWAL001` and have 8-byte record headers (`[len][crc32]`, the checksum
+//! over the payload alone); replay still reads them.
+//!
+//! # Reused segments
+//! A flush does not delete the segments it retires: up to [`MAX_SPARES`]
+//! of them (each at most [`MAX_SPARE_BYTES`]) become spares, and the next
+//! segment is made from one: its header is rewritten, and records are
+//! written over the old ones from the start. Overwriting blocks the file
+//! already has lets `fdatasync` write the data alone, where appending to a
+//! new file also writes the file's size and block maps each time (on ext4
+//! without a journal, a synchronous write per metadata block), and no
+//! blocks are freed (and discarded) per flush. A reused segment therefore
+//! holds, after its last record, bytes of an earlier use: those records
+//! carry an older segment id, so they never replay as this segment's.
+//!
+//! Reading a segment stops at the first record that is short, fails its
+//! checksum, or carries another segment's id. What follows decides what
+//! that was: a valid record of this segment further on means the segment
+//! is corrupt; otherwise a record header naming this segment (or bytes too
+//! few for a header, or only zeros) is a torn tail, and anything else is
+//! what an earlier use left: the segment ended cleanly.
 //!
 //! # Invariants
 //! 1. A request is acknowledged only after its record is written and the
@@ -28,8 +51,8 @@
 //!    sync (group commit).
 //! 2. A flush seals the current segment (id `S`), opens `S + 1`, writes its
 //!    Parquet files named `<S>-…parquet` (write, fsync, rename, fsync dir),
-//!    then writes `checkpoint = S` atomically, and only then deletes segments
-//!    `<= S`. When the checkpoint is renamed into place but its directory
+//!    then writes `checkpoint = S` atomically, and only then retires segments
+//!    `<= S` (deletes them, or keeps them as spares). When the checkpoint is renamed into place but its directory
 //!    cannot be synced, a crash may find it or the one before: the flush
 //!    then keeps its files and the segments `<= S` (invariant 3 reads every
 //!    row once from either), publishes the files, and leaves the segments
@@ -37,13 +60,16 @@
 //! 3. At start: Parquet files whose flush id is above the checkpoint belong to
 //!    a flush that did not commit and are deleted (their rows are still in the
 //!    WAL); segments above the checkpoint are replayed; segments at or below
-//!    it are deleted. So a row is never both replayed and already in Parquet.
-//! 4. Replay of a segment stops at the first record that is short or fails
-//!    its checksum. When that record is the last thing in the file it is a
-//!    torn tail (a crash mid-write, never acknowledged) and is dropped. When
-//!    more bytes follow, the segment is corrupt: the valid prefix is
-//!    recovered, a copy of the segment goes to `wal/quarantine/`, and start-up
-//!    goes on.
+//!    it are retired. The first new segment's id is above every id in the
+//!    WAL, spares included. So a row is never both replayed and already in Parquet.
+//! 4. Replay of a segment stops at the first record that is short, fails
+//!    its checksum or names another segment (see above). A torn tail (a
+//!    crash mid-write, never acknowledged) is dropped; bytes of an earlier
+//!    use end the segment cleanly. When a valid record of the segment
+//!    follows the bad one, the segment is corrupt: the valid prefix is
+//!    recovered, a copy of the segment goes to `wal/quarantine/`, and
+//!    start-up goes on. A segment whose header names another id is corrupt
+//!    and gives no records.
 //! 5. So a record written in part never sits before records acknowledged
 //!    later: a write that fails (a full disk) is cut back out of the segment
 //!    (truncated to the records before it) and its group refused; a segment
@@ -51,12 +77,15 @@
 //!    and the writer moves on to the next segment. A new segment whose
 //!    header cannot be written is removed again, so that its id is free when
 //!    the next attempt (the next group, or the next flush's rotation) comes.
+//! 6. A spare becomes segment `id` only with its header rewritten and
+//!    synced *before* it is renamed `<id>.wal` (and the directory synced),
+//!    so a file named `<id>.wal` never carries an earlier id in its header.
 
 mod replay;
 mod segment;
 
 pub use replay::{ReplayOutcome, SegmentReplay, read_segment};
-pub use segment::{SegmentWriter, encode_record};
+pub use segment::{Framed, SegmentWriter, encode_record};
 
 use std::fs;
 use std::io::{self, Write};
@@ -92,9 +121,18 @@ pub(crate) fn io_err(path: &Path) -> impl FnOnce(io::Error) -> Error + '_ {
     }
 }
 
-pub const SEGMENT_MAGIC: &[u8; 8] = b"FSWAL001";
+pub const SEGMENT_MAGIC: &[u8; 8] = b"FSWAL002";
+/// The magic of segments written before records carried their segment id.
+pub const SEGMENT_MAGIC_V1: &[u8; 8] = b"FSWAL001";
 pub const SEGMENT_HEADER_LEN: usize = 16;
-pub const RECORD_HEADER_LEN: usize = 8;
+pub const RECORD_HEADER_LEN: usize = 16;
+/// A record header of an `FSWAL001` segment: `[len][crc32]`.
+pub const RECORD_HEADER_LEN_V1: usize = 8;
+/// Retired segments kept for reuse at most.
+pub const MAX_SPARES: usize = 2;
+/// Larger retired segments are deleted, not kept: a burst does not keep
+/// its disk space for good.
+pub const MAX_SPARE_BYTES: u64 = 256 << 20;
 /// Larger records are refused on write and treated as corruption on replay.
 pub const MAX_RECORD_LEN: usize = 1 << 30;
 
@@ -174,6 +212,49 @@ impl WalDir {
         self.dir.join(format!("{id:020}.wal"))
     }
 
+    fn spare_path(&self, id: u64) -> PathBuf {
+        self.dir.join(format!("{id:020}.spare"))
+    }
+
+    /// The spares: `(id, bytes)`, largest first.
+    pub fn spares(&self) -> Result<Vec<(u64, u64)>> {
+        let mut spares = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let entry = entry.map_err(io_err(&self.dir))?;
+            let name = entry.file_name();
+            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".spare")) else {
+                continue;
+            };
+            if let Ok(id) = stem.parse::<u64>() {
+                let path = entry.path();
+                spares.push((id, entry.metadata().map_err(io_err(&path))?.len()));
+            }
+        }
+        spares.sort_unstable_by_key(|&(id, len)| std::cmp::Reverse((len, id)));
+        Ok(spares)
+    }
+
+    /// The largest spare, to become the next segment.
+    pub fn take_spare(&self) -> Option<PathBuf> {
+        match self.spares() {
+            Ok(spares) => spares.first().map(|&(id, _)| self.spare_path(id)),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not list the spare wal segments");
+                None
+            }
+        }
+    }
+
+    /// The highest id any file of the WAL carries: segments, the checkpoint,
+    /// and spares (whose old records carry at most the spare's id). A new
+    /// segment takes a higher one, so that no record an earlier use left in
+    /// a spare can carry the id of the segment it becomes.
+    pub fn last_id(&self) -> Result<u64> {
+        let segments = self.segments()?.last().copied().unwrap_or(0);
+        let spares = self.spares()?.iter().map(|&(id, _)| id).max().unwrap_or(0);
+        Ok(segments.max(spares).max(self.checkpoint()?))
+    }
+
     /// Ids of the segments on disk, ascending.
     pub fn segments(&self) -> Result<Vec<u64>> {
         let mut ids = Vec::new();
@@ -189,16 +270,6 @@ impl WalDir {
         }
         ids.sort_unstable();
         Ok(ids)
-    }
-
-    /// Total bytes of all segments.
-    pub fn size_bytes(&self) -> Result<u64> {
-        let mut total = 0;
-        for id in self.segments()? {
-            let p = self.segment_path(id);
-            total += fs::metadata(&p).map_err(io_err(&p))?.len();
-        }
-        Ok(total)
     }
 
     /// The highest flushed segment id, 0 when nothing was ever flushed.
@@ -249,12 +320,25 @@ impl WalDir {
     }
 
     pub fn remove_segment(&self, id: u64) -> Result<()> {
-        let p = self.segment_path(id);
-        match fs::remove_file(&p) {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(io_err(&p)(e)),
+        remove_if_there(&self.segment_path(id))
+    }
+
+    /// Retires a flushed segment: kept as a spare while there are fewer
+    /// than [`MAX_SPARES`] and it is at most [`MAX_SPARE_BYTES`], deleted
+    /// otherwise. No sync: a rename lost in a crash leaves a segment at or
+    /// below the checkpoint, which the next start retires again.
+    pub fn retire_segment(&self, id: u64) -> Result<()> {
+        let path = self.segment_path(id);
+        let len = match fs::metadata(&path) {
+            Ok(m) => m.len(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&path)(e)),
+        };
+        if len <= MAX_SPARE_BYTES && self.spares()?.len() < MAX_SPARES {
+            let spare = self.spare_path(id);
+            return fs::rename(&path, &spare).map_err(io_err(&spare));
         }
+        remove_if_there(&path)
     }
 
     /// Copies a corrupt segment aside for inspection; the original stays
@@ -266,6 +350,14 @@ impl WalDir {
         let dst = qdir.join(format!("{id:020}.wal"));
         fs::copy(&src, &dst).map_err(io_err(&dst))?;
         Ok(dst)
+    }
+}
+
+fn remove_if_there(path: &Path) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err(path)(e)),
     }
 }
 

@@ -4,29 +4,66 @@ use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, Seek, SeekFrom, Write};
 use std::path::PathBuf;
 
-use super::{Error, MAX_RECORD_LEN, RECORD_HEADER_LEN, Result, SEGMENT_MAGIC, io_err, sync_dir};
+use super::{
+    Error, MAX_RECORD_LEN, RECORD_HEADER_LEN, Result, SEGMENT_HEADER_LEN, SEGMENT_MAGIC, io_err,
+    sync_dir,
+};
 
-/// Frames one record: header (length, checksum) and payload.
-pub fn encode_record(
-    kind: u8,
-    received_at_micros: i64,
-    body: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<()> {
+/// A record framed by the request that makes it (off the writer thread,
+/// where the payload's checksum is computed), waiting for the segment id the
+/// writer gives it ([`SegmentWriter::write`]).
+#[derive(Debug, Clone)]
+pub struct Framed {
+    bytes: Vec<u8>,
+    payload_crc: u32,
+}
+
+impl Framed {
+    /// The record's bytes as they go to disk once stamped.
+    pub fn bytes(&self) -> &[u8] {
+        &self.bytes
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Writes `segment` into the header and the checksum over it and the
+    /// payload, from the payload's own checksum (no second pass over the
+    /// payload). Stamping again for another segment is allowed.
+    pub fn stamp(&mut self, segment: u64) {
+        let id = segment.to_le_bytes();
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&id);
+        let payload_len = (self.bytes.len() - RECORD_HEADER_LEN) as u64;
+        crc.combine(&crc32fast::Hasher::new_with_initial_len(
+            self.payload_crc,
+            payload_len,
+        ));
+        self.bytes[4..8].copy_from_slice(&crc.finalize().to_le_bytes());
+        self.bytes[8..16].copy_from_slice(&id);
+    }
+}
+
+/// Frames one record: header (length, checksum, segment id once stamped)
+/// and payload.
+pub fn encode_record(kind: u8, received_at_micros: i64, body: &[u8]) -> Result<Framed> {
     let payload_len = 1 + 8 + body.len();
     if payload_len > MAX_RECORD_LEN {
         return Err(Error::RecordTooLarge(payload_len));
     }
-    let start = out.len();
-    out.reserve(RECORD_HEADER_LEN + payload_len);
-    out.extend_from_slice(&(payload_len as u32).to_le_bytes());
-    out.extend_from_slice(&[0; 4]);
-    out.push(kind);
-    out.extend_from_slice(&received_at_micros.to_le_bytes());
-    out.extend_from_slice(body);
-    let crc = crc32fast::hash(&out[start + RECORD_HEADER_LEN..]);
-    out[start + 4..start + 8].copy_from_slice(&crc.to_le_bytes());
-    Ok(())
+    let mut bytes = Vec::with_capacity(RECORD_HEADER_LEN + payload_len);
+    bytes.extend_from_slice(&(payload_len as u32).to_le_bytes());
+    bytes.extend_from_slice(&[0; 12]);
+    bytes.push(kind);
+    bytes.extend_from_slice(&received_at_micros.to_le_bytes());
+    bytes.extend_from_slice(body);
+    let payload_crc = crc32fast::hash(&bytes[RECORD_HEADER_LEN..]);
+    Ok(Framed { bytes, payload_crc })
 }
 
 /// The open segment new records go to.
@@ -46,6 +83,46 @@ pub struct SegmentWriter {
 }
 
 impl SegmentWriter {
+    /// Creates segment `id` with its header, durable before returning: from
+    /// a spare when `spare` is given and reusing it works (see
+    /// [`Self::reuse`]), as a new file otherwise.
+    pub fn create_or_reuse(path: PathBuf, id: u64, spare: Option<PathBuf>) -> Result<Self> {
+        if let Some(spare) = spare {
+            match Self::reuse(&spare, path.clone(), id) {
+                Ok(w) => return Ok(w),
+                Err(e) => {
+                    tracing::warn!(spare = %spare.display(), error = %e, "could not reuse a spare wal segment; deleting it and creating a new one");
+                    let _ = std::fs::remove_file(&spare);
+                }
+            }
+        }
+        Self::create(path, id)
+    }
+
+    /// Makes a spare segment `id`: its header is rewritten and synced while
+    /// it still has its spare name, then it is renamed `path` and the
+    /// directory synced. Records then overwrite the earlier use's from the
+    /// start; those carry an older id and never replay as this segment's.
+    fn reuse(spare: &std::path::Path, path: PathBuf, id: u64) -> Result<Self> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(spare)
+            .map_err(io_err(spare))?;
+        file.write_all(&header(id)).map_err(io_err(spare))?;
+        file.sync_data().map_err(io_err(spare))?;
+        std::fs::rename(spare, &path).map_err(io_err(&path))?;
+        if let Some(dir) = path.parent() {
+            sync_dir(dir).map_err(io_err(dir))?;
+        }
+        Ok(SegmentWriter {
+            id,
+            path,
+            file,
+            len: SEGMENT_HEADER_LEN as u64,
+            poisoned: false,
+        })
+    }
+
     /// Creates segment `id` with its header, durable before returning.
     ///
     /// When the header cannot be written (a full disk), the file is removed
@@ -66,9 +143,7 @@ impl SegmentWriter {
     }
 
     fn start(mut file: File, path: PathBuf, id: u64) -> Result<Self> {
-        let mut header = Vec::with_capacity(16);
-        header.extend_from_slice(SEGMENT_MAGIC);
-        header.extend_from_slice(&id.to_le_bytes());
+        let header = header(id);
         file.write_all(&header).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
         if let Some(dir) = path.parent() {
@@ -101,14 +176,19 @@ impl SegmentWriter {
         self.poisoned
     }
 
-    /// Appends already framed records (not yet durable), in as few
-    /// system calls as it takes, and returns their bytes. On failure none
-    /// of them is in the segment, or the segment is poisoned.
-    pub fn write(&mut self, records: &[&[u8]]) -> Result<u64> {
+    /// Stamps framed records with this segment's id and appends them (not
+    /// yet durable), in as few system calls as it takes, and returns their
+    /// bytes. On failure none of them is in the segment, or the segment is
+    /// poisoned.
+    pub fn write(&mut self, records: &mut [Framed]) -> Result<u64> {
         if self.poisoned {
             return Err(self.poisoned_err());
         }
-        if let Err(e) = write_all_vectored(&mut self.file, records) {
+        for r in records.iter_mut() {
+            r.stamp(self.id);
+        }
+        let records: Vec<&[u8]> = records.iter().map(Framed::bytes).collect();
+        if let Err(e) = write_all_vectored(&mut self.file, &records) {
             if let Err(cut) = self.cut_back() {
                 tracing::error!(path = %self.path.display(), error = %cut,
                     "could not cut a failed write back out of a wal segment; closing it");
@@ -149,6 +229,14 @@ impl SegmentWriter {
         }
         synced
     }
+}
+
+/// A segment's header: magic and id.
+fn header(id: u64) -> [u8; SEGMENT_HEADER_LEN] {
+    let mut header = [0; SEGMENT_HEADER_LEN];
+    header[..8].copy_from_slice(SEGMENT_MAGIC);
+    header[8..].copy_from_slice(&id.to_le_bytes());
+    header
 }
 
 /// Slices one `writev` takes at most (Linux's `IOV_MAX`).
@@ -319,12 +407,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("00000000000000000001.wal");
         let mut w = SegmentWriter::create(path.clone(), 1).expect("create");
-        let mut record = Vec::new();
-        encode_record(1, 5, &[7; 1000], &mut record).expect("encode");
-        let group = [record.as_slice(); 3];
+        let record = encode_record(1, 5, &[7; 992]).expect("encode");
+        let mut group = [record.clone(), record.clone(), record.clone()];
         let mut written = 0;
         let err = loop {
-            match w.write(&group) {
+            match w.write(&mut group) {
                 Ok(_) => written += group.len(),
                 Err(e) => break e,
             }
@@ -335,10 +422,10 @@ mod tests {
         assert_eq!(on_disk, w.len(), "the failed group's bytes are still there");
         // One record still fits below the limit, right after the others.
         assert!(w.len() + record.len() as u64 <= limit);
-        w.write(&[&record]).expect("a record that fits");
+        w.write(&mut [record]).expect("a record that fits");
         w.sync().expect("sync");
         written += 1;
-        let replay = read_segment(&path).expect("read");
+        let replay = read_segment(&path, 1).expect("read");
         assert_eq!(replay.records.len(), written);
         assert!(
             matches!(replay.outcome, ReplayOutcome::Clean),
