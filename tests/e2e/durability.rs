@@ -468,9 +468,10 @@ fn immutable(path: &Path, on: bool) {
 }
 
 /// A flush whose checkpoint is written but whose flushed WAL segment cannot
-/// be deleted has still stored its rows: SIGTERM exits 0 (it used to report
-/// "final flush failed" and exit 1), the leftover segment is deleted at the
-/// next start instead of replayed, and every span is there exactly once.
+/// be retired (deleted, or renamed to a spare) has still stored its rows:
+/// SIGTERM exits 0 (it used to report "final flush failed" and exit 1), the
+/// leftover segment is retired at the next start instead of replayed, and
+/// every span is there exactly once.
 #[test]
 fn a_flushed_segment_that_cannot_be_deleted_does_not_fail_the_flush() {
     let mut server = TestServer::builder()
@@ -489,7 +490,7 @@ fn a_flushed_segment_that_cannot_be_deleted_does_not_fail_the_flush() {
     immutable(&segment, false);
     let log = server.wait_for_log("final flush done");
     assert!(status.success(), "exit {status:?}; log:\n{log}");
-    assert!(log.contains("could not be deleted yet"), "{log}");
+    assert!(log.contains("could not be retired yet"), "{log}");
     assert!(segment.exists());
 
     let server = server.restart();
@@ -497,7 +498,7 @@ fn a_flushed_segment_that_cannot_be_deleted_does_not_fail_the_flush() {
     assert!(log.contains("rows_replayed=0"), "{log}");
     assert!(
         !segment.exists(),
-        "the flushed segment was not deleted at start"
+        "the flushed segment was not retired at start"
     );
     assert_exactly_once(&server, &acked);
     assert_eq!(
