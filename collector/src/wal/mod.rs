@@ -219,19 +219,29 @@ impl WalDir {
     /// The spares: `(id, bytes)`, largest first.
     pub fn spares(&self) -> Result<Vec<(u64, u64)>> {
         let mut spares = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let entry = entry.map_err(io_err(&self.dir))?;
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".spare")) else {
-                continue;
-            };
-            if let Ok(id) = stem.parse::<u64>() {
-                let path = entry.path();
-                spares.push((id, entry.metadata().map_err(io_err(&path))?.len()));
-            }
+        for (id, path) in self.files_named("spare")? {
+            spares.push((id, fs::metadata(&path).map_err(io_err(&path))?.len()));
         }
         spares.sort_unstable_by_key(|&(id, len)| std::cmp::Reverse((len, id)));
         Ok(spares)
+    }
+
+    /// The files `<id>.<extension>` of the directory, with their ids.
+    fn files_named(&self, extension: &str) -> Result<Vec<(u64, PathBuf)>> {
+        let mut files = Vec::new();
+        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
+            let path = entry.map_err(io_err(&self.dir))?.path();
+            if path.extension().is_none_or(|e| e != extension) {
+                continue;
+            }
+            let id = path
+                .file_stem()
+                .and_then(|s| s.to_str()?.parse::<u64>().ok());
+            if let Some(id) = id {
+                files.push((id, path));
+            }
+        }
+        Ok(files)
     }
 
     /// The largest spare, to become the next segment.
@@ -257,17 +267,11 @@ impl WalDir {
 
     /// Ids of the segments on disk, ascending.
     pub fn segments(&self) -> Result<Vec<u64>> {
-        let mut ids = Vec::new();
-        for entry in fs::read_dir(&self.dir).map_err(io_err(&self.dir))? {
-            let entry = entry.map_err(io_err(&self.dir))?;
-            let name = entry.file_name();
-            let Some(stem) = name.to_str().and_then(|n| n.strip_suffix(".wal")) else {
-                continue;
-            };
-            if let Ok(id) = stem.parse::<u64>() {
-                ids.push(id);
-            }
-        }
+        let mut ids: Vec<u64> = self
+            .files_named("wal")?
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         ids.sort_unstable();
         Ok(ids)
     }
@@ -317,10 +321,6 @@ impl WalDir {
     pub(crate) fn fail_checkpoint_dir_sync(&self, fail: bool) {
         self.fail_checkpoint_dir_sync
             .store(fail, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn remove_segment(&self, id: u64) -> Result<()> {
-        remove_if_there(&self.segment_path(id))
     }
 
     /// Retires a flushed segment: kept as a spare while there are fewer

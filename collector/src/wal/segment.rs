@@ -111,16 +111,7 @@ impl SegmentWriter {
         file.write_all(&header(id)).map_err(io_err(spare))?;
         file.sync_data().map_err(io_err(spare))?;
         std::fs::rename(spare, &path).map_err(io_err(&path))?;
-        if let Some(dir) = path.parent() {
-            sync_dir(dir).map_err(io_err(dir))?;
-        }
-        Ok(SegmentWriter {
-            id,
-            path,
-            file,
-            len: SEGMENT_HEADER_LEN as u64,
-            poisoned: false,
-        })
+        Self::in_place(file, path, id)
     }
 
     /// Creates segment `id` with its header, durable before returning.
@@ -143,9 +134,14 @@ impl SegmentWriter {
     }
 
     fn start(mut file: File, path: PathBuf, id: u64) -> Result<Self> {
-        let header = header(id);
-        file.write_all(&header).map_err(io_err(&path))?;
+        file.write_all(&header(id)).map_err(io_err(&path))?;
         file.sync_all().map_err(io_err(&path))?;
+        Self::in_place(file, path, id)
+    }
+
+    /// The segment at `path`, its header synced: syncs the directory that
+    /// names it, and records follow the header.
+    fn in_place(file: File, path: PathBuf, id: u64) -> Result<Self> {
         if let Some(dir) = path.parent() {
             sync_dir(dir).map_err(io_err(dir))?;
         }
@@ -153,7 +149,7 @@ impl SegmentWriter {
             id,
             path,
             file,
-            len: header.len() as u64,
+            len: SEGMENT_HEADER_LEN as u64,
             poisoned: false,
         })
     }

@@ -170,7 +170,7 @@ fn writer_and_reader_agree_on_disk_and_checkpoint_round_trips() {
     assert_eq!(wal.checkpoint().expect("checkpoint"), 3);
     let q = wal.quarantine(3).expect("quarantine");
     assert!(q.exists());
-    wal.remove_segment(3).expect("remove");
+    wal.retire_segment(3).expect("retire");
     assert!(wal.segments().expect("list").is_empty());
 }
 
