@@ -23,7 +23,8 @@
 //! `FAASIGHT_BENCH_INPROCESS_ONLY=1` (step 1 only),
 //! `FAASIGHT_BENCH_ONLY=http/512/4` (one load row, with the server's
 //! flush and refusal counters), `FAASIGHT_BENCH_PROTOCOLS=http`,
-//! `FAASIGHT_BENCH_DISK_ONLY=1` (step 3 only).
+//! `FAASIGHT_BENCH_DISK_ONLY=1` (step 3 only). `benches/support/phases.py`
+//! sorts a `perf record` profile of the server into the report's phases.
 
 mod support;
 use std::path::Path;
