@@ -75,8 +75,10 @@
 //!    (truncated to the records before it) and its group refused; a segment
 //!    that cannot be cut back, or whose sync failed, takes no more records,
 //!    and the writer moves on to the next segment. A new segment whose
-//!    header cannot be written is removed again, so that its id is free when
-//!    the next attempt (the next group, or the next flush's rotation) comes.
+//!    header cannot be written is removed again, and so is a spare renamed
+//!    to a segment's name that could not be put in place (its directory
+//!    sync failed), so that the id is free when the next attempt (the next
+//!    group, or the next flush's rotation) comes.
 //! 6. A spare becomes segment `id` only with its header rewritten and
 //!    synced *before* it is renamed `<id>.wal` (and the directory synced),
 //!    so a file named `<id>.wal` never carries an earlier id in its header.

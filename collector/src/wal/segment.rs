@@ -111,26 +111,22 @@ impl SegmentWriter {
         file.write_all(&header(id)).map_err(io_err(spare))?;
         file.sync_data().map_err(io_err(spare))?;
         std::fs::rename(spare, &path).map_err(io_err(&path))?;
-        Self::in_place(file, path, id)
+        // Renamed, the file holds the name of segment `id` (and only an
+        // earlier use's records): free it again if the segment fails.
+        Self::in_place(file, path.clone(), id).inspect_err(|_| remove_unfinished(&path))
     }
 
     /// Creates segment `id` with its header, durable before returning.
     ///
     /// When the header cannot be written (a full disk), the file is removed
-    /// again: left behind, it would make every later attempt to create
-    /// segment `id` fail (the name is taken), and with it every rotation
-    /// after the disk has room again.
+    /// again (see [`remove_unfinished`]).
     pub fn create(path: PathBuf, id: u64) -> Result<Self> {
         let file = OpenOptions::new()
             .create_new(true)
             .write(true)
             .open(&path)
             .map_err(io_err(&path))?;
-        Self::start(file, path.clone(), id).inspect_err(|_| {
-            if let Err(e) = std::fs::remove_file(&path) {
-                tracing::error!(path = %path.display(), error = %e, "could not remove a wal segment whose header failed");
-            }
-        })
+        Self::start(file, path.clone(), id).inspect_err(|_| remove_unfinished(&path))
     }
 
     fn start(mut file: File, path: PathBuf, id: u64) -> Result<Self> {
@@ -143,6 +139,12 @@ impl SegmentWriter {
     /// names it, and records follow the header.
     fn in_place(file: File, path: PathBuf, id: u64) -> Result<Self> {
         if let Some(dir) = path.parent() {
+            #[cfg(test)]
+            if FAIL_DIR_SYNC.get() {
+                return Err(io_err(dir)(io::Error::other(
+                    "injected directory sync failure",
+                )));
+            }
             sync_dir(dir).map_err(io_err(dir))?;
         }
         Ok(SegmentWriter {
@@ -225,6 +227,22 @@ impl SegmentWriter {
         }
         synced
     }
+}
+
+/// Removes a segment that could not be made whole. Left behind, it would
+/// make every later attempt to create segment `id` fail (the name is
+/// taken), and with it every rotation after the disk has room again.
+fn remove_unfinished(path: &std::path::Path) {
+    if let Err(e) = std::fs::remove_file(path) {
+        tracing::error!(path = %path.display(), error = %e, "could not remove a wal segment that could not be made whole");
+    }
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Makes the directory sync that puts a segment in place fail, on the
+    /// thread that sets it, as a failing disk would.
+    pub(crate) static FAIL_DIR_SYNC: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// A segment's header: magic and id.

@@ -355,6 +355,46 @@ fn retired_segments_become_spares_and_spares_become_segments() {
     assert_eq!(wal.last_id().expect("last id"), 40);
 }
 
+/// A spare renamed to a segment's name whose directory sync then fails
+/// does not keep that name: the next attempt at the same segment (the next
+/// group, or the next rotation) creates it, instead of finding the name
+/// taken for good.
+#[test]
+fn a_spare_that_fails_to_become_a_segment_leaves_its_name_free() {
+    use crate::wal::segment::FAIL_DIR_SYNC;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wal = WalDir::open(dir.path()).expect("open");
+    let mut w = SegmentWriter::create(wal.segment_path(1), 1).expect("create");
+    w.write(&mut [encode_record(1, 5, &[1; 1000]).expect("encode")])
+        .expect("write");
+    w.sync().expect("sync");
+    drop(w);
+    wal.retire_segment(1).expect("retire");
+    let spare = wal.take_spare().expect("a spare");
+
+    FAIL_DIR_SYNC.set(true);
+    let failed = SegmentWriter::create_or_reuse(wal.segment_path(2), 2, Some(spare));
+    FAIL_DIR_SYNC.set(false);
+    let err = failed.expect_err("the directory sync fails");
+    assert!(
+        err.to_string().contains("injected directory sync failure"),
+        "{err}"
+    );
+    assert!(!wal.segment_path(2).exists(), "segment 2's name is free");
+    assert!(
+        wal.spares().expect("spares").is_empty(),
+        "the spare is gone"
+    );
+
+    let mut w = SegmentWriter::create_or_reuse(wal.segment_path(2), 2, wal.take_spare())
+        .expect("the next attempt creates segment 2");
+    w.write(&mut [encode_record(2, 6, b"new").expect("encode")])
+        .expect("write");
+    w.sync().expect("sync");
+    let replay = read_segment(&wal.segment_path(2), 2).expect("read");
+    assert_eq!(contents(replay), vec![(2, 6, b"new".to_vec())]);
+}
+
 proptest! {
     #[test]
     fn any_records_round_trip(records in proptest::collection::vec(
